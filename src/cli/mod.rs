@@ -1,0 +1,100 @@
+//! The `portcullis` command line: subcommands, their output and exit codes. Knows no
+//! wire bytes; every decision comes from [`crate::policy`].
+
+mod check;
+mod rules;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::{self, Decision, RuleSet, UNPARSED_RULE};
+
+/// Exit codes other than 0 and clap's 2 (bad usage).
+pub mod exit {
+    /// Something went wrong (unreadable rule file, I/O error).
+    pub const ERROR: u8 = 1;
+    pub const DENY: u8 = 10;
+    pub const REVIEW: u8 = 11;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A Git- and SQL-aware gateway for AI coding agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge a statement with the rules, without a gateway (exit 0 allow, 10 deny, 11 review).
+    Check {
+        #[command(subcommand)]
+        what: check::CheckCommand,
+    },
+    /// Test and show rule packs.
+    Rules {
+        #[command(subcommand)]
+        what: rules::RulesCommand,
+    },
+}
+
+/// Which rules to use: `--rules` files or directories, or the built-in packs.
+#[derive(Args, Clone, Debug)]
+pub struct RuleOptions {
+    /// Rule files or directories (repeatable); the built-in packs when absent.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// What `sql.unparsed` does with SQL the gateway cannot read (like `server.unparsed`).
+    #[arg(long, value_enum, default_value_t = Unparsed::Deny)]
+    pub unparsed: Unparsed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Unparsed {
+    Deny,
+    Review,
+}
+
+impl RuleOptions {
+    pub fn load(&self) -> Result<RuleSet, policy::Error> {
+        let mut set = if self.rules.is_empty() {
+            RuleSet::builtin()?
+        } else {
+            RuleSet::load(&self.rules)?
+        };
+        if self.unparsed == Unparsed::Review {
+            set.set_decision(UNPARSED_RULE, Decision::Review);
+        }
+        Ok(set)
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { what } => check::run(what),
+        Command::Rules { what } => rules::run(what),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("portcullis: {message}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+pub fn decision_exit(decision: Decision) -> u8 {
+    match decision {
+        Decision::Allow => 0,
+        Decision::Deny => exit::DENY,
+        Decision::Review => exit::REVIEW,
+    }
+}

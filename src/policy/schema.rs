@@ -1,0 +1,84 @@
+//! Which fact paths each subject offers, so a typo in a rule file is a load error with a
+//! line number instead of a condition that silently never matches.
+
+use super::rule::Subject;
+
+/// Facts about one SQL statement (`sql` rules). Keep in step with `sql::facts`.
+pub const SQL_FACTS: &[&str] = &[
+    "stmt",
+    "stmt.kind",
+    "stmt.kinds",
+    "stmt.is_ddl",
+    "stmt.is_dml",
+    "stmt.drop_kind",
+    "stmt.tables_read",
+    "stmt.tables_written",
+    "stmt.has_where",
+    "stmt.where_always_true",
+    "stmt.writes",
+    "stmt.writes.kind",
+    "stmt.writes.table",
+    "stmt.writes.has_where",
+    "stmt.writes.where_always_true",
+    "stmt.functions",
+    "stmt.copy_program",
+    "stmt.copy_file",
+    "stmt.limit",
+    "stmt.statement_count",
+    "stmt.index",
+    "stmt.text",
+    "stmt.fingerprint",
+    "stmt.normalized",
+    "stmt.parsed",
+    "stmt.settings",
+    "stmt.sets",
+    "stmt.sets.name",
+    "stmt.sets.value",
+    "stmt.temporary",
+    "stmt.concurrently",
+    "stmt.explain_analyze",
+];
+
+/// Facts about the caller and the target, common to every subject.
+pub const COMMON_FACTS: &[&str] = &[
+    "agent",
+    "agent.sub",
+    "agent.groups",
+    "agent.name",
+    "target",
+    "target.name",
+];
+
+const SQL_ROOTS: &[&str] = &["stmt", "agent", "target"];
+const GIT_ROOTS: &[&str] = &["ref", "push", "agent", "target"];
+const MASK_ROOTS: &[&str] = &["column", "agent", "target"];
+
+pub fn roots(subject: Subject) -> &'static [&'static str] {
+    match subject {
+        Subject::Sql => SQL_ROOTS,
+        Subject::Git => GIT_ROOTS,
+        Subject::Mask => MASK_ROOTS,
+    }
+}
+
+pub fn is_root(name: &str) -> bool {
+    [SQL_ROOTS, GIT_ROOTS, MASK_ROOTS]
+        .iter()
+        .any(|r| r.contains(&name))
+}
+
+/// Whether `path` (variables already replaced by the list they range over) is a fact of
+/// `subject`. Git and mask facts are not yet enumerated, so only their roots are checked.
+pub fn knows(subject: Subject, path: &str) -> bool {
+    let root = path.split('.').next().unwrap_or(path);
+    if !roots(subject).contains(&root) {
+        return false;
+    }
+    if COMMON_FACTS.contains(&path) {
+        return true;
+    }
+    match subject {
+        Subject::Sql => SQL_FACTS.contains(&path),
+        Subject::Git | Subject::Mask => !matches!(root, "agent" | "target"),
+    }
+}

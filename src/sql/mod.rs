@@ -1,0 +1,302 @@
+//! SQL: query text → statements → facts. Knows no wire protocol and no rules.
+//!
+//! Every statement of a query string is tokenized, split, fingerprinted and parsed with
+//! sqlparser's PostgreSQL dialect; facts come from the AST ([`walk`]). A statement sqlparser
+//! cannot read is classified by its leading keywords ([`kind::classify_words`]) and, when
+//! those do not settle it, is `unknown`: the `sql.unparsed` rule then fails closed.
+//!
+//! ```
+//! let a = portcullis::sql::analyze("WITH d AS (DELETE FROM users RETURNING *) SELECT 1");
+//! let s = &a.statements[0];
+//! assert_eq!(s.kind, "select");
+//! assert!(s.kinds.contains(&"delete"));
+//! assert!(!s.has_where);
+//! ```
+
+mod fallback;
+mod fingerprint;
+mod ident;
+pub mod kind;
+mod split;
+mod tautology;
+mod walk;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use crate::policy::value::{List, Record, Records, Value};
+
+pub use tautology::always_true;
+
+/// The facts of one statement: what `sql` rules see as `stmt.*`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SqlFacts {
+    /// The top-level statement's kind (`select`, `delete`, `explain`, ...).
+    pub kind: &'static str,
+    /// Every statement kind anywhere inside (CTEs, EXPLAIN ANALYZE, PREPARE, rule actions,
+    /// SQL function bodies), the top-level one first.
+    pub kinds: Vec<&'static str>,
+    pub is_ddl: bool,
+    pub is_dml: bool,
+    pub drop_kind: Option<String>,
+    pub tables_read: Vec<String>,
+    pub tables_written: Vec<String>,
+    /// Every UPDATE/DELETE/MERGE has a WHERE (true when there are none).
+    pub has_where: bool,
+    /// Some UPDATE/DELETE/MERGE has a WHERE that holds for every row.
+    pub where_always_true: bool,
+    pub writes: Vec<Write>,
+    pub functions: Vec<String>,
+    pub copy_program: bool,
+    pub copy_file: bool,
+    pub limit: Option<i64>,
+    pub statement_count: i64,
+    /// 1-based position of this statement in its query string.
+    pub index: i64,
+    pub text: String,
+    pub fingerprint: String,
+    pub normalized: String,
+    pub parsed: bool,
+    pub parse_error: Option<String>,
+    pub settings: Vec<String>,
+    pub sets: Vec<SetFact>,
+    pub temporary: bool,
+    pub concurrently: bool,
+    pub explain_analyze: bool,
+}
+
+/// One UPDATE, DELETE or MERGE found in a statement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Write {
+    pub kind: &'static str,
+    pub table: String,
+    pub has_where: bool,
+    pub where_always_true: bool,
+}
+
+/// One setting changed by SET, RESET or `set_config()`. `value` is lower-cased; `default`
+/// for RESET / DEFAULT; `None` when it is not a constant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SetFact {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// The statements of one query string.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Analysis {
+    pub statements: Vec<SqlFacts>,
+}
+
+/// Reads a query string: one [`SqlFacts`] per non-empty statement.
+pub fn analyze(sql: &str) -> Analysis {
+    analyze_nested(sql, 0)
+}
+
+pub(crate) fn analyze_nested(sql: &str, body_depth: usize) -> Analysis {
+    let pieces = match split::split(sql) {
+        Ok(p) => p,
+        Err(e) => {
+            // The text cannot even be tokenized (an unterminated quote or comment):
+            // nothing about it can be trusted.
+            let facts = SqlFacts {
+                kind: kind::UNKNOWN,
+                kinds: vec![kind::UNKNOWN],
+                statement_count: 1,
+                index: 1,
+                text: sql.trim().to_string(),
+                parse_error: Some(e),
+                has_where: true,
+                ..SqlFacts::default()
+            };
+            return Analysis {
+                statements: vec![facts],
+            };
+        }
+    };
+    let count = pieces.len() as i64;
+    let statements = pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let text = &sql[piece.start..piece.end];
+            let mut facts = statement(piece.tokens, text, body_depth);
+            facts.statement_count = count;
+            facts.index = i as i64 + 1;
+            facts
+        })
+        .collect();
+    Analysis { statements }
+}
+
+fn statement(
+    mut tokens: Vec<sqlparser::tokenizer::TokenWithSpan>,
+    text: &str,
+    body_depth: usize,
+) -> SqlFacts {
+    let (normalized, fingerprint) = fingerprint::fingerprint(&tokens);
+    // sqlparser has no `WHERE CURRENT OF cursor` (a positioned UPDATE/DELETE: one row).
+    // Read the statement without it, then record that the write is bounded.
+    let current_of = strip_current_of(&mut tokens);
+    let mut facts = SqlFacts {
+        text: text.to_string(),
+        normalized,
+        fingerprint,
+        has_where: true,
+        ..SqlFacts::default()
+    };
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let parsed = parser
+        .parse_statement()
+        .and_then(|stmt| match parser.peek_token().token {
+            Token::EOF => Ok(stmt),
+            other => Err(sqlparser::parser::ParserError::ParserError(format!(
+                "unexpected {other} after the statement"
+            ))),
+        });
+    match parsed {
+        Ok(stmt)
+            if current_of
+                && !matches!(
+                    stmt,
+                    sqlparser::ast::Statement::Update(_) | sqlparser::ast::Statement::Delete(_)
+                ) =>
+        {
+            facts.parse_error = Some("WHERE CURRENT OF outside UPDATE or DELETE".into());
+            fallback::words_only(&mut facts, text, body_depth);
+        }
+        Ok(stmt) => {
+            facts.parsed = true;
+            walk::collect(&stmt, &mut facts, body_depth);
+            if current_of {
+                for w in &mut facts.writes {
+                    w.has_where = true;
+                    w.where_always_true = false;
+                }
+                facts.has_where = true;
+                facts.where_always_true = false;
+            }
+        }
+        Err(e) => {
+            facts.parse_error = Some(e.to_string());
+            fallback::words_only(&mut facts, text, body_depth);
+        }
+    }
+    facts
+}
+
+/// Removes a trailing `WHERE CURRENT OF <cursor>` (a WHERE without one is left alone).
+fn strip_current_of(tokens: &mut Vec<sqlparser::tokenizer::TokenWithSpan>) -> bool {
+    use sqlparser::keywords::Keyword;
+    let significant: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .map(|(i, _)| i)
+        .collect();
+    let [.., w, c, o, name] = significant[..] else {
+        return false;
+    };
+    let kw = |i: usize, k: Keyword| matches!(&tokens[i].token, Token::Word(x) if x.quote_style.is_none() && x.keyword == k);
+    let is_where = kw(w, Keyword::WHERE) && kw(c, Keyword::CURRENT) && kw(o, Keyword::OF);
+    if !is_where || !matches!(tokens[name].token, Token::Word(_)) {
+        return false;
+    }
+    tokens.truncate(w);
+    true
+}
+
+impl SqlFacts {
+    /// Merges the facts of a statement nested in this one (a SQL function body).
+    pub(crate) fn absorb(&mut self, inner: SqlFacts) {
+        for k in inner.kinds {
+            if !self.kinds.contains(&k) {
+                self.kinds.push(k);
+            }
+        }
+        self.is_ddl |= inner.is_ddl;
+        self.is_dml |= inner.is_dml;
+        self.drop_kind = self.drop_kind.take().or(inner.drop_kind);
+        self.copy_program |= inner.copy_program;
+        self.copy_file |= inner.copy_file;
+        for (mine, theirs) in [
+            (&mut self.tables_read, inner.tables_read),
+            (&mut self.tables_written, inner.tables_written),
+            (&mut self.functions, inner.functions),
+            (&mut self.settings, inner.settings),
+        ] {
+            for v in theirs {
+                if !mine.contains(&v) {
+                    mine.push(v);
+                }
+            }
+        }
+        self.writes.extend(inner.writes);
+        self.sets.extend(inner.sets);
+        if !self.writes.is_empty() {
+            self.has_where = self.writes.iter().all(|w| w.has_where);
+            self.where_always_true = self.writes.iter().any(|w| w.where_always_true);
+        }
+    }
+}
+
+fn opt_str(s: &Option<String>) -> Value<'_> {
+    s.as_deref().map_or(Value::Null, Value::Str)
+}
+
+impl Record for SqlFacts {
+    fn get(&self, field: &str) -> Value<'_> {
+        match field {
+            "kind" => Value::Str(self.kind),
+            "kinds" => Value::List(List::StaticStrs(&self.kinds)),
+            "is_ddl" => Value::Bool(self.is_ddl),
+            "is_dml" => Value::Bool(self.is_dml),
+            "drop_kind" => opt_str(&self.drop_kind),
+            "tables_read" => Value::List(List::Strs(&self.tables_read)),
+            "tables_written" => Value::List(List::Strs(&self.tables_written)),
+            "has_where" => Value::Bool(self.has_where),
+            "where_always_true" => Value::Bool(self.where_always_true),
+            "writes" => Value::List(List::Records(&self.writes as &dyn Records)),
+            "functions" => Value::List(List::Strs(&self.functions)),
+            "copy_program" => Value::Bool(self.copy_program),
+            "copy_file" => Value::Bool(self.copy_file),
+            "limit" => self.limit.map_or(Value::Null, Value::Int),
+            "statement_count" => Value::Int(self.statement_count),
+            "index" => Value::Int(self.index),
+            "text" => Value::Str(&self.text),
+            "fingerprint" => Value::Str(&self.fingerprint),
+            "normalized" => Value::Str(&self.normalized),
+            "parsed" => Value::Bool(self.parsed),
+            "settings" => Value::List(List::Strs(&self.settings)),
+            "sets" => Value::List(List::Records(&self.sets as &dyn Records)),
+            "temporary" => Value::Bool(self.temporary),
+            "concurrently" => Value::Bool(self.concurrently),
+            "explain_analyze" => Value::Bool(self.explain_analyze),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl Record for Write {
+    fn get(&self, field: &str) -> Value<'_> {
+        match field {
+            "kind" => Value::Str(self.kind),
+            "table" => Value::Str(&self.table),
+            "has_where" => Value::Bool(self.has_where),
+            "where_always_true" => Value::Bool(self.where_always_true),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl Record for SetFact {
+    fn get(&self, field: &str) -> Value<'_> {
+        match field {
+            "name" => Value::Str(&self.name),
+            "value" => opt_str(&self.value),
+            _ => Value::Null,
+        }
+    }
+}

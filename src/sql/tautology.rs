@@ -1,0 +1,463 @@
+//! Detects WHERE clauses that hold for every row: constant comparisons (`1 = 1`,
+//! `'a' = 'a'`, `2 > 1`, `1 + 1 = 2`), `TRUE`, `NOT FALSE`, `'t'::boolean`, a column
+//! compared with itself (`id = id`), `OR` with a true arm, `x IS NULL OR x IS NOT NULL`,
+//! `IS NOT NULL` on a literal or a primary-key-like column, `1 IN (1)`, `LIKE '%'`,
+//! `EXISTS (SELECT 1)`. It folds constants; it does not read the schema, so it cannot know
+//! that `id > 0` matches every row, and says only "always true" or "don't know".
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, InTarget, SelectItem,
+    SetExpr, UnaryOperator, Value,
+};
+
+/// Whether `condition` (the WHERE of a write on `table`) is true for every row.
+pub fn always_true(condition: &Expr, table: &str) -> bool {
+    let ctx = Context { table };
+    match ctx.eval(condition) {
+        Some(Const::Bool(b)) => b,
+        Some(Const::Str(s)) => bool_text(&s) == Some(true),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Const {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+}
+
+struct Context<'a> {
+    table: &'a str,
+}
+
+impl Context<'_> {
+    fn eval(&self, e: &Expr) -> Option<Const> {
+        match e {
+            Expr::Value(v) => literal(&v.value),
+            Expr::Nested(inner) => self.eval(inner),
+            Expr::UnaryOp { op, expr } => match (op, self.eval(expr)?) {
+                (UnaryOperator::Not, c) => Some(Const::Bool(!as_bool(&c)?)),
+                (UnaryOperator::Minus, c) => Some(Const::Num(-as_num(&c)?)),
+                (UnaryOperator::Plus, c) => Some(Const::Num(as_num(&c)?)),
+                _ => None,
+            },
+            Expr::BinaryOp { left, op, right } => self.binary(left, op, right),
+            Expr::IsNull(x) => self.eval(x).map(|c| Const::Bool(c == Const::Null)),
+            Expr::IsNotNull(x) => match self.eval(x) {
+                Some(c) => Some(Const::Bool(c != Const::Null)),
+                None if self.primary_key_like(x) => Some(Const::Bool(true)),
+                None => None,
+            },
+            Expr::IsTrue(x) => Some(Const::Bool(self.eval(x).as_ref().and_then(as_bool)?)),
+            Expr::IsNotFalse(x) => Some(Const::Bool(self.eval(x).as_ref().and_then(as_bool)?)),
+            Expr::IsFalse(x) | Expr::IsNotTrue(x) => {
+                Some(Const::Bool(!self.eval(x).as_ref().and_then(as_bool)?))
+            }
+            Expr::IsNotDistinctFrom(a, b) if same_column(a, b) => Some(Const::Bool(true)),
+            Expr::IsDistinctFrom(a, b) if same_column(a, b) => Some(Const::Bool(false)),
+            Expr::IsNotDistinctFrom(a, b) | Expr::IsDistinctFrom(a, b) => {
+                let equal = self.eval(a)? == self.eval(b)?;
+                Some(Const::Bool(
+                    equal == matches!(e, Expr::IsNotDistinctFrom(..)),
+                ))
+            }
+            Expr::In {
+                expr,
+                target: InTarget::Subquery(q),
+                negated,
+                ..
+            } => self.whole_table(expr, q).then_some(Const::Bool(!negated)),
+            Expr::In {
+                expr,
+                target: InTarget::List(list),
+                negated,
+                ..
+            } => {
+                let hit = if list.iter().any(|item| same_column(expr, item)) {
+                    true
+                } else {
+                    let needle = self.eval(expr)?;
+                    let mut hit = false;
+                    for item in list {
+                        if let Some(c) = self.eval(item) {
+                            hit |= compare(&needle, &c) == Some(std::cmp::Ordering::Equal);
+                        }
+                    }
+                    hit
+                };
+                // A miss among values we could not all fold proves nothing.
+                if !hit && list.iter().any(|i| self.eval(i).is_none()) {
+                    return None;
+                }
+                Some(Const::Bool(hit != *negated))
+            }
+            Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let (v, lo, hi) = (self.eval(expr)?, self.eval(low)?, self.eval(high)?);
+                let inside = compare(&v, &lo)?.is_ge() && compare(&v, &hi)?.is_le();
+                Some(Const::Bool(inside != *negated))
+            }
+            Expr::Like {
+                negated,
+                expr,
+                pattern,
+                ..
+            }
+            | Expr::ILike {
+                negated,
+                expr,
+                pattern,
+                ..
+            } => {
+                let Const::Str(p) = self.eval(pattern)? else {
+                    return None;
+                };
+                if !p.is_empty() && p.chars().all(|c| c == '%') {
+                    return Some(Const::Bool(!negated));
+                }
+                let Const::Str(v) = self.eval(expr)? else {
+                    return None;
+                };
+                let (v, p) = match e {
+                    Expr::ILike { .. } => (v.to_lowercase(), p.to_lowercase()),
+                    _ => (v, p),
+                };
+                Some(Const::Bool(like(&v, &p) != *negated))
+            }
+            Expr::Case {
+                operand: None,
+                conditions,
+                else_result,
+                ..
+            } => {
+                for when in conditions {
+                    match self.eval(&when.condition).as_ref().and_then(as_bool) {
+                        Some(true) => return self.eval(&when.result),
+                        Some(false) => continue,
+                        None => return None,
+                    }
+                }
+                match else_result {
+                    Some(e) => self.eval(e),
+                    None => Some(Const::Null),
+                }
+            }
+            Expr::Cast {
+                expr, data_type, ..
+            } => {
+                let c = self.eval(expr)?;
+                let ty = data_type.to_string().to_lowercase();
+                if ty == "boolean" || ty == "bool" {
+                    Some(Const::Bool(as_bool(&c)?))
+                } else if [
+                    "int", "integer", "bigint", "smallint", "numeric", "decimal", "real", "double",
+                    "float",
+                ]
+                .iter()
+                .any(|t| ty.starts_with(t))
+                {
+                    Some(Const::Num(as_num(&c)?))
+                } else {
+                    Some(c)
+                }
+            }
+            Expr::Exists { subquery, negated } => {
+                let SetExpr::Select(select) = subquery.body.as_ref() else {
+                    return None;
+                };
+                let unfiltered = select.selection.is_none()
+                    && select.having.is_none()
+                    && subquery.limit_clause.is_none();
+                // No FROM: one row. FROM the table being written: a row exists whenever
+                // there is anything to write.
+                let always_rows = select.from.is_empty()
+                    || (select.from.len() == 1
+                        && select.from[0].joins.is_empty()
+                        && matches!(&select.from[0].relation, sqlparser::ast::TableFactor::Table { name, .. }
+                            if super::ident::object_name(name) == self.table));
+                (unfiltered && always_rows).then_some(Const::Bool(!negated))
+            }
+            Expr::Subquery(q) => {
+                // `(SELECT true)`: one row, one constant column.
+                let SetExpr::Select(select) = q.body.as_ref() else {
+                    return None;
+                };
+                if !select.from.is_empty()
+                    || select.selection.is_some()
+                    || select.projection.len() != 1
+                {
+                    return None;
+                }
+                match &select.projection[0] {
+                    SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                        self.eval(x)
+                    }
+                    _ => None,
+                }
+            }
+            Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("coalesce") => {
+                let FunctionArguments::List(args) = &f.args else {
+                    return None;
+                };
+                for arg in &args.args {
+                    let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = arg else {
+                        return None;
+                    };
+                    match self.eval(x)? {
+                        Const::Null => continue,
+                        c => return Some(c),
+                    }
+                }
+                Some(Const::Null)
+            }
+            _ => None,
+        }
+    }
+
+    fn binary(&self, left: &Expr, op: &BinaryOperator, right: &Expr) -> Option<Const> {
+        use BinaryOperator as B;
+        match op {
+            B::And => {
+                let (l, r) = (
+                    self.eval(left).and_then(|c| as_bool(&c)),
+                    self.eval(right).and_then(|c| as_bool(&c)),
+                );
+                match (l, r) {
+                    (Some(false), _) | (_, Some(false)) => Some(Const::Bool(false)),
+                    (Some(true), Some(true)) => Some(Const::Bool(true)),
+                    _ => None,
+                }
+            }
+            B::Or => {
+                if self.complementary(left, right) {
+                    return Some(Const::Bool(true));
+                }
+                let (l, r) = (
+                    self.eval(left).and_then(|c| as_bool(&c)),
+                    self.eval(right).and_then(|c| as_bool(&c)),
+                );
+                match (l, r) {
+                    (Some(true), _) | (_, Some(true)) => Some(Const::Bool(true)),
+                    (Some(false), Some(false)) => Some(Const::Bool(false)),
+                    _ => None,
+                }
+            }
+            B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq => {
+                let ordering = if same_column(left, right) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    compare(&self.eval(left)?, &self.eval(right)?)?
+                };
+                Some(Const::Bool(match op {
+                    B::Eq => ordering.is_eq(),
+                    B::NotEq => ordering.is_ne(),
+                    B::Lt => ordering.is_lt(),
+                    B::LtEq => ordering.is_le(),
+                    B::Gt => ordering.is_gt(),
+                    _ => ordering.is_ge(),
+                }))
+            }
+            B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo => {
+                let (a, b) = (as_num(&self.eval(left)?)?, as_num(&self.eval(right)?)?);
+                let n = match op {
+                    B::Plus => a + b,
+                    B::Minus => a - b,
+                    B::Multiply => a * b,
+                    B::Divide if b != 0.0 => a / b,
+                    B::Modulo if b != 0.0 => a % b,
+                    _ => return None,
+                };
+                Some(Const::Num(n))
+            }
+            B::StringConcat => match (self.eval(left)?, self.eval(right)?) {
+                (Const::Str(a), Const::Str(b)) => Some(Const::Str(a + &b)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `id IN (SELECT id FROM <the same table>)` with nothing narrowing the subquery.
+    fn whole_table(&self, column: &Expr, q: &sqlparser::ast::Query) -> bool {
+        let SetExpr::Select(select) = q.body.as_ref() else {
+            return false;
+        };
+        if select.selection.is_some()
+            || q.limit_clause.is_some()
+            || select.from.len() != 1
+            || !select.from[0].joins.is_empty()
+        {
+            return false;
+        }
+        let sqlparser::ast::TableFactor::Table { name, .. } = &select.from[0].relation else {
+            return false;
+        };
+        let same_table = super::ident::object_name(name) == self.table;
+        let same_column = match select.projection.as_slice() {
+            [SelectItem::UnnamedExpr(x)] => same_column(x, column) || same_last_part(x, column),
+            _ => false,
+        };
+        same_table && same_column
+    }
+
+    /// `x IS NULL OR x IS NOT NULL` (either order).
+    fn complementary(&self, a: &Expr, b: &Expr) -> bool {
+        match (strip(a), strip(b)) {
+            (Expr::IsNull(x), Expr::IsNotNull(y)) | (Expr::IsNotNull(x), Expr::IsNull(y)) => {
+                same_column(x, y)
+            }
+            _ => false,
+        }
+    }
+
+    /// Columns that are never NULL in practice: `id`, `pk`, `uuid`, `<table>_id`, and
+    /// PostgreSQL's system columns.
+    fn primary_key_like(&self, e: &Expr) -> bool {
+        let name = match strip(e) {
+            Expr::Identifier(i) => &i.value,
+            Expr::CompoundIdentifier(parts) => match parts.last() {
+                Some(i) => &i.value,
+                None => return false,
+            },
+            _ => return false,
+        };
+        let name = name.to_lowercase();
+        let table = self
+            .table
+            .rsplit('.')
+            .next()
+            .unwrap_or(self.table)
+            .to_lowercase();
+        let singular = table.strip_suffix('s').unwrap_or(&table);
+        matches!(
+            name.as_str(),
+            "id" | "pk" | "uuid" | "ctid" | "oid" | "xmin" | "xmax"
+        ) || name == format!("{table}_id")
+            || name == format!("{singular}_id")
+    }
+}
+
+/// `users.id` and `id` name the same column of a one-table subquery.
+fn same_last_part(a: &Expr, b: &Expr) -> bool {
+    let last = |e: &Expr| match strip(e) {
+        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.to_lowercase()),
+        _ => None,
+    };
+    last(a).is_some() && last(a) == last(b)
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip(inner),
+        other => other,
+    }
+}
+
+/// The same plain column on both sides (`id = id`, `t.id = t.id`).
+fn same_column(a: &Expr, b: &Expr) -> bool {
+    match (strip(a), strip(b)) {
+        (Expr::Identifier(x), Expr::Identifier(y)) => {
+            x.value.eq_ignore_ascii_case(&y.value) && x.quote_style == y.quote_style
+        }
+        (Expr::CompoundIdentifier(x), Expr::CompoundIdentifier(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(p, q)| {
+                    p.value.eq_ignore_ascii_case(&q.value) && p.quote_style == q.quote_style
+                })
+        }
+        _ => false,
+    }
+}
+
+fn literal(v: &Value) -> Option<Const> {
+    match v {
+        Value::Number(n, _) => n.replace('_', "").parse().ok().map(Const::Num),
+        Value::SingleQuotedString(s)
+        | Value::EscapedStringLiteral(s)
+        | Value::NationalStringLiteral(s)
+        | Value::UnicodeStringLiteral(s) => Some(Const::Str(s.clone())),
+        Value::DollarQuotedString(d) => Some(Const::Str(d.value.clone())),
+        Value::Boolean(b) => Some(Const::Bool(*b)),
+        Value::Null => Some(Const::Null),
+        _ => None,
+    }
+}
+
+/// SQL LIKE on constants: `%` any run, `_` one character, `\\` escapes.
+fn like(value: &str, pattern: &str) -> bool {
+    let v: Vec<char> = value.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    // Classic two-pointer wildcard match with backtracking to the last `%`.
+    let (mut vi, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while vi < v.len() {
+        if pi < p.len() && p[pi] == '\\' && pi + 1 < p.len() && p[pi + 1] == v[vi] {
+            vi += 1;
+            pi += 2;
+        } else if pi < p.len()
+            && (p[pi] == '_' || (p[pi] == v[vi] && p[pi] != '%' && p[pi] != '\\'))
+        {
+            vi += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, vi));
+            pi += 1;
+        } else if let Some((sp, sv)) = star {
+            pi = sp + 1;
+            vi = sv + 1;
+            star = Some((sp, sv + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
+}
+
+/// PostgreSQL's spellings of a boolean in text.
+fn bool_text(s: &str) -> Option<bool> {
+    match s.trim().to_lowercase().as_str() {
+        "t" | "tr" | "tru" | "true" | "y" | "ye" | "yes" | "on" | "1" => Some(true),
+        "f" | "fa" | "fal" | "fals" | "false" | "n" | "no" | "of" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn as_bool(c: &Const) -> Option<bool> {
+    match c {
+        Const::Bool(b) => Some(*b),
+        Const::Str(s) => bool_text(s),
+        _ => None,
+    }
+}
+
+fn as_num(c: &Const) -> Option<f64> {
+    match c {
+        Const::Num(n) => Some(*n),
+        Const::Str(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn compare(a: &Const, b: &Const) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Const::Null, _) | (_, Const::Null) => None,
+        (Const::Str(x), Const::Str(y)) => Some(x.cmp(y)),
+        (Const::Bool(x), y) | (y, Const::Bool(x)) if as_bool(y).is_some() => {
+            let y = as_bool(y)?;
+            // Keep the original operand order for the result.
+            if matches!(a, Const::Bool(_)) {
+                Some(x.cmp(&y))
+            } else {
+                Some(y.cmp(x))
+            }
+        }
+        _ => as_num(a)?.partial_cmp(&as_num(b)?),
+    }
+}

@@ -1,0 +1,513 @@
+//! Walks one parsed statement (sqlparser's visitor reaches every nested statement, query,
+//! expression and relation) and records facts. Nested statements count wherever they sit:
+//! data-modifying CTEs, `EXPLAIN ANALYZE`, `PREPARE ... AS`, `CREATE RULE` actions, and the
+//! bodies of `LANGUAGE sql` functions (parsed in turn).
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, LimitClause, MergeAction, ObjectName, Query, Reset, Set,
+    Statement, TableFactor, TableObject, Value, Visit, Visitor,
+};
+
+use super::ident::{base_name, ident, object_name};
+use super::tautology::always_true;
+use super::{SetFact, SqlFacts, Write, kind};
+
+/// Nested function bodies parsed in turn; deeper nesting is left unread (and reviewed as DDL).
+const MAX_BODY_DEPTH: usize = 4;
+
+pub fn collect(stmt: &Statement, facts: &mut SqlFacts, body_depth: usize) {
+    let mut walker = Walker {
+        facts,
+        depth: 0,
+        planned_only: 0,
+        explain_stack: Vec::new(),
+        ctes: Vec::new(),
+        table_functions: Vec::new(),
+        relations: Vec::new(),
+        body_depth,
+    };
+    let _ = stmt.visit(&mut walker);
+    let Walker {
+        facts, relations, ..
+    } = walker;
+    for r in relations {
+        if !facts.tables_written.contains(&r) && !facts.tables_read.contains(&r) {
+            facts.tables_read.push(r);
+        }
+    }
+    if !facts.writes.is_empty() {
+        facts.has_where = facts.writes.iter().all(|w| w.has_where);
+        facts.where_always_true = facts.writes.iter().any(|w| w.where_always_true);
+    }
+}
+
+struct Walker<'f> {
+    facts: &'f mut SqlFacts,
+    depth: usize,
+    /// Inside `EXPLAIN` without `ANALYZE`: planned, not run, so writes do not count.
+    planned_only: usize,
+    explain_stack: Vec<bool>,
+    ctes: Vec<String>,
+    /// `FROM f(...)`: names visited as relations that are really functions.
+    table_functions: Vec<*const ObjectName>,
+    relations: Vec<String>,
+    body_depth: usize,
+}
+
+fn push_unique(list: &mut Vec<String>, value: String) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+impl Walker<'_> {
+    fn written(&mut self, name: &ObjectName) {
+        push_unique(&mut self.facts.tables_written, object_name(name));
+    }
+
+    fn write(&mut self, kind: &'static str, table: String, selection: Option<&Expr>) {
+        if self.planned_only > 0 {
+            return;
+        }
+        let where_always_true = selection.is_some_and(|e| always_true(e, &table));
+        push_unique(&mut self.facts.tables_written, table.clone());
+        self.facts.writes.push(Write {
+            kind,
+            table,
+            has_where: selection.is_some(),
+            where_always_true,
+        });
+    }
+
+    fn set(&mut self, name: String, value: Option<String>) {
+        push_unique(&mut self.facts.settings, name.clone());
+        self.facts.sets.push(SetFact { name, value });
+    }
+
+    fn statement(&mut self, stmt: &Statement) {
+        let (kind, is_ddl) = kind::classify(stmt);
+        if self.depth == 1 {
+            self.facts.kind = kind;
+        }
+        if self.planned_only == 0 {
+            if !self.facts.kinds.contains(&kind) {
+                self.facts.kinds.push(kind);
+            }
+            self.facts.is_ddl |= is_ddl;
+            self.facts.is_dml |=
+                matches!(kind, "insert" | "update" | "delete" | "merge" | "truncate");
+        }
+        match stmt {
+            Statement::Update(u) => {
+                let table = table_factor_name(&u.table.relation);
+                if matches!(table.as_str(), "pg_settings" | "pg_catalog.pg_settings") {
+                    self.settings_update(u);
+                }
+                self.write("update", table, u.selection.as_ref());
+            }
+            Statement::Delete(d) => {
+                let tables = match &d.from {
+                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+                };
+                for t in tables {
+                    let table = table_factor_name(&t.relation);
+                    self.write("delete", table, d.selection.as_ref());
+                }
+            }
+            Statement::Merge(m) => {
+                let table = table_factor_name(&m.table);
+                let changes = m.clauses.iter().any(|c| {
+                    matches!(
+                        c.action,
+                        MergeAction::Update(_) | MergeAction::Delete { .. }
+                    )
+                });
+                if changes && self.planned_only == 0 {
+                    let unbounded = always_true(&m.on, &table);
+                    push_unique(&mut self.facts.tables_written, table.clone());
+                    self.facts.writes.push(Write {
+                        kind: "merge",
+                        table,
+                        has_where: true,
+                        where_always_true: unbounded,
+                    });
+                }
+            }
+            Statement::Insert(i) => {
+                if let TableObject::TableName(name) = &i.table {
+                    self.written(name);
+                }
+            }
+            Statement::Truncate(t) => {
+                for target in &t.table_names {
+                    self.written(&target.name);
+                }
+            }
+            Statement::Copy {
+                source, to, target, ..
+            } => {
+                match target {
+                    CopyTarget::File { .. } => self.facts.copy_file = true,
+                    CopyTarget::Program { .. } => self.facts.copy_program = true,
+                    CopyTarget::Stdin | CopyTarget::Stdout => {}
+                }
+                if let CopySource::Table { table_name, .. } = source {
+                    if *to {
+                        push_unique(&mut self.relations, object_name(table_name));
+                    } else {
+                        self.written(table_name);
+                        self.facts.is_dml = true;
+                    }
+                }
+            }
+            Statement::Drop {
+                object_type, names, ..
+            } => {
+                self.facts.drop_kind =
+                    Some(object_type.to_string().to_lowercase().replace(' ', "_"));
+                for n in names {
+                    self.written(n);
+                }
+            }
+            Statement::DropFunction(_) | Statement::DropProcedure { .. } => {
+                self.facts.drop_kind = Some("function".into());
+            }
+            Statement::DropTrigger(_) => self.facts.drop_kind = Some("trigger".into()),
+            Statement::DropPolicy(_) => self.facts.drop_kind = Some("policy".into()),
+            Statement::DropRule(_) => self.facts.drop_kind = Some("rule".into()),
+            Statement::DropExtension(_) => self.facts.drop_kind = Some("extension".into()),
+            Statement::DropDomain(_) => self.facts.drop_kind = Some("domain".into()),
+            Statement::DropOperator(_)
+            | Statement::DropOperatorFamily(_)
+            | Statement::DropOperatorClass(_) => {
+                self.facts.drop_kind = Some("operator".into());
+            }
+            Statement::AlterTable(a) => {
+                self.written(&a.name);
+                for op in &a.operations {
+                    if matches!(op, AlterTableOperation::DropColumn { .. }) {
+                        self.facts.drop_kind = Some("column".into());
+                    }
+                }
+            }
+            Statement::CreateTable(c) => {
+                self.facts.temporary |= c.temporary;
+                self.written(&c.name);
+            }
+            Statement::CreateIndex(c) => {
+                self.facts.concurrently |= c.concurrently;
+                self.written(&c.table_name);
+            }
+            Statement::CreateFunction(f) => {
+                self.function_body(f.language.as_ref().map(ident), f.function_body.as_ref())
+            }
+            Statement::Explain {
+                analyze, options, ..
+            } => {
+                let analyze = *analyze
+                    || options.iter().flatten().any(|o| {
+                        (o.name.value.eq_ignore_ascii_case("analyze")
+                            || o.name.value.eq_ignore_ascii_case("analyse"))
+                            && !o.arg.as_ref().is_some_and(|a| {
+                                matches!(
+                                    a.to_string().to_lowercase().as_str(),
+                                    "false" | "off" | "0" | "no"
+                                )
+                            })
+                    });
+                self.facts.explain_analyze |= analyze;
+                if !analyze {
+                    self.planned_only += 1;
+                }
+                self.explain_stack.push(!analyze);
+            }
+            Statement::Set(s) => self.set_statement(s),
+            Statement::Reset(r) => match &r.reset {
+                Reset::ALL => self.set("all".into(), Some("default".into())),
+                Reset::SessionAuthorization => {
+                    self.set("session_authorization".into(), Some("default".into()))
+                }
+                Reset::ConfigurationParameter(name) => {
+                    self.set(object_name(name), Some("default".into()))
+                }
+            },
+            Statement::Query(q) if self.depth == 1 => self.facts.limit = limit(q),
+            _ => {}
+        }
+    }
+
+    /// `UPDATE pg_settings SET setting = 'v' WHERE name = 'n'` is `set_config('n', 'v')`.
+    fn settings_update(&mut self, u: &sqlparser::ast::Update) {
+        let name = match &u.selection {
+            Some(Expr::BinaryOp {
+                left,
+                op: sqlparser::ast::BinaryOperator::Eq,
+                right,
+            }) => match (left.as_ref(), string_literal(right)) {
+                (Expr::Identifier(i), Some(n)) if i.value.eq_ignore_ascii_case("name") => {
+                    Some(n.to_lowercase())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let value = u
+            .assignments
+            .iter()
+            .find(|a| a.target.to_string().eq_ignore_ascii_case("setting"))
+            .and_then(|a| setting_value(&a.value));
+        self.set(name.unwrap_or_else(|| "*".into()), value);
+    }
+
+    fn set_statement(&mut self, s: &Set) {
+        match s {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let value = values.first().and_then(setting_value);
+                self.set(object_name(variable), value);
+            }
+            Set::ParenthesizedAssignments { variables, values } => {
+                for (i, v) in variables.iter().enumerate() {
+                    self.set(object_name(v), values.get(i).and_then(setting_value));
+                }
+            }
+            Set::MultipleAssignments { assignments } => {
+                for a in assignments {
+                    self.set(object_name(&a.name), setting_value(&a.value));
+                }
+            }
+            Set::SetRole { role_name, .. } => {
+                let value = role_name.as_ref().map_or("none".to_string(), ident);
+                self.set("role".into(), Some(value));
+            }
+            Set::SetSessionAuthorization(p) => {
+                let value = match &p.kind {
+                    sqlparser::ast::SetSessionAuthorizationParamKind::Default => {
+                        "default".to_string()
+                    }
+                    sqlparser::ast::SetSessionAuthorizationParamKind::User(u) => ident(u),
+                };
+                self.set("session_authorization".into(), Some(value));
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.set(
+                    "client_encoding".into(),
+                    Some(charset_name.value.to_lowercase()),
+                );
+            }
+            Set::SetNamesDefault {} => self.set("client_encoding".into(), Some("default".into())),
+            Set::SetTimeZone { value, .. } => self.set("timezone".into(), setting_value(value)),
+            Set::SetTransaction { .. } => self.set("transaction".into(), None),
+            Set::SetSessionParam(_) => self.set("session_param".into(), None),
+        }
+    }
+
+    /// A `LANGUAGE sql` body given as a string is SQL like any other: parse it and merge
+    /// its facts. Other languages are opaque (the statement is DDL and reviewed anyway).
+    fn function_body(&mut self, language: Option<String>, body: Option<&CreateFunctionBody>) {
+        let is_sql = language.as_deref().is_none_or(|l| l == "sql");
+        let text = match body {
+            Some(CreateFunctionBody::AsBeforeOptions { body, .. })
+            | Some(CreateFunctionBody::AsAfterOptions(body)) => string_literal(body),
+            _ => None,
+        };
+        let (Some(text), true) = (text, is_sql) else {
+            return;
+        };
+        if self.body_depth >= MAX_BODY_DEPTH {
+            push_unique_str(&mut self.facts.kinds, kind::UNKNOWN);
+            return;
+        }
+        for inner in super::analyze_nested(&text, self.body_depth + 1).statements {
+            self.facts.absorb(inner);
+        }
+    }
+
+    fn function_call(&mut self, name: &ObjectName, args: Option<&FunctionArguments>) {
+        let base = base_name(name);
+        if base == "set_config" {
+            // set_config(name, value, is_local) is SET by another spelling.
+            let literal_args: Vec<Option<String>> = match args {
+                Some(FunctionArguments::List(list)) => list
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
+                            string_literal(e).map(|s| s.to_lowercase())
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let name = literal_args
+                .first()
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| "*".into());
+            let value = literal_args.get(1).cloned().flatten();
+            self.set(name, value);
+        }
+        push_unique(&mut self.facts.functions, base);
+    }
+}
+
+fn push_unique_str(list: &mut Vec<&'static str>, value: &'static str) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+impl Visitor for Walker<'_> {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<()> {
+        self.depth += 1;
+        self.statement(stmt);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<()> {
+        self.depth -= 1;
+        if matches!(stmt, Statement::Explain { .. }) && self.explain_stack.pop() == Some(true) {
+            self.planned_only -= 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                push_unique(&mut self.ctes, ident(&cte.alias.name));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<()> {
+        // `SELECT ... INTO t` creates a table.
+        if let Some(into) = &select.into {
+            if self.planned_only == 0 && !self.facts.kinds.contains(&"create_table") {
+                self.facts.kinds.push("create_table");
+            }
+            self.facts.is_ddl = true;
+            self.facts.temporary |= into.temporary;
+            for target in &into.targets {
+                let name = match target {
+                    Expr::Identifier(i) => ident(i),
+                    Expr::CompoundIdentifier(parts) => {
+                        parts.iter().map(ident).collect::<Vec<_>>().join(".")
+                    }
+                    other => other.to_string(),
+                };
+                push_unique(&mut self.facts.tables_written, name);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } => {
+                self.table_functions.push(name as *const ObjectName);
+                let list = FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: args.args.clone(),
+                    clauses: Vec::new(),
+                });
+                self.function_call(name, Some(&list));
+            }
+            TableFactor::Function { name, .. } => {
+                self.table_functions.push(name as *const ObjectName);
+                self.function_call(name, None);
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if let Some(i) = self
+            .table_functions
+            .iter()
+            .position(|p| std::ptr::eq(*p, relation))
+        {
+            self.table_functions.swap_remove(i);
+            return ControlFlow::Continue(());
+        }
+        let name = object_name(relation);
+        if relation.0.len() == 1 && self.ctes.contains(&name) {
+            return ControlFlow::Continue(());
+        }
+        push_unique(&mut self.relations, name);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.function_call(&f.name, Some(&f.args));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn table_factor_name(t: &TableFactor) -> String {
+    match t {
+        TableFactor::Table { name, .. } => object_name(name),
+        other => other.to_string(),
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::NationalStringLiteral(s)
+            | Value::UnicodeStringLiteral(s) => Some(s.clone()),
+            Value::DollarQuotedString(d) => Some(d.value.clone()),
+            _ => None,
+        },
+        Expr::Nested(inner) => string_literal(inner),
+        _ => None,
+    }
+}
+
+/// A SET value as PostgreSQL would read it: lower-cased, unquoted; `None` when it is not a
+/// constant (an expression the gateway cannot evaluate).
+fn setting_value(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => Some(n.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => string_literal(e).map(|s| s.trim().to_lowercase()),
+        },
+        _ => None,
+    }
+}
+
+fn limit(q: &Query) -> Option<i64> {
+    match q.limit_clause.as_ref()? {
+        LimitClause::LimitOffset {
+            limit: Some(Expr::Value(v)),
+            ..
+        }
+        | LimitClause::OffsetCommaLimit {
+            limit: Expr::Value(v),
+            ..
+        } => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}

@@ -1,0 +1,305 @@
+//! SQL facts from the real parser: what rules can rely on.
+
+use portcullis::sql::{SqlFacts, analyze};
+
+fn one(sql: &str) -> SqlFacts {
+    let mut a = analyze(sql);
+    assert_eq!(
+        a.statements.len(),
+        1,
+        "expected one statement in {sql:?}: {:?}",
+        a.statements
+    );
+    a.statements.remove(0)
+}
+
+#[test]
+fn kinds_reach_every_nested_write() {
+    for (sql, top) in [
+        (
+            "WITH d AS (DELETE FROM users RETURNING *) SELECT count(*) FROM d",
+            "select",
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM users", "explain"),
+        (
+            "EXPLAIN (ANALYZE true, BUFFERS) DELETE FROM users",
+            "explain",
+        ),
+        ("PREPARE p(int) AS DELETE FROM users", "prepare"),
+        (
+            "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM users",
+            "create_rule",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DELETE FROM users $$",
+            "create_function",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS void AS 'DELETE FROM users' LANGUAGE SQL",
+            "create_function",
+        ),
+        (
+            "WITH a AS (WITH b AS (DELETE FROM users RETURNING id) SELECT id FROM b) SELECT * FROM a",
+            "select",
+        ),
+        (
+            "SELECT * FROM (WITH x AS (DELETE FROM users RETURNING 1) SELECT * FROM x) s",
+            "select",
+        ),
+    ] {
+        let f = one(sql);
+        assert_eq!(f.kind, top, "{sql}");
+        assert!(f.kinds.contains(&"delete"), "{sql}: kinds {:?}", f.kinds);
+        assert!(!f.has_where, "{sql}");
+        assert_eq!(f.writes.len(), 1, "{sql}");
+        assert_eq!(f.writes[0].table, "users", "{sql}");
+    }
+}
+
+#[test]
+fn plain_explain_does_not_run_its_statement() {
+    let f = one("EXPLAIN DELETE FROM users");
+    assert_eq!(f.kind, "explain");
+    assert!(f.writes.is_empty());
+    assert!(!f.explain_analyze);
+    assert!(
+        one("EXPLAIN (ANALYZE off) DELETE FROM users")
+            .writes
+            .is_empty()
+    );
+}
+
+#[test]
+fn every_statement_of_a_multi_statement_string() {
+    let a = analyze(
+        "SELECT 1;; /* c; */ DELETE FROM users ; -- tail\n UPDATE t SET a = 1 WHERE id = 2",
+    );
+    let kinds: Vec<_> = a.statements.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["select", "delete", "update"]);
+    assert!(a.statements.iter().all(|s| s.statement_count == 3));
+    assert_eq!(a.statements[1].text, "DELETE FROM users");
+    assert_eq!(a.statements[1].index, 2);
+}
+
+#[test]
+fn always_true_where_clauses() {
+    for cond in [
+        "1=1",
+        "'a'='a'",
+        "TRUE",
+        "NOT FALSE",
+        "id = id",
+        "users.id = users.id",
+        "x = 5 OR true",
+        "id IS NOT NULL",
+        "1 IN (1)",
+        "2 > 1",
+        "1 + 1 = 2",
+        "'true'::boolean",
+        "TRUE IS TRUE",
+        "EXISTS (SELECT 1)",
+        "email IS NULL OR email IS NOT NULL",
+        "(((1 = 1)))",
+        "NOT (id <> id)",
+        "'1' = 1",
+        "1 BETWEEN 0 AND 2",
+        "name LIKE '%'",
+        "coalesce(true, false)",
+        "(SELECT true)",
+        "id IN (SELECT id FROM users)",
+        "user_id IS NOT NULL",
+        "5 = 5 AND 'x' = 'x'",
+        "'yes'",
+    ] {
+        let f = one(&format!("DELETE FROM users WHERE {cond}"));
+        assert!(f.where_always_true, "WHERE {cond} should be always true");
+        assert!(f.has_where);
+    }
+    for cond in [
+        "id = 1",
+        "id = $1",
+        "1 = 0 OR id = 3",
+        "name LIKE 'a%'",
+        "email IS NOT NULL",
+        "id IN (1, 2)",
+        "id IN (SELECT user_id FROM orders)",
+        "a = b",
+        "NOT TRUE OR id = 4",
+        "EXISTS (SELECT 1 FROM t WHERE t.x = users.id)",
+        "id > 0",
+        "1 IN (2, 3)",
+        "random() = random()",
+    ] {
+        let f = one(&format!("UPDATE users SET a = 1 WHERE {cond}"));
+        assert!(!f.where_always_true, "WHERE {cond} is not provably true");
+    }
+}
+
+#[test]
+fn identifiers_are_normalised_like_postgres() {
+    let f = one(
+        r#"SELECT * FROM Public.Users JOIN "Orders" o ON true JOIN "Sales"."Q1" ON true JOIN U&"d\0061t\+000061" ON true"#,
+    );
+    assert_eq!(
+        f.tables_read,
+        ["public.users", "Orders", "Sales.Q1", "data"]
+    );
+    let f = one(r#"DELETE FROM U&"!0075sers" UESCAPE '!' WHERE id = 1"#);
+    assert_eq!(f.tables_written, ["users"]);
+    let f = one("UPDATE App.Accounts SET x = 1 WHERE id = 1");
+    assert_eq!(f.tables_written, ["app.accounts"]);
+}
+
+#[test]
+fn functions_from_every_position() {
+    let f = one(
+        "SELECT upper(a) FROM generate_series(1, 3) g, LATERAL unnest(arr(g)) u \
+         WHERE length(b) > (SELECT max(x) FROM t WHERE abs(x) > 0) ORDER BY lower(c)",
+    );
+    for name in [
+        "upper",
+        "generate_series",
+        "unnest",
+        "arr",
+        "length",
+        "max",
+        "abs",
+        "lower",
+    ] {
+        assert!(
+            f.functions.iter().any(|x| x == name),
+            "{name} missing from {:?}",
+            f.functions
+        );
+    }
+    assert!(
+        !f.tables_read.iter().any(|t| t == "generate_series"),
+        "{:?}",
+        f.tables_read
+    );
+    let f =
+        one("CREATE TABLE t (a text DEFAULT pg_read_file('/etc/passwd'), CHECK (length(a) > 0))");
+    assert!(f.functions.iter().any(|x| x == "pg_read_file"));
+    let f = one(r#"SELECT "pg_catalog"."pg_read_file"('x'), PG_CATALOG.LO_IMPORT('y')"#);
+    assert!(f.functions.iter().any(|x| x == "pg_read_file"));
+    assert!(f.functions.iter().any(|x| x == "lo_import"));
+    let f = one("INSERT INTO t VALUES (pg_ls_dir('.'))");
+    assert!(f.functions.iter().any(|x| x == "pg_ls_dir"));
+}
+
+#[test]
+fn words_in_literals_and_comments_are_not_facts() {
+    for sql in [
+        "SELECT 'DROP TABLE users; DELETE FROM users'",
+        "SELECT $$DELETE FROM users$$",
+        "SELECT $tag$ DROP TABLE x; $$ nested $$ $tag$",
+        r"SELECT E'it\'s; DELETE FROM users'",
+        "SELECT 1 -- DELETE FROM users",
+        "SELECT 1 /* DELETE FROM users; /* nested */ DROP TABLE t; */",
+        r#"SELECT 1 AS "DELETE FROM users""#,
+        "SELECT 'pg_read_file(x)'",
+    ] {
+        let a = analyze(sql);
+        assert_eq!(a.statements.len(), 1, "{sql}");
+        let f = &a.statements[0];
+        assert_eq!(f.kinds, ["select"], "{sql}");
+        assert!(
+            f.writes.is_empty() && f.drop_kind.is_none() && f.functions.is_empty(),
+            "{sql}: {f:?}"
+        );
+    }
+}
+
+#[test]
+fn fingerprint_is_stable_across_values_case_and_layout() {
+    let a = one("SELECT * FROM users WHERE id = 1 AND name = 'bob' AND x IN (1, 2, 3)");
+    let b = one("select *\n  from USERS  where ID = 42 and NAME = 'alice' and X in (7) -- c");
+    assert_eq!(
+        a.fingerprint, b.fingerprint,
+        "{} vs {}",
+        a.normalized, b.normalized
+    );
+    let c = one("SELECT * FROM users WHERE id = -5 AND name = $1 AND x IN ($2, $3)");
+    assert_eq!(
+        a.fingerprint, c.fingerprint,
+        "{} vs {}",
+        a.normalized, c.normalized
+    );
+    let d = one("SELECT * FROM orders WHERE id = 1 AND name = 'bob' AND x IN (1)");
+    assert_ne!(a.fingerprint, d.fingerprint);
+    assert_eq!(a.fingerprint.len(), 16);
+}
+
+#[test]
+fn settings_from_set_reset_and_set_config() {
+    let f = one("SET LOCAL standard_conforming_strings TO 'off'");
+    assert_eq!(
+        (f.sets[0].name.as_str(), f.sets[0].value.as_deref()),
+        ("standard_conforming_strings", Some("off"))
+    );
+    let f = one("SELECT set_config('ROLE', 'postgres', false)");
+    assert_eq!(
+        (f.sets[0].name.as_str(), f.sets[0].value.as_deref()),
+        ("role", Some("postgres"))
+    );
+    let f = one("SELECT set_config(name, 'x', false) FROM t");
+    assert_eq!(f.sets[0].name, "*");
+    let f = one("SET ROLE NONE");
+    assert_eq!(f.sets[0].value.as_deref(), Some("none"));
+    let f = one("RESET search_path");
+    assert_eq!(
+        (f.sets[0].name.as_str(), f.sets[0].value.as_deref()),
+        ("search_path", Some("default"))
+    );
+}
+
+#[test]
+fn unreadable_statements_are_classified_by_their_first_words() {
+    for (sql, kind) in [
+        ("DO $$ BEGIN DELETE FROM users; END $$", "do"),
+        ("ALTER SYSTEM SET fsync = off", "alter_system"),
+        ("REINDEX TABLE users", "reindex"),
+        ("CLUSTER users USING users_pkey", "cluster"),
+        ("ALTER DOMAIN d SET NOT NULL", "alter"),
+        ("SELEC 1", "unknown"),
+        ("SELECT 'open", "unknown"),
+        ("SELECT 1 /* open", "unknown"),
+        ("SELECT $$ open", "unknown"),
+    ] {
+        let f = one(sql);
+        assert_eq!(f.kind, kind, "{sql}");
+        assert!(!f.parsed, "{sql}");
+    }
+    let f = one("DELETE FROM users WHERE CURRENT OF c");
+    assert!(f.parsed && f.has_where && f.writes.len() == 1);
+}
+
+#[test]
+fn copy_facts() {
+    assert!(one("COPY t TO PROGRAM 'gzip > /tmp/x'").copy_program);
+    assert!(one("COPY t FROM '/etc/passwd'").copy_file);
+    let f = one("COPY t FROM STDIN WITH (FORMAT csv)");
+    assert!(!f.copy_file && !f.copy_program && f.tables_written == ["t"]);
+    let f = one("COPY t TO STDOUT");
+    assert_eq!(f.tables_read, ["t"]);
+}
+
+#[test]
+fn ddl_and_limit_facts() {
+    let f = one("CREATE INDEX CONCURRENTLY i ON users (email)");
+    assert!(f.is_ddl && f.concurrently);
+    assert!(one("CREATE TEMPORARY TABLE s (id int)").temporary);
+    assert_eq!(
+        one("DROP MATERIALIZED VIEW mv").drop_kind.as_deref(),
+        Some("materialized_view")
+    );
+    assert_eq!(
+        one("ALTER TABLE users DROP COLUMN email")
+            .drop_kind
+            .as_deref(),
+        Some("column")
+    );
+    assert_eq!(one("SELECT * FROM t LIMIT 10").limit, Some(10));
+    let f = one("WITH c AS (SELECT 1) SELECT * FROM c JOIN t ON true");
+    assert_eq!(f.tables_read, ["t"], "CTE names are not tables");
+}
