@@ -37,12 +37,13 @@ pub fn words_only(facts: &mut SqlFacts, text: &str, body_depth: usize) {
         }
     }
     let is = |i: usize, k: Keyword| matches!(tokens.get(i), Some(Token::Word(w)) if w.quote_style.is_none() && w.keyword == k);
+    if facts.kind == kind::UNKNOWN {
+        writes_in_words(facts, &tokens);
+    }
     if is(0, Keyword::SET) {
         set_words(facts, &tokens);
-    } else if is(0, Keyword::COPY) && (1..tokens.len()).any(|i| is(i, Keyword::PROGRAM)) {
-        facts.kind = "copy";
-        facts.kinds = vec!["copy"];
-        facts.copy_program = true;
+    } else if is(0, Keyword::COPY) {
+        copy_words(facts, &tokens);
     } else if is(0, Keyword::CREATE) {
         routine_body(facts, &tokens, body_depth);
     }
@@ -123,5 +124,113 @@ fn routine_body(facts: &mut SqlFacts, tokens: &[Token], body_depth: usize) {
         for inner in super::analyze_nested(&body, body_depth + 1).statements {
             facts.absorb(inner);
         }
+    }
+}
+
+/// `COPY ... {FROM | TO} PROGRAM '...'` or `COPY ... {FROM | TO} '<file>'`: the target
+/// settles the server-escape question whatever else the statement holds.
+fn copy_words(facts: &mut SqlFacts, tokens: &[Token]) {
+    let kw = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.keyword == k);
+    for p in tokens.windows(2) {
+        if !(kw(&p[0], Keyword::FROM) || kw(&p[0], Keyword::TO)) {
+            continue;
+        }
+        match &p[1] {
+            t if kw(t, Keyword::PROGRAM) => facts.copy_program = true,
+            Token::SingleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::EscapedStringLiteral(_) => facts.copy_file = true,
+            _ => {}
+        }
+    }
+    if facts.copy_program || facts.copy_file {
+        facts.kind = "copy";
+        facts.kinds = vec!["copy"];
+    }
+}
+
+/// In an unreadable statement, every `DELETE`/`UPDATE` that starts a command (not
+/// `FOR UPDATE`, `ON DELETE`, `ON CONFLICT DO UPDATE`, trigger events) is recorded as a
+/// write, bounded only if a `WHERE` follows it at the same parenthesis depth. A guess on
+/// the safe side: with `server.unparsed = review`, an unbounded write is still denied.
+fn writes_in_words(facts: &mut SqlFacts, tokens: &[Token]) {
+    let word = |i: usize| match tokens.get(i) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.keyword),
+        _ => None,
+    };
+    let has_conflict = (0..tokens.len()).any(|i| word(i) == Some(Keyword::CONFLICT));
+    for i in 0..tokens.len() {
+        let k = match word(i) {
+            Some(k @ (Keyword::DELETE | Keyword::UPDATE)) => k,
+            _ => continue,
+        };
+        let before = i.checked_sub(1).and_then(word);
+        let not_a_command = match k {
+            Keyword::DELETE => before == Some(Keyword::ON),
+            _ => {
+                matches!(
+                    before,
+                    Some(
+                        Keyword::FOR
+                            | Keyword::KEY
+                            | Keyword::ON
+                            | Keyword::OR
+                            | Keyword::BEFORE
+                            | Keyword::AFTER
+                            | Keyword::OF
+                    )
+                ) || (before == Some(Keyword::DO) && has_conflict)
+            }
+        };
+        if not_a_command {
+            continue;
+        }
+        let mut depth = 0i32;
+        let mut has_where = false;
+        for t in &tokens[i + 1..] {
+            match t {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 0 => break,
+                Token::RParen => depth -= 1,
+                Token::Word(w)
+                    if depth == 0 && w.quote_style.is_none() && w.keyword == Keyword::WHERE =>
+                {
+                    has_where = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let table = tokens[i + 1..]
+            .iter()
+            .find_map(|t| match t {
+                Token::Word(w)
+                    if w.quote_style.is_some()
+                        || !matches!(w.keyword, Keyword::FROM | Keyword::ONLY) =>
+                {
+                    Some(if w.quote_style.is_some() {
+                        w.value.clone()
+                    } else {
+                        w.value.to_lowercase()
+                    })
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        let kind = if k == Keyword::DELETE {
+            "delete"
+        } else {
+            "update"
+        };
+        if !facts.kinds.contains(&kind) {
+            facts.kinds.push(kind);
+        }
+        facts.writes.push(super::Write {
+            kind,
+            table,
+            has_where,
+            where_always_true: false,
+        });
+        facts.has_where &= has_where;
     }
 }

@@ -3,15 +3,23 @@
 //! lists folded to one, so `WHERE id IN (1, 2)` and `where ID in (7,8,9)` share a
 //! fingerprint. Like pg_stat_statements' query id, but stable across versions (FNV-1a).
 
+use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::split::is_layout;
 
 const PLACEHOLDER: &str = "?";
 
-/// Returns the normalized text and its 64-bit fingerprint as 16 hex digits.
-pub fn fingerprint(tokens: &[TokenWithSpan]) -> (String, String) {
-    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+/// Returns the normalized text, its 64-bit fingerprint as 16 hex digits, and the shape
+/// key: the normalized text without list folding and with each literal's token type kept
+/// (a `'string'` and a `$$string$$` are not always interchangeable to the parser), which
+/// is what [`super::Analyzer`] caches facts under.
+pub fn fingerprint(tokens: &[TokenWithSpan]) -> (String, String, String) {
+    let mut out = String::with_capacity(64);
+    let mut shape = String::with_capacity(64);
+    // Tail of `out`: the last two pieces written, to fold `? , ?` and spot operands.
+    let mut last = Piece::None;
+    let mut before_last = Piece::None;
     let mut iter = tokens
         .iter()
         .map(|t| &t.token)
@@ -21,44 +29,118 @@ pub fn fingerprint(tokens: &[TokenWithSpan]) -> (String, String) {
         let piece = match token {
             Token::EOF => continue,
             Token::Minus
-                if matches!(iter.peek(), Some(Token::Number(..))) && !after_operand(&out) =>
+                if matches!(iter.peek(), Some(Token::Number(..)))
+                    && !matches!(last, Piece::Operand | Piece::Placeholder) =>
             {
                 continue;
             }
-            Token::Word(w) if w.quote_style.is_some() => format!("\"{}\"", w.value),
-            Token::Word(w) => w.value.to_lowercase(),
-            Token::Placeholder(_) | Token::Number(..) => PLACEHOLDER.to_string(),
-            t if is_literal(t) => PLACEHOLDER.to_string(),
-            t => t.to_string(),
+            Token::Placeholder(_) | Token::Number(..) => Piece::Placeholder,
+            t if is_literal(t) => Piece::Placeholder,
+            Token::Comma => Piece::Comma,
+            Token::Word(w) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some() => {
+                Piece::Operand
+            }
+            Token::RParen => Piece::Operand,
+            _ => Piece::Other,
         };
+        shape.push(' ');
+        if piece == Piece::Placeholder {
+            shape.push_str(literal_tag(token));
+        } else if let Token::Word(w) = token {
+            if w.quote_style.is_some() {
+                shape.push('"');
+            }
+            shape.push_str(&w.value);
+        } else {
+            push_symbol(&mut shape, token);
+        }
         // Fold `? , ?` into `?` so lists of any length share a shape.
-        if piece == PLACEHOLDER
-            && out.len() >= 2
-            && out[out.len() - 1] == ","
-            && out[out.len() - 2] == PLACEHOLDER
+        if piece == Piece::Placeholder && last == Piece::Comma && before_last == Piece::Placeholder
         {
-            out.pop();
+            out.truncate(out.len() - 2);
+            last = Piece::Placeholder;
+            before_last = Piece::None;
             continue;
         }
-        out.push(piece);
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        match token {
+            _ if piece == Piece::Placeholder => out.push_str(PLACEHOLDER),
+            Token::Word(w) if w.quote_style.is_some() => {
+                out.push('"');
+                out.push_str(&w.value);
+                out.push('"');
+            }
+            Token::Word(w) if w.value.is_ascii() => {
+                let from = out.len();
+                out.push_str(&w.value);
+                out[from..].make_ascii_lowercase();
+            }
+            Token::Word(w) => out.extend(w.value.chars().flat_map(char::to_lowercase)),
+            t => push_symbol(&mut out, t),
+        }
+        before_last = last;
+        last = piece;
     }
-    let normalized = out.join(" ");
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in normalized.bytes() {
+    for b in out.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (normalized, format!("{hash:016x}"))
+    (out, format!("{hash:016x}"), shape)
 }
 
-fn after_operand(out: &[String]) -> bool {
-    out.last().is_some_and(|p| {
-        p == PLACEHOLDER
-            || p == ")"
-            || p.chars()
-                .next()
-                .is_some_and(|c| c.is_alphanumeric() || c == '"' || c == '_')
-    })
+/// Punctuation as text, without the formatting machinery for the common ones.
+fn push_symbol(out: &mut String, t: &Token) {
+    let s = match t {
+        Token::Comma => ",",
+        Token::LParen => "(",
+        Token::RParen => ")",
+        Token::Eq => "=",
+        Token::Period => ".",
+        Token::Mul => "*",
+        Token::Plus => "+",
+        Token::Minus => "-",
+        Token::Lt => "<",
+        Token::Gt => ">",
+        Token::LtEq => "<=",
+        Token::GtEq => ">=",
+        Token::Neq => "<>",
+        Token::DoubleColon => "::",
+        Token::SemiColon => ";",
+        other => {
+            use std::fmt::Write;
+            let _ = write!(out, "{other}");
+            return;
+        }
+    };
+    out.push_str(s);
+}
+
+/// A literal's token type, standing in for its value in the shape key.
+fn literal_tag(t: &Token) -> &'static str {
+    match t {
+        Token::Number(..) => "?n",
+        Token::Placeholder(_) => "?p",
+        Token::SingleQuotedString(_) => "?s",
+        Token::DollarQuotedString(_) => "?d",
+        Token::NationalStringLiteral(_) => "?N",
+        Token::EscapedStringLiteral(_) => "?e",
+        Token::UnicodeStringLiteral(_) => "?u",
+        Token::HexStringLiteral(_) => "?x",
+        _ => "?b",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    None,
+    Placeholder,
+    Comma,
+    /// A name or a closing parenthesis: a following `-` is binary minus.
+    Operand,
+    Other,
 }
 
 fn is_literal(t: &Token) -> bool {

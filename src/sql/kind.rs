@@ -124,6 +124,12 @@ pub fn classify_words(tokens: &[Token]) -> (&'static str, bool, Option<String>) 
         Keyword::GRANT => ("grant", false, None),
         Keyword::REVOKE => ("revoke", false, None),
         Keyword::VACUUM => ("vacuum", false, None),
+        // Transaction control: only modes and a transaction name can follow.
+        Keyword::START if kw(1) == Keyword::TRANSACTION => ("begin", false, None),
+        Keyword::BEGIN => ("begin", false, None),
+        Keyword::PREPARE if kw(1) == Keyword::TRANSACTION => ("prepare_transaction", false, None),
+        Keyword::COMMIT if word(1) == "prepared" => ("commit", false, None),
+        Keyword::ROLLBACK if word(1) == "prepared" => ("rollback", false, None),
         Keyword::ANALYZE => ("analyze", false, None),
         // `TABLE name` is `SELECT * FROM name`; anything more is not settled by words.
         Keyword::TABLE

@@ -64,6 +64,10 @@ pub struct SqlFacts {
     pub temporary: bool,
     pub concurrently: bool,
     pub explain_analyze: bool,
+    /// Some fact was read from a literal or parameter value, so statements of the same
+    /// shape may differ: not reusable by [`Analyzer`].
+    #[serde(skip)]
+    pub literal_dependent: bool,
 }
 
 /// One UPDATE, DELETE or MERGE found in a statement.
@@ -83,6 +87,16 @@ pub struct SetFact {
     pub value: Option<String>,
 }
 
+/// How deep sqlparser may nest (its default is 50; PostgreSQL itself takes far deeper
+/// expressions, and sqlparser grows its stack as needed).
+const RECURSION_LIMIT: usize = 256;
+/// Statements longer than this are not inspected (and so not forwarded).
+const MAX_TOKENS: usize = 100_000;
+/// Statements up to this many tokens are analyzed on the caller's stack.
+const SMALL_STATEMENT_TOKENS: usize = 400;
+/// Stack reserved per token for bigger statements (virtual memory, committed as used).
+const STACK_PER_TOKEN: usize = 4096;
+
 /// The statements of one query string.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Analysis {
@@ -95,6 +109,46 @@ pub fn analyze(sql: &str) -> Analysis {
 }
 
 pub(crate) fn analyze_nested(sql: &str, body_depth: usize) -> Analysis {
+    analyze_with(sql, body_depth, None)
+}
+
+/// Reads query strings like [`analyze`], reusing the facts of statements whose shape
+/// (the fingerprint's normalized text) it has seen, when none of those facts came from a
+/// literal value. Parsing is most of the cost of judging a statement; an application
+/// sends the same few shapes with different values.
+///
+/// # Performance
+/// A hit costs tokenizing and fingerprinting the text plus one clone of the cached facts.
+/// Memory is bounded: at `capacity` shapes the cache is emptied and refilled.
+pub struct Analyzer {
+    shapes: std::collections::HashMap<String, SqlFacts>,
+    capacity: usize,
+}
+
+impl Analyzer {
+    pub fn new(capacity: usize) -> Analyzer {
+        Analyzer {
+            shapes: std::collections::HashMap::new(),
+            capacity,
+        }
+    }
+
+    pub fn analyze(&mut self, sql: &str) -> Analysis {
+        analyze_with(sql, 0, Some(self))
+    }
+
+    pub fn cached_shapes(&self) -> usize {
+        self.shapes.len()
+    }
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Analyzer::new(4096)
+    }
+}
+
+fn analyze_with(sql: &str, body_depth: usize, mut cache: Option<&mut Analyzer>) -> Analysis {
     let pieces = match split::split(sql) {
         Ok(p) => p,
         Err(e) => {
@@ -121,7 +175,7 @@ pub(crate) fn analyze_nested(sql: &str, body_depth: usize) -> Analysis {
         .enumerate()
         .map(|(i, piece)| {
             let text = &sql[piece.start..piece.end];
-            let mut facts = statement(piece.tokens, text, body_depth);
+            let mut facts = statement(piece.tokens, text, body_depth, cache.as_deref_mut());
             facts.statement_count = count;
             facts.index = i as i64 + 1;
             facts
@@ -134,8 +188,14 @@ fn statement(
     mut tokens: Vec<sqlparser::tokenizer::TokenWithSpan>,
     text: &str,
     body_depth: usize,
+    cache: Option<&mut Analyzer>,
 ) -> SqlFacts {
-    let (normalized, fingerprint) = fingerprint::fingerprint(&tokens);
+    let (normalized, fingerprint, shape) = fingerprint::fingerprint(&tokens);
+    if let Some(hit) = cache.as_ref().and_then(|c| c.shapes.get(&shape)) {
+        let mut facts = hit.clone();
+        facts.text = text.to_string();
+        return facts;
+    }
     // sqlparser has no `WHERE CURRENT OF cursor` (a positioned UPDATE/DELETE: one row).
     // Read the statement without it, then record that the write is bounded.
     let current_of = strip_current_of(&mut tokens);
@@ -146,45 +206,75 @@ fn statement(
         has_where: true,
         ..SqlFacts::default()
     };
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
-    let parsed = parser
-        .parse_statement()
-        .and_then(|stmt| match parser.peek_token().token {
-            Token::EOF => Ok(stmt),
-            other => Err(sqlparser::parser::ParserError::ParserError(format!(
-                "unexpected {other} after the statement"
-            ))),
-        });
-    match parsed {
-        Ok(stmt)
-            if current_of
-                && !matches!(
-                    stmt,
-                    sqlparser::ast::Statement::Update(_) | sqlparser::ast::Statement::Delete(_)
-                ) =>
-        {
-            facts.parse_error = Some("WHERE CURRENT OF outside UPDATE or DELETE".into());
-            fallback::words_only(&mut facts, text, body_depth);
-        }
-        Ok(stmt) => {
-            facts.parsed = true;
-            walk::collect(&stmt, &mut facts, body_depth);
-            if current_of {
-                for w in &mut facts.writes {
-                    w.has_where = true;
-                    w.where_always_true = false;
+    let significant = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .count();
+    if significant > MAX_TOKENS {
+        facts.parse_error = Some(format!(
+            "statement too long to inspect ({significant} tokens, at most {MAX_TOKENS})"
+        ));
+        facts.kind = kind::UNKNOWN;
+        facts.kinds = vec![kind::UNKNOWN];
+        return facts;
+    }
+    let read = move || {
+        let dialect = PostgreSqlDialect {};
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(RECURSION_LIMIT)
+            .with_tokens_with_locations(tokens);
+        let parsed = parser
+            .parse_statement()
+            .and_then(|stmt| match parser.peek_token().token {
+                Token::EOF => Ok(stmt),
+                other => Err(sqlparser::parser::ParserError::ParserError(format!(
+                    "unexpected {other} after the statement"
+                ))),
+            });
+        match parsed {
+            Ok(stmt)
+                if current_of
+                    && !matches!(
+                        stmt,
+                        sqlparser::ast::Statement::Update(_) | sqlparser::ast::Statement::Delete(_)
+                    ) =>
+            {
+                facts.parse_error = Some("WHERE CURRENT OF outside UPDATE or DELETE".into());
+                fallback::words_only(&mut facts, text, body_depth);
+            }
+            Ok(stmt) => {
+                facts.parsed = true;
+                walk::collect(&stmt, &mut facts, body_depth);
+                if current_of {
+                    for w in &mut facts.writes {
+                        w.has_where = true;
+                        w.where_always_true = false;
+                    }
+                    facts.has_where = true;
+                    facts.where_always_true = false;
                 }
-                facts.has_where = true;
-                facts.where_always_true = false;
+                if let Some(cache) = cache.filter(|_| !facts.literal_dependent) {
+                    if cache.shapes.len() >= cache.capacity {
+                        cache.shapes.clear();
+                    }
+                    cache.shapes.insert(shape, facts.clone());
+                }
+            }
+            Err(e) => {
+                facts.parse_error = Some(e.to_string());
+                fallback::words_only(&mut facts, text, body_depth);
             }
         }
-        Err(e) => {
-            facts.parse_error = Some(e.to_string());
-            fallback::words_only(&mut facts, text, body_depth);
-        }
+        facts
+    };
+    // Long flat expressions (`a AND b AND ...`) become deep trees that every walker after
+    // the parser recurses through; give big statements a stack to match. Small ones (all
+    // of OLTP) run on the caller's stack.
+    if significant > SMALL_STATEMENT_TOKENS {
+        stacker::grow(significant * STACK_PER_TOKEN, read)
+    } else {
+        read()
     }
-    facts
 }
 
 /// Removes a trailing `WHERE CURRENT OF <cursor>` (a WHERE without one is left alone).

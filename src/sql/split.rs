@@ -19,17 +19,18 @@ pub fn split(sql: &str) -> Result<Vec<Piece>, String> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| e.to_string())?;
-    let tokens = continued_strings(british_analyse(unicode_identifiers(tokens)));
+    let tokens = continued_strings(synonyms(unicode_identifiers(tokens)));
     let lines = LineIndex::new(sql);
-    let mut pieces = Vec::new();
-    let mut current: Vec<TokenWithSpan> = Vec::new();
+    // Find the top-level semicolons first, then cut the token vector at them, so a
+    // one-statement query (the common case) moves its tokens without copying.
+    let mut cuts = Vec::new();
     let mut parens = 0usize;
     // Inside `BEGIN ATOMIC ... END` (a SQL-standard function body) `;` does not split;
     // `CASE ... END` nests inside it.
     let mut atomic = 0usize;
     let mut cases = 0usize;
     let mut previous_word: Option<Keyword> = None;
-    for t in tokens {
+    for (i, t) in tokens.iter().enumerate() {
         match &t.token {
             Token::LParen => parens += 1,
             Token::RParen => parens = parens.saturating_sub(1),
@@ -42,18 +43,26 @@ pub fn split(sql: &str) -> Result<Vec<Piece>, String> {
                     _ => {}
                 }
                 previous_word = Some(w.keyword);
-            }
-            Token::SemiColon if parens == 0 && atomic == 0 => {
-                push_piece(&mut pieces, std::mem::take(&mut current), &lines, sql);
-                previous_word = None;
                 continue;
             }
-            Token::Whitespace(_) => {}
-            _ => previous_word = None,
+            Token::SemiColon if parens == 0 && atomic == 0 => cuts.push(i),
+            Token::Whitespace(_) => continue,
+            _ => {}
         }
-        current.push(t);
+        previous_word = None;
     }
-    push_piece(&mut pieces, current, &lines, sql);
+    let mut rest = tokens;
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut tails = Vec::with_capacity(cuts.len() + 1);
+    for &cut in cuts.iter().rev() {
+        let mut tail = rest.split_off(cut);
+        tail.remove(0); // the semicolon
+        tails.push(tail);
+    }
+    tails.push(rest);
+    for piece in tails.into_iter().rev() {
+        push_piece(&mut pieces, piece, &lines, sql);
+    }
     Ok(pieces)
 }
 
@@ -73,18 +82,44 @@ fn push_piece(pieces: &mut Vec<Piece>, tokens: Vec<TokenWithSpan>, lines: &LineI
     pieces.push(Piece { tokens, start, end });
 }
 
-/// PostgreSQL reads `ANALYSE` as `ANALYZE` (it is reserved, never a name); sqlparser
-/// knows only the American spelling.
-fn british_analyse(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
-    for t in &mut tokens {
-        if let Token::Word(w) = &mut t.token
-            && w.quote_style.is_none()
-            && w.value.eq_ignore_ascii_case("analyse")
-        {
+/// Spellings PostgreSQL accepts and sqlparser does not, rewritten to ones with the same
+/// facts: `ANALYSE` (reserved, never a name) is `ANALYZE`; the row locks `FOR NO KEY
+/// UPDATE` / `FOR KEY SHARE` read as `FOR UPDATE` / `FOR SHARE`; `GROUP BY DISTINCT` only
+/// removes duplicate grouping sets.
+fn synonyms(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut previous: [Keyword; 2] = [Keyword::NoKeyword; 2];
+    let mut drop: Vec<usize> = Vec::new();
+    let mut last_word_at = [usize::MAX; 2];
+    for (i, t) in tokens.iter_mut().enumerate() {
+        let Token::Word(w) = &mut t.token else {
+            if !matches!(t.token, Token::Whitespace(_)) {
+                previous = [Keyword::NoKeyword; 2];
+            }
+            continue;
+        };
+        if w.quote_style.is_some() {
+            previous = [Keyword::NoKeyword; 2];
+            continue;
+        }
+        if w.value.eq_ignore_ascii_case("analyse") {
             w.value = "ANALYZE".into();
             w.keyword = Keyword::ANALYZE;
         }
+        match (previous, w.keyword) {
+            // FOR NO KEY UPDATE → FOR UPDATE: drop NO and KEY.
+            ([Keyword::FOR, Keyword::NO], Keyword::KEY) => drop.extend([last_word_at[1], i]),
+            ([Keyword::FOR, Keyword::KEY], Keyword::SHARE) => drop.push(last_word_at[1]),
+            ([Keyword::GROUP, Keyword::BY], Keyword::DISTINCT) => drop.push(i),
+            _ => {}
+        }
+        previous = [previous[1], w.keyword];
+        last_word_at = [last_word_at[1], i];
     }
+    if drop.is_empty() {
+        return tokens;
+    }
+    let mut keep = (0..tokens.len()).map(|i| !drop.contains(&i));
+    tokens.retain(|_| keep.next().unwrap_or(true));
     tokens
 }
 
@@ -123,6 +158,9 @@ fn continued_strings(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 /// PostgreSQL reads (`data`), honouring `UESCAPE 'c'`. A malformed escape is left as it
 /// is, so the statement fails to parse and is judged unreadable.
 fn unicode_identifiers(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    if !tokens.iter().any(|t| t.token == Token::Ampersand) {
+        return tokens;
+    }
     let adjacent = |a: &TokenWithSpan, b: &TokenWithSpan| a.span.end == b.span.start;
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut i = 0;

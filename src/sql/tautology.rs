@@ -5,20 +5,83 @@
 //! `EXISTS (SELECT 1)`. It folds constants; it does not read the schema, so it cannot know
 //! that `id > 0` matches every row, and says only "always true" or "don't know".
 
+use std::cell::{Cell, RefCell};
+use std::ops::ControlFlow;
+
 use sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, InTarget, SelectItem,
-    SetExpr, UnaryOperator, Value,
+    SetExpr, UnaryOperator, Value, Visit, Visitor,
 };
 
 /// Whether `condition` (the WHERE of a write on `table`) is true for every row.
 pub fn always_true(condition: &Expr, table: &str) -> bool {
-    let ctx = Context { table };
-    match ctx.eval(condition) {
+    judge(condition, table, &[]).0
+}
+
+/// [`always_true`], and whether the answer read any literal or parameter value: if not,
+/// every statement of the same shape (literals replaced) gets the same answer, which is
+/// what lets [`super::Analyzer`] reuse facts across values.
+///
+/// `same_table` names every alias under which the statement sees the written table again
+/// (its own alias, a self-join in `USING`/`FROM`): `users.id = u2.id` over those matches
+/// every row with itself.
+pub fn judge(condition: &Expr, table: &str, same_table: &[String]) -> (bool, bool) {
+    let base = table.rsplit('.').next().unwrap_or(table).to_lowercase();
+    let mut names: Vec<String> = vec![base];
+    names.extend(same_table.iter().map(|n| n.to_lowercase()));
+    let ctx = Context {
+        table,
+        names: RefCell::new(names),
+        read_literal: Cell::new(false),
+    };
+    let verdict = match ctx.eval(condition) {
         Some(Const::Bool(b)) => b,
         Some(Const::Str(s)) => bool_text(&s) == Some(true),
-        _ => false,
-    }
+        Some(_) => false,
+        // Unknown, but if it names no column it is the same for every row: all or none.
+        None => !names_a_column(condition),
+    };
+    (verdict, ctx.read_literal.get())
 }
+
+/// Whether a column is referenced anywhere in `e` (subqueries included, where a name may
+/// be the subquery's own column: the safe side, since that only keeps a clause "bounded").
+fn names_a_column(e: &Expr) -> bool {
+    struct Finder;
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Identifier(i)
+                    if i.quote_style.is_some()
+                        || !ROW_INDEPENDENT_NAMES.contains(&i.value.to_lowercase().as_str()) =>
+                {
+                    ControlFlow::Break(())
+                }
+                Expr::CompoundIdentifier(_) | Expr::CompoundFieldAccess { .. } => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    e.visit(&mut Finder).is_break()
+}
+
+/// SQL's parameterless functions that look like names.
+const ROW_INDEPENDENT_NAMES: &[&str] = &[
+    "current_user",
+    "session_user",
+    "user",
+    "current_role",
+    "current_catalog",
+    "current_schema",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 enum Const {
@@ -30,12 +93,28 @@ enum Const {
 
 struct Context<'a> {
     table: &'a str,
+    /// Qualifiers that denote the written table (its name and aliases of it).
+    names: RefCell<Vec<String>>,
+    read_literal: Cell<bool>,
 }
 
 impl Context<'_> {
     fn eval(&self, e: &Expr) -> Option<Const> {
         match e {
-            Expr::Value(v) => literal(&v.value),
+            Expr::Value(v) => {
+                self.read_literal.set(true);
+                literal(&v.value)
+            }
+            Expr::TypedString(t) => {
+                self.read_literal.set(true);
+                let c = literal(&t.value.value)?;
+                let ty = t.data_type.to_string().to_lowercase();
+                if ty == "boolean" || ty == "bool" {
+                    Some(Const::Bool(as_bool(&c)?))
+                } else {
+                    Some(c)
+                }
+            }
             Expr::Nested(inner) => self.eval(inner),
             Expr::UnaryOp { op, expr } => match (op, self.eval(expr)?) {
                 (UnaryOperator::Not, c) => Some(Const::Bool(!as_bool(&c)?)),
@@ -44,7 +123,11 @@ impl Context<'_> {
                 _ => None,
             },
             Expr::BinaryOp { left, op, right } => self.binary(left, op, right),
-            Expr::IsNull(x) => self.eval(x).map(|c| Const::Bool(c == Const::Null)),
+            Expr::IsNull(x) => match self.eval(x) {
+                Some(c) => Some(Const::Bool(c == Const::Null)),
+                None if self.primary_key_like(x) => Some(Const::Bool(false)),
+                None => None,
+            },
             Expr::IsNotNull(x) => match self.eval(x) {
                 Some(c) => Some(Const::Bool(c != Const::Null)),
                 None if self.primary_key_like(x) => Some(Const::Bool(true)),
@@ -69,6 +152,15 @@ impl Context<'_> {
                 negated,
                 ..
             } => self.whole_table(expr, q).then_some(Const::Bool(!negated)),
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } => match strip(right) {
+                Expr::Subquery(q) => self.whole_table(left, q).then_some(Const::Bool(true)),
+                _ => None,
+            },
             Expr::In {
                 expr,
                 target: InTarget::List(list),
@@ -171,17 +263,32 @@ impl Context<'_> {
                 let SetExpr::Select(select) = subquery.body.as_ref() else {
                     return None;
                 };
-                let unfiltered = select.selection.is_none()
-                    && select.having.is_none()
-                    && subquery.limit_clause.is_none();
+                if select.having.is_some() || subquery.limit_clause.is_some() {
+                    return None;
+                }
                 // No FROM: one row. FROM the table being written: a row exists whenever
-                // there is anything to write.
-                let always_rows = select.from.is_empty()
-                    || (select.from.len() == 1
-                        && select.from[0].joins.is_empty()
-                        && matches!(&select.from[0].relation, sqlparser::ast::TableFactor::Table { name, .. }
-                            if super::ident::object_name(name) == self.table));
-                (unfiltered && always_rows).then_some(Const::Bool(!negated))
+                // there is anything to write, and a filter that matches each row with
+                // itself (`u2.id = users.id`) keeps it.
+                if select.from.is_empty() {
+                    let holds = match &select.selection {
+                        None => true,
+                        Some(w) => self.eval(w).as_ref().and_then(as_bool)?,
+                    };
+                    return Some(Const::Bool(holds != *negated));
+                }
+                let alias = self.self_alias(&select.from)?;
+                let added = alias.is_some();
+                if let Some(a) = alias {
+                    self.names.borrow_mut().push(a);
+                }
+                let holds = match &select.selection {
+                    None => Some(true),
+                    Some(w) => self.eval(w).as_ref().and_then(as_bool),
+                };
+                if added {
+                    self.names.borrow_mut().pop();
+                }
+                holds.filter(|h| *h).map(|_| Const::Bool(!negated))
             }
             Expr::Subquery(q) => {
                 // `(SELECT true)`: one row, one constant column.
@@ -249,7 +356,7 @@ impl Context<'_> {
                 }
             }
             B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq => {
-                let ordering = if same_column(left, right) {
+                let ordering = if self.same(left, right) {
                     std::cmp::Ordering::Equal
                 } else {
                     compare(&self.eval(left)?, &self.eval(right)?)?
@@ -281,6 +388,49 @@ impl Context<'_> {
             },
             _ => None,
         }
+    }
+
+    /// [`same_column`], or one column of the written table seen under two of its names
+    /// (`id` and `users.id`, `users.id` and `u2.id` for a self-join alias `u2`).
+    fn same(&self, a: &Expr, b: &Expr) -> bool {
+        if same_column(a, b) {
+            return true;
+        }
+        let names = self.names.borrow();
+        let of_table = |parts: &[sqlparser::ast::Ident]| match parts {
+            [.., t, c] if names.contains(&t.value.to_lowercase()) => Some(c.value.to_lowercase()),
+            _ => None,
+        };
+        match (column_of(a), column_of(b)) {
+            (Expr::Identifier(x), Expr::CompoundIdentifier(p))
+            | (Expr::CompoundIdentifier(p), Expr::Identifier(x)) => {
+                of_table(p).is_some_and(|c| c == x.value.to_lowercase())
+            }
+            (Expr::CompoundIdentifier(p), Expr::CompoundIdentifier(q)) => {
+                of_table(p).is_some_and(|c| Some(c) == of_table(q))
+            }
+            _ => false,
+        }
+    }
+
+    /// For a subquery `FROM` of exactly the written table: `Some(alias)` (the alias it is
+    /// given, if any). `None` when the subquery reads anything else.
+    fn self_alias(&self, from: &[sqlparser::ast::TableWithJoins]) -> Option<Option<String>> {
+        let [only] = from else { return None };
+        if !only.joins.is_empty() {
+            return None;
+        }
+        let sqlparser::ast::TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = &only.relation
+        else {
+            return None;
+        };
+        (super::ident::object_name(name) == self.table)
+            .then(|| alias.as_ref().map(|a| a.name.value.to_lowercase()))
     }
 
     /// `id IN (SELECT id FROM <the same table>)` with nothing narrowing the subquery.
@@ -353,6 +503,26 @@ fn same_last_part(a: &Expr, b: &Expr) -> bool {
     last(a).is_some() && last(a) == last(b)
 }
 
+/// A column reference, seen through parentheses and a FROM-less `(SELECT col)`.
+fn column_of(e: &Expr) -> &Expr {
+    match strip(e) {
+        Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(s)
+                if s.from.is_empty() && s.selection.is_none() && s.projection.len() == 1 =>
+            {
+                match &s.projection[0] {
+                    SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                        column_of(x)
+                    }
+                    _ => strip(e),
+                }
+            }
+            _ => strip(e),
+        },
+        other => other,
+    }
+}
+
 fn strip(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => strip(inner),
@@ -360,9 +530,9 @@ fn strip(e: &Expr) -> &Expr {
     }
 }
 
-/// The same plain column on both sides (`id = id`, `t.id = t.id`).
+/// The same plain column on both sides (`id = id`, `t.id = t.id`, `id = (SELECT id)`).
 fn same_column(a: &Expr, b: &Expr) -> bool {
-    match (strip(a), strip(b)) {
+    match (column_of(a), column_of(b)) {
         (Expr::Identifier(x), Expr::Identifier(y)) => {
             x.value.eq_ignore_ascii_case(&y.value) && x.quote_style == y.quote_style
         }

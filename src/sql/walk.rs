@@ -8,11 +8,11 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, Expr, FromTable, FunctionArg,
     FunctionArgExpr, FunctionArguments, LimitClause, MergeAction, ObjectName, Query, Reset, Set,
-    Statement, TableFactor, TableObject, Value, Visit, Visitor,
+    Statement, TableFactor, TableObject, UpdateTableFromKind, Value, Visit, Visitor,
 };
 
 use super::ident::{base_name, ident, object_name};
-use super::tautology::always_true;
+use super::tautology::judge;
 use super::{SetFact, SqlFacts, Write, kind};
 
 /// Nested function bodies parsed in turn; deeper nesting is left unread (and reviewed as DDL).
@@ -68,11 +68,19 @@ impl Walker<'_> {
         push_unique(&mut self.facts.tables_written, object_name(name));
     }
 
-    fn write(&mut self, kind: &'static str, table: String, selection: Option<&Expr>) {
+    fn write(
+        &mut self,
+        kind: &'static str,
+        table: String,
+        selection: Option<&Expr>,
+        same_table: &[String],
+    ) {
         if self.planned_only > 0 {
             return;
         }
-        let where_always_true = selection.is_some_and(|e| always_true(e, &table));
+        let (where_always_true, read_literal) =
+            selection.map_or((false, false), |e| judge(e, &table, same_table));
+        self.facts.literal_dependent |= read_literal;
         push_unique(&mut self.facts.tables_written, table.clone());
         self.facts.writes.push(Write {
             kind,
@@ -83,6 +91,7 @@ impl Walker<'_> {
     }
 
     fn set(&mut self, name: String, value: Option<String>) {
+        self.facts.literal_dependent = true;
         push_unique(&mut self.facts.settings, name.clone());
         self.facts.sets.push(SetFact { name, value });
     }
@@ -106,7 +115,14 @@ impl Walker<'_> {
                 if matches!(table.as_str(), "pg_settings" | "pg_catalog.pg_settings") {
                     self.settings_update(u);
                 }
-                self.write("update", table, u.selection.as_ref());
+                let mut factors = vec![&u.table.relation];
+                if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) =
+                    &u.from
+                {
+                    factors.extend(f.iter().map(|t| &t.relation));
+                }
+                let aliases = aliases_of(&table, factors);
+                self.write("update", table, u.selection.as_ref(), &aliases);
             }
             Statement::Delete(d) => {
                 let tables = match &d.from {
@@ -114,7 +130,10 @@ impl Walker<'_> {
                 };
                 for t in tables {
                     let table = table_factor_name(&t.relation);
-                    self.write("delete", table, d.selection.as_ref());
+                    let mut factors = vec![&t.relation];
+                    factors.extend(d.using.iter().flatten().map(|u| &u.relation));
+                    let aliases = aliases_of(&table, factors);
+                    self.write("delete", table, d.selection.as_ref(), &aliases);
                 }
             }
             Statement::Merge(m) => {
@@ -126,7 +145,9 @@ impl Walker<'_> {
                     )
                 });
                 if changes && self.planned_only == 0 {
-                    let unbounded = always_true(&m.on, &table);
+                    let aliases = aliases_of(&table, [&m.table, &m.source]);
+                    let (unbounded, read_literal) = judge(&m.on, &table, &aliases);
+                    self.facts.literal_dependent |= read_literal;
                     push_unique(&mut self.facts.tables_written, table.clone());
                     self.facts.writes.push(Write {
                         kind: "merge",
@@ -219,6 +240,7 @@ impl Walker<'_> {
                             })
                     });
                 self.facts.explain_analyze |= analyze;
+                self.facts.literal_dependent |= options.is_some();
                 if !analyze {
                     self.planned_only += 1;
                 }
@@ -234,7 +256,10 @@ impl Walker<'_> {
                     self.set(object_name(name), Some("default".into()))
                 }
             },
-            Statement::Query(q) if self.depth == 1 => self.facts.limit = limit(q),
+            Statement::Query(q) if self.depth == 1 => {
+                self.facts.limit = limit(q);
+                self.facts.literal_dependent |= q.limit_clause.is_some();
+            }
             _ => {}
         }
     }
@@ -315,6 +340,8 @@ impl Walker<'_> {
             | Some(CreateFunctionBody::AsAfterOptions(body)) => string_literal(body),
             _ => None,
         };
+        // The body is a literal: another body in the same shape can hold anything.
+        self.facts.literal_dependent = true;
         let (Some(text), true) = (text, is_sql) else {
             return;
         };
@@ -459,6 +486,20 @@ impl Visitor for Walker<'_> {
     }
 }
 
+/// The aliases under which `table` appears among `factors` (itself and self-joins).
+fn aliases_of<'a>(table: &str, factors: impl IntoIterator<Item = &'a TableFactor>) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in factors {
+        if let TableFactor::Table { name, alias, .. } = f
+            && object_name(name) == table
+            && let Some(a) = alias
+        {
+            out.push(ident(&a.name));
+        }
+    }
+    out
+}
+
 fn table_factor_name(t: &TableFactor) -> String {
     match t {
         TableFactor::Table { name, .. } => object_name(name),
@@ -477,6 +518,8 @@ fn string_literal(e: &Expr) -> Option<String> {
             _ => None,
         },
         Expr::Nested(inner) => string_literal(inner),
+        // `'role'::text`: a cast does not change the text.
+        Expr::Cast { expr, .. } => string_literal(expr),
         _ => None,
     }
 }

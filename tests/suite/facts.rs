@@ -1,6 +1,6 @@
 //! SQL facts from the real parser: what rules can rely on.
 
-use portcullis::sql::{SqlFacts, analyze};
+use portcullis::sql::{Analyzer, SqlFacts, analyze};
 
 fn one(sql: &str) -> SqlFacts {
     let mut a = analyze(sql);
@@ -110,6 +110,14 @@ fn always_true_where_clauses() {
         "user_id IS NOT NULL",
         "5 = 5 AND 'x' = 'x'",
         "'yes'",
+        // Names no column, so it cannot pick rows: all of them, none, or a random subset.
+        "$1",
+        "$1 = $2",
+        "random() < 0.5",
+        "now() = now()",
+        "current_user = 'app'",
+        "id = users.id",
+        "EXISTS (SELECT 1 FROM users u2 WHERE u2.id = users.id)",
     ] {
         let f = one(&format!("DELETE FROM users WHERE {cond}"));
         assert!(f.where_always_true, "WHERE {cond} should be always true");
@@ -128,7 +136,8 @@ fn always_true_where_clauses() {
         "EXISTS (SELECT 1 FROM t WHERE t.x = users.id)",
         "id > 0",
         "1 IN (2, 3)",
-        "random() = random()",
+        "false",
+        "1 = 0",
     ] {
         let f = one(&format!("UPDATE users SET a = 1 WHERE {cond}"));
         assert!(!f.where_always_true, "WHERE {cond} is not provably true");
@@ -302,4 +311,96 @@ fn ddl_and_limit_facts() {
     assert_eq!(one("SELECT * FROM t LIMIT 10").limit, Some(10));
     let f = one("WITH c AS (SELECT 1) SELECT * FROM c JOIN t ON true");
     assert_eq!(f.tables_read, ["t"], "CTE names are not tables");
+}
+
+fn as_json(sql: &str, analyzer: &mut Analyzer) -> (String, String) {
+    let cached = serde_json::to_string(&analyzer.analyze(sql)).expect("facts serialize");
+    let fresh = serde_json::to_string(&analyze(sql)).expect("facts serialize");
+    (cached, fresh)
+}
+
+#[test]
+fn shape_cache_never_changes_facts() {
+    let corpus = portcullis::cases::load_cases(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/corpus"
+    )))
+    .expect("corpus parses");
+    let mut analyzer = Analyzer::default();
+    for case in &corpus {
+        analyzer.analyze(&case.sql);
+    }
+    assert!(
+        analyzer.cached_shapes() > 100,
+        "the corpus should fill the cache"
+    );
+    for case in corpus.iter().rev() {
+        let (cached, fresh) = as_json(&case.sql, &mut analyzer);
+        assert_eq!(cached, fresh, "{}", case.origin);
+    }
+    // Same shape, different literals: the facts that depend on the values must not be
+    // taken from the cache.
+    for (warm, probe) in [
+        ("DELETE FROM t WHERE 1 = 2", "DELETE FROM t WHERE 1 = 1"),
+        (
+            "DELETE FROM t WHERE $1 = $2",
+            "DELETE FROM t WHERE 'a' = 'a'",
+        ),
+        (
+            "DELETE FROM t WHERE boolean 'f'",
+            "DELETE FROM t WHERE boolean 't'",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE 'x' LIKE 'y'",
+            "UPDATE t SET a = 1 WHERE 'x' LIKE '%'",
+        ),
+        ("DELETE FROM t WHERE -1 > 0", "DELETE FROM t WHERE 1 > 0"),
+        ("SELECT * FROM t LIMIT 10", "SELECT * FROM t LIMIT 100000"),
+        (
+            "SET standard_conforming_strings = 'on'",
+            "SET standard_conforming_strings = 'off'",
+        ),
+        (
+            "SELECT set_config('app.x', 'b', false)",
+            "SELECT set_config('role', 'postgres', false)",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ DELETE FROM users $$",
+        ),
+        (
+            "EXPLAIN (ANALYZE false) DELETE FROM t",
+            "EXPLAIN (ANALYZE true) DELETE FROM t",
+        ),
+        (
+            "MERGE INTO t USING s ON 1 = 2 WHEN MATCHED THEN DELETE",
+            "MERGE INTO t USING s ON 1 = 1 WHEN MATCHED THEN DELETE",
+        ),
+    ] {
+        let mut analyzer = Analyzer::default();
+        analyzer.analyze(warm);
+        let (cached, fresh) = as_json(probe, &mut analyzer);
+        assert_eq!(cached, fresh, "{probe} after {warm}");
+    }
+}
+
+#[test]
+fn hostile_nesting_is_an_error_not_a_crash() {
+    let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    let f = one(&deep);
+    assert!(!f.parsed && f.kind == "unknown");
+    let deep = format!(
+        "DELETE FROM t WHERE {}",
+        vec!["NOT"; 5000].join(" ") + " true"
+    );
+    assert_eq!(one(&deep).kind, "unknown");
+    // A long flat chain is a deep left-leaning tree for every walker after the parser.
+    let long = format!(
+        "DELETE FROM t WHERE {} OR true",
+        vec!["a = 1"; 50_000].join(" AND ")
+    );
+    let f = one(&long);
+    assert!(f.kind == "unknown" || f.where_always_true, "{}", f.kind);
+    let long = format!("SELECT {}", vec!["1"; 50_000].join(" + "));
+    assert!(matches!(one(&long).kind, "unknown" | "select"));
 }

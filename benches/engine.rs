@@ -1,0 +1,126 @@
+//! Parse + facts + evaluation with the default pack, per statement (issue #2's target:
+//! ≤ 10 µs median for OLTP statements). Run: `cargo bench --bench engine`.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use portcullis::policy::RuleSet;
+use portcullis::policy::value::{Agent, Target};
+use portcullis::sql::{Analyzer, analyze};
+
+/// pgbench's built-in tpcb-like script and its select-only (`-S`) statement.
+const PGBENCH: &[(&str, &str)] = &[
+    (
+        "select_only",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+    ),
+    (
+        "update_accounts",
+        "UPDATE pgbench_accounts SET abalance = abalance + -4052 WHERE aid = 48213;",
+    ),
+    (
+        "update_tellers",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + -4052 WHERE tid = 7;",
+    ),
+    (
+        "update_branches",
+        "UPDATE pgbench_branches SET bbalance = bbalance + -4052 WHERE bid = 1;",
+    ),
+    (
+        "insert_history",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 48213, -4052, CURRENT_TIMESTAMP);",
+    ),
+    (
+        "orm_select",
+        r#"SELECT "users"."id", "users"."email", "users"."created_at" FROM "users" WHERE "users"."account_id" = $1 AND "users"."deleted_at" IS NULL ORDER BY "users"."created_at" DESC LIMIT $2"#,
+    ),
+];
+
+fn engine(c: &mut Criterion) {
+    let rules = RuleSet::builtin().expect("built-in packs parse");
+    let agent = Agent {
+        sub: "bench".into(),
+        groups: vec!["dev".into()],
+        name: None,
+    };
+    let target = Target { name: "app".into() };
+
+    // Cold: every statement parsed from scratch.
+    let mut group = c.benchmark_group("cold");
+    for (name, sql) in PGBENCH {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let facts = analyze(black_box(sql));
+                black_box(rules.judge_query(&facts, &agent, &target).decision)
+            })
+        });
+    }
+    group.finish();
+
+    // Warm: what a gateway connection pays once it has seen the statement's shape. The
+    // literal changes on every iteration, as pgbench's random account ids do.
+    let mut group = c.benchmark_group("warm");
+    for (name, sql) in PGBENCH {
+        let mut analyzer = Analyzer::default();
+        let variants: Vec<String> = (0..64)
+            .map(|i| sql.replace("48213", &(48213 + i).to_string()))
+            .collect();
+        let mut i = 0;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 1) % variants.len();
+                let facts = analyzer.analyze(black_box(&variants[i]));
+                black_box(rules.judge_query(&facts, &agent, &target).decision)
+            })
+        });
+    }
+    group.finish();
+
+    // Where the cold time goes: sqlparser alone, for the simplest statement.
+    let mut group = c.benchmark_group("sqlparser");
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    group.bench_function("tokenize/select_only", |b| {
+        b.iter(|| {
+            sqlparser::tokenizer::Tokenizer::new(&dialect, black_box(PGBENCH[0].1))
+                .tokenize_with_location()
+        })
+    });
+    group.bench_function("parse_sql/select_only", |b| {
+        b.iter(|| sqlparser::parser::Parser::parse_sql(&dialect, black_box(PGBENCH[0].1)))
+    });
+    group.finish();
+
+    // The whole corpus (adversarial and everyday statements alike), one pass per
+    // iteration: criterion's time divided by the case count is the mean per statement.
+    let corpus =
+        portcullis::cases::load_cases(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"))
+            .expect("corpus parses");
+    let texts: Vec<String> = corpus.into_iter().map(|c| c.sql).collect();
+    let mut group = c.benchmark_group("corpus");
+    group.throughput(Throughput::Elements(texts.len() as u64));
+    group.bench_function("all_cases", |b| {
+        b.iter(|| {
+            for sql in &texts {
+                let facts = analyze(black_box(sql));
+                black_box(rules.judge_query(&facts, &agent, &target).decision);
+            }
+        })
+    });
+    group.finish();
+
+    // The engine alone, facts already computed: what rules cost on top of parsing.
+    let facts = analyze(PGBENCH[0].1);
+    c.bench_function("rules_only/select_only", |b| {
+        b.iter(|| {
+            black_box(
+                rules
+                    .judge_query(black_box(&facts), &agent, &target)
+                    .decision,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);
