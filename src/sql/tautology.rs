@@ -223,22 +223,38 @@ impl Context<'_> {
                 Some(Const::Bool(like(&v, &p) != *negated))
             }
             Expr::Case {
-                operand: None,
+                operand,
                 conditions,
                 else_result,
                 ..
             } => {
-                for when in conditions {
-                    match self.eval(&when.condition).as_ref().and_then(as_bool) {
-                        Some(true) => return self.eval(&when.result),
-                        Some(false) => continue,
-                        None => return None,
-                    }
-                }
-                match else_result {
+                let otherwise = || match else_result {
                     Some(e) => self.eval(e),
                     None => Some(Const::Null),
+                };
+                if operand.is_none() {
+                    for (i, when) in conditions.iter().enumerate() {
+                        match self.eval(&when.condition).as_ref().and_then(as_bool) {
+                            Some(true) => return self.eval(&when.result),
+                            Some(false) => continue,
+                            // Unknown from here on: constant only if every remaining
+                            // branch gives the same constant.
+                            None => {
+                                let first = otherwise()?;
+                                return conditions[i..]
+                                    .iter()
+                                    .all(|w| self.eval(&w.result).as_ref() == Some(&first))
+                                    .then_some(first);
+                            }
+                        }
+                    }
+                    return otherwise();
                 }
+                let first = otherwise()?;
+                conditions
+                    .iter()
+                    .all(|w| self.eval(&w.result).as_ref() == Some(&first))
+                    .then_some(first)
             }
             Expr::Cast {
                 expr, data_type, ..
@@ -393,7 +409,7 @@ impl Context<'_> {
     /// [`same_column`], or one column of the written table seen under two of its names
     /// (`id` and `users.id`, `users.id` and `u2.id` for a self-join alias `u2`).
     fn same(&self, a: &Expr, b: &Expr) -> bool {
-        if same_column(a, b) {
+        if same_column(a, b) || same_expression(a, b) {
             return true;
         }
         let names = self.names.borrow();
@@ -438,7 +454,11 @@ impl Context<'_> {
         let SetExpr::Select(select) = q.body.as_ref() else {
             return false;
         };
-        if select.selection.is_some()
+        let filtered = select
+            .selection
+            .as_ref()
+            .is_some_and(|w| self.eval(w).as_ref().and_then(as_bool) != Some(true));
+        if filtered
             || q.limit_clause.is_some()
             || select.from.len() != 1
             || !select.from[0].joins.is_empty()
@@ -502,6 +522,41 @@ fn same_last_part(a: &Expr, b: &Expr) -> bool {
     };
     last(a).is_some() && last(a) == last(b)
 }
+
+/// The same expression on both sides (`lower(email) = lower(email)`), unless it calls a
+/// volatile function, which may differ between the two calls.
+fn same_expression(a: &Expr, b: &Expr) -> bool {
+    struct Volatile;
+    impl Visitor for Volatile {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Function(f)
+                    if VOLATILE_FUNCTIONS.contains(&super::ident::base_name(&f.name).as_str()) =>
+                {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    let (a, b) = (strip(a), strip(b));
+    a == b && !a.visit(&mut Volatile).is_break()
+}
+
+/// Functions whose two calls in one row may return different values.
+const VOLATILE_FUNCTIONS: &[&str] = &[
+    "random",
+    "random_normal",
+    "gen_random_uuid",
+    "uuid_generate_v1",
+    "uuid_generate_v4",
+    "nextval",
+    "setval",
+    "clock_timestamp",
+    "timeofday",
+    "pg_sleep",
+];
 
 /// A column reference, seen through parentheses and a FROM-less `(SELECT col)`.
 fn column_of(e: &Expr) -> &Expr {

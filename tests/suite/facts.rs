@@ -118,6 +118,9 @@ fn always_true_where_clauses() {
         "current_user = 'app'",
         "id = users.id",
         "EXISTS (SELECT 1 FROM users u2 WHERE u2.id = users.id)",
+        "lower(email) = lower(email)",
+        "id IN (SELECT id FROM users WHERE true)",
+        "id = ANY (SELECT id FROM users)",
     ] {
         let f = one(&format!("DELETE FROM users WHERE {cond}"));
         assert!(f.where_always_true, "WHERE {cond} should be always true");
@@ -138,6 +141,8 @@ fn always_true_where_clauses() {
         "1 IN (2, 3)",
         "false",
         "1 = 0",
+        "random() = random() AND id = 3",
+        "lower(a) = lower(b)",
     ] {
         let f = one(&format!("UPDATE users SET a = 1 WHERE {cond}"));
         assert!(!f.where_always_true, "WHERE {cond} is not provably true");
@@ -403,4 +408,29 @@ fn hostile_nesting_is_an_error_not_a_crash() {
     assert!(f.kind == "unknown" || f.where_always_true, "{}", f.kind);
     let long = format!("SELECT {}", vec!["1"; 50_000].join(" + "));
     assert!(matches!(one(&long).kind, "unknown" | "select"));
+}
+
+#[test]
+fn self_joins_on_the_key_match_every_row() {
+    for sql in [
+        "DELETE FROM users USING users u2 WHERE users.id = u2.id",
+        "UPDATE users SET name = 'x' FROM users u2 WHERE users.id = u2.id",
+        "UPDATE users u SET name = 'x' FROM users u2 WHERE u.id = u2.id",
+        "MERGE INTO users USING users AS u2 ON users.id = u2.id WHEN MATCHED THEN DELETE",
+    ] {
+        assert!(one(sql).where_always_true, "{sql}");
+    }
+    assert!(!one("DELETE FROM users USING orders o WHERE users.id = o.user_id").where_always_true);
+}
+
+#[test]
+fn writes_inside_unreadable_statements_are_still_seen() {
+    // sqlparser cannot read XMLELEMENT(NAME ...); the DELETE inside is still a write.
+    let f = one("WITH d AS (DELETE FROM users RETURNING id) SELECT xmlelement(name x, id) FROM d");
+    assert_eq!(f.kind, "unknown");
+    assert_eq!((f.writes[0].kind, f.writes[0].has_where), ("delete", false));
+    let f = one("UPDATE users SET bio = xmlelement(name b, name)::text WHERE id = 1");
+    assert!(f.writes[0].has_where);
+    let f = one("SELECT xmlelement(name x, id) FROM t FOR UPDATE");
+    assert!(f.writes.is_empty(), "FOR UPDATE is a lock, not a write");
 }
