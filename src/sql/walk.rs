@@ -258,7 +258,8 @@ impl Walker<'_> {
             },
             Statement::Query(q) if self.depth == 1 => {
                 self.facts.limit = limit(q);
-                self.facts.literal_dependent |= q.limit_clause.is_some();
+                // A constant LIMIT is a value rules may compare; `LIMIT $1` is not.
+                self.facts.literal_dependent |= self.facts.limit.is_some();
             }
             _ => {}
         }
