@@ -7,5 +7,9 @@
 
 pub mod cases;
 pub mod cli;
+pub mod config;
+pub mod event;
+pub mod identity;
+pub mod pg;
 pub mod policy;
 pub mod sql;

@@ -3,6 +3,8 @@
 
 mod check;
 mod rules;
+pub mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,10 @@ enum Command {
         #[command(subcommand)]
         what: rules::RulesCommand,
     },
+    /// Run the gateway: every listener in the config.
+    Serve(serve::ServeArgs),
+    /// Mint a test JWT, print a key's JWKS, or generate a key (for demos and tests).
+    Token(token::TokenArgs),
 }
 
 /// Which rules to use: `--rules` files or directories, or the built-in packs.
@@ -81,6 +87,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { what } => check::run(what),
         Command::Rules { what } => rules::run(what),
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

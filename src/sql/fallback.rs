@@ -75,17 +75,22 @@ fn set_words(facts: &mut SqlFacts, tokens: &[Token]) {
         i += 1;
     }
     // Only a single value is read; anything longer is not a constant we can name.
-    let value = match (tokens.get(i), tokens.get(i + 1)) {
-        (Some(Token::SingleQuotedString(s)), None) => Some(s.trim().to_lowercase()),
-        (Some(Token::Word(w)), None) => Some(w.value.to_lowercase()),
+    let raw_value = match (tokens.get(i), tokens.get(i + 1)) {
+        (Some(Token::SingleQuotedString(s)), None) => Some(s.clone()),
+        (Some(Token::Word(w)), None) => Some(w.value.clone()),
         (Some(Token::Number(n, _)), None) => Some(n.clone()),
         _ => None,
     };
+    let value = raw_value.as_deref().map(|v| v.trim().to_lowercase());
     facts.kind = "set";
     facts.kinds = vec!["set"];
     facts.is_ddl = false;
     facts.settings.push(name.clone());
-    facts.sets.push(SetFact { name, value });
+    facts.sets.push(SetFact {
+        name,
+        value,
+        raw_value,
+    });
 }
 
 /// The `AS '<body>'` of `CREATE [OR REPLACE] FUNCTION|PROCEDURE ... LANGUAGE sql`.

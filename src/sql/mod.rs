@@ -85,6 +85,10 @@ pub struct Write {
 pub struct SetFact {
     pub name: String,
     pub value: Option<String>,
+    /// The value as written (case kept), for settings the gateway itself reads
+    /// (`portcullis.prompt`).
+    #[serde(skip)]
+    pub raw_value: Option<String>,
 }
 
 /// How deep sqlparser may nest (its default is 50; PostgreSQL itself takes far deeper

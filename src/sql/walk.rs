@@ -93,7 +93,13 @@ impl Walker<'_> {
     fn set(&mut self, name: String, value: Option<String>) {
         self.facts.literal_dependent = true;
         push_unique(&mut self.facts.settings, name.clone());
-        self.facts.sets.push(SetFact { name, value });
+        let raw_value = value;
+        let value = raw_value.as_deref().map(|v| v.trim().to_lowercase());
+        self.facts.sets.push(SetFact {
+            name,
+            value,
+            raw_value,
+        });
     }
 
     fn statement(&mut self, stmt: &Statement) {
@@ -529,11 +535,11 @@ fn string_literal(e: &Expr) -> Option<String> {
 /// constant (an expression the gateway cannot evaluate).
 fn setting_value(e: &Expr) -> Option<String> {
     match e {
-        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        Expr::Identifier(i) => Some(i.value.clone()),
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => Some(n.clone()),
             Value::Boolean(b) => Some(b.to_string()),
-            _ => string_literal(e).map(|s| s.trim().to_lowercase()),
+            _ => string_literal(e),
         },
         _ => None,
     }

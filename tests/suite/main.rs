@@ -1,6 +1,11 @@
 //! Integration tests: one binary, a module per feature (issue #2: rule engine).
 
 mod cli;
+mod config;
 mod corpus;
 mod facts;
+mod gateway_pg;
+mod identity;
 mod language;
+mod pg_harness;
+mod support;

@@ -1,0 +1,134 @@
+//! `portcullis serve`: run every listener in the config until Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::config::{self, Config};
+use crate::identity;
+use crate::pg::{self, Authenticator};
+use crate::policy::value::Agent;
+use crate::policy::{RuleSet, UNPARSED_RULE};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, default_value = "portcullis.toml")]
+    config: PathBuf,
+}
+
+/// Tokens checked by the identity module, for the Postgres listeners.
+struct JwtAuth(identity::Verifier);
+
+impl Authenticator for JwtAuth {
+    fn authenticate(&self, token: &str) -> Result<Agent, (String, &'static str)> {
+        self.0
+            .verify(token)
+            .map(|i| i.agent())
+            .map_err(|e| (e.to_string(), e.sqlstate()))
+    }
+}
+
+pub fn verifier(config: &config::Identity) -> Result<identity::Verifier, String> {
+    let jwks = match &config.jwks {
+        config::JwksSource::File(p) => identity::JwksSource::File(p.clone()),
+        config::JwksSource::Url(u) => identity::JwksSource::Url(u.clone()),
+    };
+    let mut options =
+        identity::VerifierOptions::new(config.issuer.clone(), config.audience.clone(), jwks);
+    options.groups_claim = config.groups_claim.clone();
+    options.hs256_secret = config.hs256_secret.clone();
+    identity::Verifier::new(options).map_err(|e| e.to_string())
+}
+
+pub fn rules(config: &Config) -> Result<RuleSet, String> {
+    let mut rules = if config.server.rules.is_empty() {
+        RuleSet::builtin()
+    } else {
+        RuleSet::load(&config.server.rules)
+    }
+    .map_err(|e| e.to_string())?;
+    rules.set_decision(UNPARSED_RULE, config.server.unparsed);
+    Ok(rules)
+}
+
+pub fn run(args: ServeArgs) -> Result<u8, String> {
+    init_tracing();
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(serve(config))?;
+    Ok(0)
+}
+
+/// Starts the listeners and waits for Ctrl-C (or SIGTERM).
+pub async fn serve(config: Config) -> Result<(), String> {
+    for section in &config.not_yet_active {
+        tracing::warn!(section, "this config section is not active in this version");
+    }
+    let rules = Arc::new(rules(&config)?);
+    let identity = config
+        .identity
+        .as_ref()
+        .ok_or("the config has no [identity] section")?;
+    let auth: Arc<dyn Authenticator> = Arc::new(JwtAuth(verifier(identity)?));
+    if config.postgres.is_empty() {
+        return Err("the config has no [[postgres]] listener".into());
+    }
+    for target in &config.postgres {
+        let listener = tokio::net::TcpListener::bind(target.listen)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {} for {}: {e}",
+                    target.listen, target.name
+                )
+            })?;
+        let gw = Arc::new(
+            pg::Gateway::new(target.clone(), rules.clone(), auth.clone())
+                .map_err(|e| e.to_string())?,
+        );
+        tracing::info!(target = %target.name, listen = %target.listen, "postgres listener ready");
+        eprintln!("portcullis: {} listening on {}", target.name, target.listen);
+        tokio::spawn(async move {
+            if let Err(e) = gw.serve(listener).await {
+                tracing::error!(error = %e, "listener stopped");
+            }
+        });
+    }
+    shutdown_signal().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

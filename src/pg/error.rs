@@ -1,0 +1,41 @@
+use super::messages::{self, Severity};
+
+/// What ends or refuses a client session. Each variant knows what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("message {tag:?} of {len} bytes exceeds the limit of {max}")]
+    TooLarge { tag: char, len: usize, max: usize },
+    #[error("authentication failed: {0}")]
+    Auth(String, &'static str),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The ErrorResponse the client gets before the connection closes, if any (an I/O
+    /// error means the client is gone).
+    pub fn response(&self) -> Option<bytes::Bytes> {
+        let (code, message) = match self {
+            Error::Protocol(m) => ("08P01", format!("portcullis: protocol violation: {m}")),
+            Error::TooLarge { .. } => ("54000", format!("portcullis: {self}")),
+            Error::Auth(m, code) => (*code, format!("portcullis: {m}")),
+            Error::Refused(m) => ("42501", format!("portcullis: {m}")),
+            // Upstream trouble is reported without the gateway's internals.
+            Error::Upstream(_) => (
+                "08006",
+                "portcullis: the database is not reachable through the gateway".to_string(),
+            ),
+            Error::Tls(m) => ("08P01", format!("portcullis: TLS: {m}")),
+            Error::Io(_) => return None,
+        };
+        Some(messages::error_response(Severity::Fatal, code, &message))
+    }
+}

@@ -1,0 +1,138 @@
+//! The few backend messages the gateway writes itself, and the frontend messages it
+//! reads (PostgreSQL "Message Formats"). Everything else passes through as raw frames.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::error::Error;
+use super::frame::cstr;
+
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+fn message(tag: u8, body: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let mut b = BytesMut::with_capacity(64);
+    b.put_u8(tag);
+    b.put_u32(0);
+    body(&mut b);
+    let len = (b.len() - 1) as u32;
+    b[1..5].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
+/// ErrorResponse (B): severity, SQLSTATE and message.
+pub fn error_response(severity: Severity, code: &str, text: &str) -> Bytes {
+    let severity = match severity {
+        Severity::Error => "ERROR",
+        Severity::Fatal => "FATAL",
+    };
+    message(b'E', |b| {
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', text),
+        ] {
+            b.put_u8(field);
+            b.put_slice(value.as_bytes());
+            b.put_u8(0);
+        }
+        b.put_u8(0);
+    })
+}
+
+/// AuthenticationCleartextPassword (B).
+pub fn auth_cleartext() -> Bytes {
+    message(b'R', |b| b.put_u32(3))
+}
+
+/// AuthenticationOk (B).
+pub fn auth_ok() -> Bytes {
+    message(b'R', |b| b.put_u32(0))
+}
+
+/// BackendKeyData (B).
+pub fn backend_key_data(pid: u32, secret: u32) -> Bytes {
+    message(b'K', |b| {
+        b.put_u32(pid);
+        b.put_u32(secret);
+    })
+}
+
+/// Query (F) with `text`: used to put a refusal at the right place in the stream.
+pub fn query(text: &str) -> Bytes {
+    message(b'Q', |b| {
+        b.put_slice(text.as_bytes());
+        b.put_u8(0);
+    })
+}
+
+/// Parse (F) of `text` under statement name `name`.
+pub fn parse(name: &str, text: &str) -> Bytes {
+    message(b'P', |b| {
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+        b.put_slice(text.as_bytes());
+        b.put_u8(0);
+        b.put_u16(0);
+    })
+}
+
+/// The SQL text of a Query (F) body.
+pub fn query_text(body: &[u8]) -> Result<&str, Error> {
+    let mut b = body;
+    cstr(&mut b)
+}
+
+/// `(statement name, SQL text)` of a Parse (F) body.
+pub fn parse_body(body: &[u8]) -> Result<(&str, &str), Error> {
+    let mut b = body;
+    let name = cstr(&mut b)?;
+    let text = cstr(&mut b)?;
+    Ok((name, text))
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body, by field code.
+pub fn fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut b = body;
+    while let Some((&code, rest)) = b.split_first() {
+        if code == 0 {
+            break;
+        }
+        b = rest;
+        match cstr(&mut b) {
+            Ok(v) => out.push((code, v.to_string())),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// The startup parameters (`user`, `database`, `options`, ...) of a StartupMessage body.
+pub fn startup_params(body: &[u8]) -> Result<Vec<(String, String)>, Error> {
+    let mut b = body;
+    let mut out = Vec::new();
+    loop {
+        let key = cstr(&mut b)?;
+        if key.is_empty() {
+            return Ok(out);
+        }
+        let value = cstr(&mut b)?;
+        out.push((key.to_string(), value.to_string()));
+    }
+}
+
+/// A list of NUL-terminated strings ended by an empty one (SASL mechanism lists).
+pub fn fields_nul_list(body: &[u8]) -> Vec<String> {
+    let mut b = body;
+    let mut out = Vec::new();
+    while let Ok(s) = cstr(&mut b) {
+        if s.is_empty() {
+            break;
+        }
+        out.push(s.to_string());
+    }
+    out
+}

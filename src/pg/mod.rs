@@ -1,0 +1,81 @@
+//! The PostgreSQL wire-protocol gateway (PostgreSQL docs: "Frontend/Backend Protocol",
+//! "Message Flow", "Message Formats").
+//!
+//! Per client connection: answer SSLRequest (TLS with rustls) and GSSENCRequest (`N`),
+//! read the StartupMessage, ask for a cleartext password (the agent's JWT), verify it,
+//! judge the start-up parameters as `SET`s, log in upstream as the gateway, and relay.
+//! Client → server, every Query and Parse is judged before anything is sent; other
+//! messages pass through as raw frames. A refused statement is replaced by a statement
+//! that fails to parse (a marker), so the server itself produces the error at exactly
+//! the right place in the stream, skips the rest of an extended-protocol batch up to
+//! Sync, and reports a truthful transaction status; on the way back the gateway swaps
+//! the marker's error for its own `42501` message. Server → client, runs of complete
+//! frames are forwarded without re-encoding.
+//!
+//! This module asks `policy` for decisions; it never decides itself.
+
+mod cancel;
+mod error;
+mod frame;
+mod messages;
+mod session;
+mod stream;
+mod tls;
+mod upstream;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use cancel::CancelKeys;
+pub use error::Error;
+
+use crate::config::PostgresTarget;
+use crate::policy::RuleSet;
+use crate::policy::value::Agent;
+
+/// Checks the token a client presents as its password.
+pub trait Authenticator: Send + Sync {
+    /// The identity, or `(message for the client, SQLSTATE)`; the message never
+    /// contains the token.
+    fn authenticate(&self, token: &str) -> Result<Agent, (String, &'static str)>;
+}
+
+/// Everything one `[[postgres]]` listener needs.
+pub struct Gateway {
+    pub target: PostgresTarget,
+    pub rules: Arc<RuleSet>,
+    pub auth: Arc<dyn Authenticator>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub cancel: CancelKeys,
+}
+
+impl Gateway {
+    pub fn new(
+        target: PostgresTarget,
+        rules: Arc<RuleSet>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Result<Gateway, Error> {
+        let tls = match &target.tls {
+            Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
+            None => None,
+        };
+        Ok(Gateway {
+            target,
+            rules,
+            auth,
+            tls,
+            cancel: CancelKeys::default(),
+        })
+    }
+
+    /// Accepts clients until the listener fails; each runs in its own task, so one bad
+    /// client never disturbs another.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<(), Error> {
+        loop {
+            let (tcp, peer) = listener.accept().await?;
+            let gw = self.clone();
+            tokio::spawn(async move { session::run(gw, tcp, peer).await });
+        }
+    }
+}

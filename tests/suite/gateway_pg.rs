@@ -1,0 +1,519 @@
+//! The PostgreSQL gateway end to end (issue #3): a private PostgreSQL cluster with SCRAM
+//! auth, `portcullis serve` as a child process, real clients (psql, tokio-postgres).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis::identity::{self, KeyAlg, MintOptions};
+
+use crate::support::pg::PgCluster;
+
+const ISSUER: &str = "https://idp.test/";
+const AUDIENCE: &str = "portcullis";
+
+/// A running gateway in front of a cluster; killed on drop.
+struct Gateway {
+    child: Child,
+    port: u16,
+    key_pem: String,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// How a test wants the gateway set up.
+#[derive(Default)]
+struct Options {
+    /// Query string of the upstream URL (`sslmode=...`).
+    upstream_params: String,
+    /// Offer TLS to clients with this PKI's server certificate.
+    client_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Gateway {
+    fn start(pg: &PgCluster) -> Gateway {
+        Gateway::start_with(
+            pg,
+            Options {
+                upstream_params: "sslmode=disable".into(),
+                ..Options::default()
+            },
+        )
+    }
+
+    fn start_with(pg: &PgCluster, options: Options) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_pem = identity::generate_key(KeyAlg::Es256).expect("key");
+        let jwks = identity::jwks_for(&key_pem).expect("jwks");
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).expect("write jwks");
+        let port = free_port();
+        let config = format!(
+            r#"[server]
+unparsed = "deny"
+
+[identity]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_path = "jwks.json"
+
+[[postgres]]
+name = "app"
+listen = "127.0.0.1:{port}"
+upstream = "postgres://portcullis@{}:{}/app?{}"
+upstream_password_env = "TEST_UPSTREAM_PASSWORD"
+max_message_bytes = 1048576
+{}"#,
+            if options.upstream_params.contains("verify-full") {
+                "localhost"
+            } else {
+                "127.0.0.1"
+            },
+            pg.port(),
+            options.upstream_params,
+            match &options.client_tls {
+                Some((cert, key)) => format!("tls_cert = {cert:?}\ntls_key = {key:?}\n"),
+                None => String::new(),
+            }
+        );
+        let config_path = dir.path().join("portcullis.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("TEST_UPSTREAM_PASSWORD", pg.user_password())
+            .env("PORTCULLIS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gateway.log")).expect("log file"))
+            .spawn()
+            .expect("portcullis serve starts");
+        let gw = Gateway {
+            child,
+            port,
+            key_pem,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not listen:\n{}",
+                gw.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    fn token(&self, sub: &str, groups: &[&str]) -> String {
+        self.token_with(sub, groups, AUDIENCE, Duration::from_secs(600))
+    }
+
+    fn token_with(&self, sub: &str, groups: &[&str], audience: &str, ttl: Duration) -> String {
+        identity::mint(
+            &self.key_pem,
+            MintOptions {
+                sub: sub.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ttl,
+                issuer: ISSUER.into(),
+                audience: audience.into(),
+                agent: Some("test-agent".into()),
+                kid: None,
+            },
+        )
+        .expect("mint")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=agent dbname=app sslmode=disable",
+            self.port
+        )
+    }
+
+    /// psql through the gateway; returns (exit ok, stdout, stderr).
+    fn psql(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        self.psql_with(&self.conninfo(), token, args)
+    }
+
+    fn psql_with(&self, conninfo: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(PgCluster::bin("psql"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .args(["-X", "-At", "-d", conninfo])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> (PgCluster, Gateway) {
+    let pg = PgCluster::start();
+    let out = pg.psql(
+        "portcullis",
+        pg.user_password(),
+        "app",
+        "CREATE TABLE users (id int primary key, email text); INSERT INTO users VALUES (1, 'a@x.io'), (2, 'b@x.io');",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw = Gateway::start(&pg);
+    (pg, gw)
+}
+
+#[test]
+fn psql_simple_protocol_allows_reads_and_denies_unbounded_writes() {
+    let (pg, gw) = setup();
+    let token = gw.token("alice", &["dev"]);
+    let (ok, out, err) = gw.psql(&token, &["-c", "SELECT email FROM users ORDER BY id"]);
+    assert!(ok, "{err}\n{}", gw.log());
+    assert_eq!(out, "a@x.io\nb@x.io\n");
+
+    let (ok, _, err) = gw.psql(&token, &["-c", "DELETE FROM users"]);
+    assert!(!ok);
+    assert!(
+        err.contains("portcullis: denied by sql.unbounded-write"),
+        "{err}"
+    );
+
+    // One denied statement in a multi-statement query: nothing of it runs.
+    let (ok, _, err) = gw.psql(
+        &token,
+        &[
+            "-c",
+            "INSERT INTO users VALUES (3, 'c@x.io'); DROP TABLE users",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("sql.destructive-ddl"), "{err}");
+    let direct = pg.psql(
+        "portcullis",
+        pg.user_password(),
+        "app",
+        "SELECT count(*) FROM users",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&direct.stdout),
+        "2\n",
+        "nothing of the denied query ran"
+    );
+
+    // The session stays usable after a refusal; the transaction status stays truthful.
+    let (ok, out, err) = gw.psql(
+        &token,
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "DELETE FROM users",
+            "-c",
+            "SELECT 41 + 1",
+        ],
+    );
+    assert!(ok || out.contains("42"), "{err}");
+    assert!(out.contains("42"), "{out}{err}");
+    assert!(
+        gw.log().contains("\"decision\":\"denied\""),
+        "events are logged:\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_prepared_statements_and_refusals() {
+    let (_pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let token = gw.token("bob", &["dev"]);
+    let conn_str = format!("{} password={token}", gw.conninfo());
+    let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect through the gateway");
+    tokio::spawn(connection);
+
+    let stmt = client
+        .prepare("SELECT email FROM users WHERE id = $1")
+        .await
+        .expect("prepare");
+    let row = client.query_one(&stmt, &[&1i32]).await.expect("query");
+    assert_eq!(row.get::<_, String>(0), "a@x.io");
+    // Binary results and parameters of other types.
+    let row = client
+        .query_one("SELECT $1::int8 * 2, $2::text", &[&21i64, &"x"])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i64>(0), 42);
+
+    let err = client
+        .prepare("DELETE FROM users WHERE 1 = 1")
+        .await
+        .expect_err("denied");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("denied by sql.unbounded-write"),
+        "{}",
+        db.message()
+    );
+
+    // Pipelined: an allowed query, a denied one, an allowed one, each in its own batch.
+    let (a, b, c) = tokio::join!(
+        client.query_one("SELECT 1::int4", &[]),
+        client.execute("TRUNCATE users", &[]),
+        client.query_one("SELECT 3::int4", &[]),
+    );
+    assert_eq!(a.expect("first").get::<_, i32>(0), 1);
+    assert_eq!(
+        b.expect_err("denied").code().map(|c| c.code()),
+        Some("42501")
+    );
+    assert_eq!(c.expect("third").get::<_, i32>(0), 3);
+
+    // Inside a transaction a refusal aborts it, as a server error would.
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .execute("UPDATE users SET email = 'z' WHERE id = 2", &[])
+        .await
+        .expect("bounded update");
+    assert!(client.execute("DELETE FROM users", &[]).await.is_err());
+    let after = client
+        .query("SELECT 1", &[])
+        .await
+        .expect_err("transaction is aborted");
+    assert_eq!(after.code().map(|c| c.code()), Some("25P02"));
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    let row = client
+        .query_one("SELECT email FROM users WHERE id = 2", &[])
+        .await
+        .expect("query");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "b@x.io",
+        "the rolled-back update is gone"
+    );
+}
+
+#[test]
+fn bad_tokens_are_refused_without_echoing_them() {
+    let (_pg, gw) = setup();
+    let expired = gw.token_with("eve", &[], AUDIENCE, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
+    let wrong_aud = gw.token_with("eve", &[], "someone-else", Duration::from_secs(600));
+    for (token, why) in [(wrong_aud.as_str(), "audience"), ("not-a-jwt", "malformed")] {
+        let (ok, _, err) = gw.psql(token, &["-c", "SELECT 1"]);
+        assert!(!ok, "{why} token was accepted");
+        assert!(!err.contains(token), "the error echoes the token: {err}");
+        assert!(err.to_lowercase().contains("portcullis"), "{why}: {err}");
+    }
+    let _ = expired; // Leeway makes a just-expired token still valid; covered in identity tests.
+    // A good token still works afterwards.
+    let (ok, _, err) = gw.psql(&gw.token("alice", &[]), &["-c", "SELECT 1"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn garbage_and_oversized_messages_get_errors_and_others_keep_working() {
+    let (_pg, gw) = setup();
+    // Garbage instead of a startup packet.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.write_all(&[0xff; 64]).expect("write");
+    let mut buf = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = s.read_to_end(&mut buf);
+    // A connection cut in the middle of a startup packet.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.write_all(&[0, 0, 0, 40, 0, 3]).expect("write");
+    drop(s);
+    // An oversized message after login: the gateway says so and closes that session.
+    let token = gw.token("mallory", &[]);
+    let huge = gw.dir.path().join("huge.sql");
+    std::fs::write(&huge, format!("SELECT '{}';", "x".repeat(2 << 20))).expect("write");
+    let (ok, _, err) = gw.psql(&token, &["-f", huge.to_str().expect("utf-8 path")]);
+    assert!(!ok);
+    assert!(err.contains("exceeds the limit"), "{err}");
+    // Everyone else is still served.
+    let (ok, out, err) = gw.psql(&gw.token("alice", &[]), &["-c", "SELECT 7"]);
+    assert!(ok, "{err}\n{}", gw.log());
+    assert_eq!(out, "7\n");
+}
+
+#[test]
+fn tls_to_clients_and_to_the_upstream() {
+    let pg = PgCluster::start_with_tls();
+    let pki_dir = tempfile::tempdir().expect("temp dir");
+    let pki = crate::support::tls::TestPki::new(pki_dir.path());
+    let gw = Gateway::start_with(
+        &pg,
+        Options {
+            upstream_params: format!(
+                "sslmode=verify-full&sslrootcert={}",
+                pg.ca_cert_path().display()
+            ),
+            client_tls: Some((pki.server_cert_path(), pki.server_key_path())),
+        },
+    );
+    let token = gw.token("alice", &[]);
+    for mode in ["require", "verify-full"] {
+        let conninfo = format!(
+            "host=localhost port={} user=agent dbname=app sslmode={mode} sslrootcert={}",
+            gw.port,
+            pki.ca_cert_path().display()
+        );
+        let (ok, out, err) = gw.psql_with(
+            &conninfo,
+            &token,
+            &[
+                "-c",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ],
+        );
+        assert!(ok, "{mode}: {err}\n{}", gw.log());
+        assert_eq!(
+            out, "t\n",
+            "the gateway's own upstream connection is encrypted"
+        );
+    }
+    // A client that trusts another CA refuses the gateway's certificate.
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let other = crate::support::tls::TestPki::new(other_dir.path());
+    let conninfo = format!(
+        "host=localhost port={} user=agent dbname=app sslmode=verify-full sslrootcert={}",
+        gw.port,
+        other.ca_cert_path().display()
+    );
+    let (ok, _, err) = gw.psql_with(&conninfo, &token, &["-c", "SELECT 1"]);
+    assert!(!ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_upstream_query() {
+    let (_pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let conn_str = format!("{} password={}", gw.conninfo(), gw.token("alice", &[]));
+    let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let cancel = client.cancel_token();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel sent");
+    let err = sleeper
+        .await
+        .expect("join")
+        .expect_err("the sleep is cancelled");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn copy_in_and_out_and_pgbench_through_the_gateway() {
+    let (pg, gw) = setup();
+    let token = gw.token("alice", &[]);
+    let csv = gw.dir.path().join("in.csv");
+    std::fs::write(&csv, "10,j@x.io\n11,k@x.io\n").expect("write csv");
+    let copy_in = format!("\\copy users FROM '{}' WITH (FORMAT csv)", csv.display());
+    let (ok, _, err) = gw.psql(&token, &["-c", &copy_in]);
+    assert!(ok, "{err}\n{}", gw.log());
+    let (ok, out, err) = gw.psql(
+        &token,
+        &["-c", "COPY (SELECT id FROM users ORDER BY id) TO STDOUT"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "1\n2\n10\n11\n");
+    let (ok, _, err) = gw.psql(&token, &["-c", "COPY users TO PROGRAM 'cat'"]);
+    assert!(!ok && err.contains("sql.server-escape"), "{err}");
+
+    // pgbench -i needs DDL (reviewed by the default pack), so the schema is made directly;
+    // the benchmark itself runs through the gateway, simple and prepared protocols.
+    let init = Command::new(PgCluster::bin("pgbench"))
+        .args([
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "portcullis",
+            "app",
+        ])
+        .env("PGPASSWORD", pg.user_password())
+        .output()
+        .expect("pgbench -i runs");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    for args in [
+        vec!["-S", "-t", "200"],
+        vec!["-t", "50"],
+        vec!["-S", "-M", "prepared", "-c", "4", "-t", "100"],
+    ] {
+        let out = Command::new(PgCluster::bin("pgbench"))
+            .args(&args)
+            .args([
+                "-n",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gw.port.to_string(),
+                "-U",
+                "agent",
+                "app",
+            ])
+            .env("PGPASSWORD", &token)
+            .output()
+            .expect("pgbench runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pgbench {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.log()
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{stdout}"
+        );
+    }
+}
