@@ -4,5 +4,6 @@
 // Each feature module uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod pg;
 pub mod tls;

@@ -1,0 +1,196 @@
+//! A `portcullis serve` child process in front of a [`PgCluster`], with a fresh signing
+//! key and JWKS, for end-to-end tests of the PostgreSQL gateway.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis::identity::{self, KeyAlg, MintOptions};
+
+use super::pg::PgCluster;
+
+pub const ISSUER: &str = "https://idp.test/";
+pub const AUDIENCE: &str = "portcullis";
+
+/// A running gateway in front of a cluster; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    pub key_pem: String,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// How a test wants the gateway set up.
+#[derive(Default)]
+pub struct Options {
+    /// Query string of the upstream URL (`sslmode=...`).
+    pub upstream_params: String,
+    /// Offer TLS to clients with this PKI's server certificate.
+    pub client_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Gateway {
+    pub fn start(pg: &PgCluster) -> Gateway {
+        Gateway::start_with(
+            pg,
+            Options {
+                upstream_params: "sslmode=disable".into(),
+                ..Options::default()
+            },
+        )
+    }
+
+    pub fn start_with(pg: &PgCluster, options: Options) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_pem = identity::generate_key(KeyAlg::Es256).expect("key");
+        let jwks = identity::jwks_for(&key_pem).expect("jwks");
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).expect("write jwks");
+        let port = free_port();
+        let config = format!(
+            r#"[server]
+unparsed = "deny"
+
+[identity]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_path = "jwks.json"
+
+[[postgres]]
+name = "app"
+listen = "127.0.0.1:{port}"
+upstream = "postgres://portcullis@{}:{}/app?{}"
+upstream_password_env = "TEST_UPSTREAM_PASSWORD"
+max_message_bytes = 1048576
+{}"#,
+            if options.upstream_params.contains("verify-full") {
+                "localhost"
+            } else {
+                "127.0.0.1"
+            },
+            pg.port(),
+            options.upstream_params,
+            match &options.client_tls {
+                Some((cert, key)) => format!("tls_cert = {cert:?}\ntls_key = {key:?}\n"),
+                None => String::new(),
+            }
+        );
+        let config_path = dir.path().join("portcullis.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("TEST_UPSTREAM_PASSWORD", pg.user_password())
+            .env("PORTCULLIS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gateway.log")).expect("log file"))
+            .spawn()
+            .expect("portcullis serve starts");
+        let gw = Gateway {
+            child,
+            port,
+            key_pem,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not listen:\n{}",
+                gw.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    pub fn token(&self, sub: &str, groups: &[&str]) -> String {
+        self.token_with(sub, groups, AUDIENCE, Duration::from_secs(600))
+    }
+
+    pub fn token_with(&self, sub: &str, groups: &[&str], audience: &str, ttl: Duration) -> String {
+        identity::mint(
+            &self.key_pem,
+            MintOptions {
+                sub: sub.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ttl,
+                issuer: ISSUER.into(),
+                audience: audience.into(),
+                agent: Some("test-agent".into()),
+                kid: None,
+            },
+        )
+        .expect("mint")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=agent dbname=app sslmode=disable",
+            self.port
+        )
+    }
+
+    /// psql through the gateway; returns (exit ok, stdout, stderr).
+    pub fn psql(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        self.psql_with(&self.conninfo(), token, args)
+    }
+
+    pub fn psql_with(&self, conninfo: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(PgCluster::bin("psql"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .args(["-X", "-At", "-d", conninfo])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cluster with a small `users` table and a gateway in front of it.
+pub fn setup() -> (PgCluster, Gateway) {
+    let pg = PgCluster::start();
+    let out = pg.psql(
+        "portcullis",
+        pg.user_password(),
+        "app",
+        "CREATE TABLE users (id int primary key, email text); INSERT INTO users VALUES (1, 'a@x.io'), (2, 'b@x.io');",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw = Gateway::start(&pg);
+    (pg, gw)
+}
