@@ -8,6 +8,7 @@
 pub mod cases;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod event;
 pub mod identity;
 pub mod pg;

@@ -2,6 +2,7 @@
 //! wire bytes; every decision comes from [`crate::policy`].
 
 mod check;
+mod demo;
 mod rules;
 pub mod serve;
 mod token;
@@ -46,6 +47,8 @@ enum Command {
     },
     /// Run the gateway: every listener in the config.
     Serve(serve::ServeArgs),
+    /// A newcomer's first run: throwaway PostgreSQL with sample data, dev keys, the gateway.
+    Demo(demo::DemoArgs),
     /// Mint a test JWT, print a key's JWKS, or generate a key (for demos and tests).
     Token(token::TokenArgs),
 }
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Check { what } => check::run(what),
         Command::Rules { what } => rules::run(what),
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Token(args) => token::run(args),
     };
     match result {

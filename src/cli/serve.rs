@@ -54,7 +54,7 @@ pub fn rules(config: &Config) -> Result<RuleSet, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<u8, String> {
-    init_tracing();
+    init_tracing_at("info");
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,6 +66,14 @@ pub fn run(args: ServeArgs) -> Result<u8, String> {
 
 /// Starts the listeners and waits for Ctrl-C (or SIGTERM).
 pub async fn serve(config: Config) -> Result<(), String> {
+    serve_until(config, shutdown_signal()).await
+}
+
+/// Starts the listeners and runs until `stop` completes.
+pub async fn serve_until(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     for section in &config.not_yet_active {
         tracing::warn!(section, "this config section is not active in this version");
     }
@@ -99,11 +107,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
             }
         });
     }
-    shutdown_signal().await;
+    stop.await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -124,9 +132,10 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn init_tracing() {
+/// Logs to stderr at `PORTCULLIS_LOG` (an env-filter directive), else `default`.
+pub fn init_tracing_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod corpus;
+mod demo;
 mod facts;
 mod gateway_pg;
 mod identity;

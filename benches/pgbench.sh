@@ -1,0 +1,457 @@
+#!/usr/bin/env bash
+# pgbench -S through Portcullis vs. direct PostgreSQL vs. PgBouncer, in one run.
+#
+# Starts a private PostgreSQL cluster, a PgBouncer (session pooling) and a Portcullis
+# gateway on free loopback ports, runs `pgbench -S` against all three in interleaved
+# order, prints a table against the SPEC target (gateway >= 85% of direct TPS and
+# >= PgBouncer), and tears everything down on exit. See benches/README.md.
+#
+# Environment:
+#   DURATION        seconds per pgbench run (default 10)
+#   SCALE           pgbench -i scale factor (default 10)
+#   CLIENTS         client counts to run (default "1 8"); -j is min(N, 2)
+#   MODES           pgbench protocols (default "simple prepared")
+#   WARMUP          seconds of an untimed direct run before measuring (default 3; 0 = none)
+#   PORTCULLIS_BIN  use this binary instead of `cargo build --release`
+#   CARGO_TARGET_DIR  (default /var/tmp/portcullis-target)
+#   KEEP_TMP=1      keep the temp dir (logs, configs) instead of deleting it
+
+set -euo pipefail
+
+COMMAND_LINE="$(
+    for v in DURATION SCALE CLIENTS MODES WARMUP PORTCULLIS_BIN; do
+        [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
+    done
+    printf '%q' "$0"
+    (($#)) && printf ' %q' "$@"
+    true
+)"
+
+DURATION="${DURATION:-10}"
+SCALE="${SCALE:-10}"
+CLIENTS="${CLIENTS:-1 8}"
+MODES="${MODES:-simple prepared}"
+WARMUP="${WARMUP:-3}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portcullis-target}"
+
+BENCH_PASSWORD="bench-$RANDOM$RANDOM"
+ISSUER="https://idp.bench.invalid/"
+AUDIENCE="portcullis"
+PORT_WAIT_SECONDS=30
+
+log() { printf '[pgbench.sh] %s\n' "$*" >&2; }
+die() {
+    printf '[pgbench.sh] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+[[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (got '$DURATION')"
+[[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || die "SCALE must be a positive integer (got '$SCALE')"
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
+for c in $CLIENTS; do
+    [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "CLIENTS must be positive integers (got '$CLIENTS')"
+done
+for m in $MODES; do
+    [[ "$m" == simple || "$m" == prepared || "$m" == extended ]] ||
+        die "MODES entries must be simple, extended or prepared (got '$m')"
+done
+
+IS_ROOT=0
+[[ "$(id -u)" == 0 ]] && IS_ROOT=1
+
+# Runs a command as the user that owns the cluster and PgBouncer (postgres when root).
+as_pg() {
+    if ((IS_ROOT)); then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
+# Cleanup
+# ---------------------------------------------------------------------------------------
+TMP=""
+PG_STARTED=0
+GATEWAY_PID=""
+BOUNCER_PID=""
+
+stop_pid() { # pid name
+    local pid="$1" name="$2" i
+    [[ -n "$pid" ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    log "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if ((rc != 0)) && [[ -n "$TMP" && -d "$TMP" ]]; then
+        for f in postgres.log pgbouncer.log gateway.log; do
+            if [[ -s "$TMP/$f" ]]; then
+                log "last lines of $f:"
+                tail -n 15 "$TMP/$f" >&2
+            fi
+        done
+    fi
+    stop_pid "$GATEWAY_PID" "portcullis"
+    if [[ -n "$TMP" && -s "$TMP/pgbouncer.pid" ]]; then
+        stop_pid "$(cat "$TMP/pgbouncer.pid")" "pgbouncer"
+    fi
+    stop_pid "$BOUNCER_PID" "pgbouncer (runuser)"
+    if ((PG_STARTED)); then
+        as_pg "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+            log "pg_ctl stop failed"
+    fi
+    if [[ -n "$TMP" && -d "$TMP" ]]; then
+        if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+            log "kept $TMP"
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+
+# A TCP port on 127.0.0.1 that nothing listens on (and that we have not handed out).
+USED_PORTS=" "
+free_port() {
+    local port listening i
+    listening=" $(ss -Htln 2>/dev/null | awk '{n=split($4,a,":"); printf "%s ", a[n]}') "
+    for ((i = 0; i < 200; i++)); do
+        port=$((20000 + RANDOM % 40000))
+        [[ "$listening" == *" $port "* || "$USED_PORTS" == *" $port "* ]] && continue
+        # Double-check with a connect: refused means free.
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            USED_PORTS+="$port "
+            echo "$port"
+            return 0
+        fi
+    done
+    die "could not find a free TCP port"
+}
+
+# Waits until something accepts on 127.0.0.1:PORT; fails early if PID dies.
+wait_port() { # port name [pid]
+    local port="$1" name="$2" pid="${3:-}" deadline=$((SECONDS + PORT_WAIT_SECONDS))
+    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            die "$name exited before listening on port $port"
+        fi
+        ((SECONDS < deadline)) || die "$name did not listen on 127.0.0.1:$port within ${PORT_WAIT_SECONDS}s"
+        sleep 0.05
+    done
+}
+
+# ---------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------
+PG_BIN=""
+if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then
+    PG_BIN="$(pg_config --bindir)"
+else
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [[ -x "$d/initdb" ]]; then
+            PG_BIN="$d"
+            break
+        fi
+    done
+fi
+[[ -n "$PG_BIN" ]] || die "no PostgreSQL server binaries (initdb) found via pg_config --bindir or /usr/lib/postgresql/*/bin"
+PGBENCH="$PG_BIN/pgbench"
+[[ -x "$PGBENCH" ]] || PGBENCH="$(command -v pgbench || true)"
+[[ -x "$PGBENCH" ]] || die "pgbench not found (install postgresql-contrib or postgresql-client)"
+PSQL="$PG_BIN/psql"
+[[ -x "$PSQL" ]] || PSQL="$(command -v psql || true)"
+[[ -x "$PSQL" ]] || die "psql not found"
+if ((IS_ROOT)); then
+    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' user to own the cluster"
+    command -v runuser >/dev/null 2>&1 || die "running as root needs runuser (util-linux)"
+fi
+command -v ss >/dev/null 2>&1 || die "ss (iproute2) is needed to find free ports"
+
+# PgBouncer: install it if we can, otherwise skip its rows.
+PGBOUNCER="$(command -v pgbouncer || true)"
+[[ -z "$PGBOUNCER" && -x /usr/sbin/pgbouncer ]] && PGBOUNCER=/usr/sbin/pgbouncer
+BOUNCER_NOTE=""
+if [[ -z "$PGBOUNCER" ]]; then
+    if ((IS_ROOT)) && command -v apt-get >/dev/null 2>&1; then
+        log "pgbouncer not found; installing the Debian package"
+        if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends pgbouncer; } >"/tmp/pgbench-sh-apt.$$.log" 2>&1; then
+            PGBOUNCER="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
+            [[ -x "$PGBOUNCER" ]] || PGBOUNCER=""
+        fi
+        [[ -n "$PGBOUNCER" ]] || BOUNCER_NOTE="apt-get install pgbouncer failed (see /tmp/pgbench-sh-apt.$$.log)"
+        [[ -n "$PGBOUNCER" ]] && rm -f "/tmp/pgbench-sh-apt.$$.log"
+    else
+        BOUNCER_NOTE="pgbouncer is not installed and cannot be installed (needs root and apt-get)"
+    fi
+fi
+[[ -n "$BOUNCER_NOTE" ]] && log "skipping PgBouncer: $BOUNCER_NOTE"
+
+# Portcullis binary.
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
+    BIN="$PORTCULLIS_BIN"
+    [[ -x "$BIN" ]] || die "PORTCULLIS_BIN=$BIN is not an executable"
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (or set PORTCULLIS_BIN)"
+    log "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+    BIN="$CARGO_TARGET_DIR/release/portcullis"
+    [[ -x "$BIN" ]] || die "no binary at $BIN after the build"
+fi
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-pgbench.XXXXXX")"
+chmod 0755 "$TMP"
+mkdir -p "$TMP/sock"
+((IS_ROOT)) && chown -R postgres: "$TMP"
+
+PG_PORT="$(free_port)"
+log "initdb in $TMP/pgdata (PostgreSQL port $PG_PORT)"
+as_pg "$PG_BIN/initdb" -D "$TMP/pgdata" -U postgres --auth-local=trust \
+    --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$TMP/pgdata/postgresql.conf" <<EOF
+
+# benches/pgbench.sh
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP/sock'
+password_encryption = 'scram-sha-256'
+shared_buffers = 128MB
+max_connections = 100
+fsync = off
+EOF
+as_pg "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -w -t 60 start >/dev/null ||
+    die "PostgreSQL did not start"
+PG_STARTED=1
+
+su_psql() { # superuser over the private unix socket
+    as_pg "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$TMP/sock" -p "$PG_PORT" -U postgres "$@"
+}
+su_psql -d postgres -c "CREATE ROLE bench LOGIN PASSWORD '$BENCH_PASSWORD'" \
+    -c "CREATE DATABASE bench OWNER bench" >/dev/null || die "creating role/database bench failed"
+
+export PGSSLMODE=disable
+export PGCONNECT_TIMEOUT=10
+unset PGSERVICE PGOPTIONS PGHOST PGPORT PGUSER PGDATABASE
+
+log "pgbench -i -s $SCALE (direct, over TCP with SCRAM)"
+PGPASSWORD="$BENCH_PASSWORD" "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench \
+    >"$TMP/pgbench-init.log" 2>&1 || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
+# Load the table and index into shared buffers so the first measured run is not colder.
+su_psql -d bench -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+    -c "SELECT pg_prewarm('pgbench_accounts'), pg_prewarm('pgbench_accounts_pkey')" \
+    >/dev/null 2>&1 || log "pg_prewarm unavailable; relying on the warm-up run"
+
+# ---------------------------------------------------------------------------------------
+# PgBouncer (session pooling)
+# ---------------------------------------------------------------------------------------
+BOUNCER_PORT=""
+if [[ -n "$PGBOUNCER" ]]; then
+    BOUNCER_PORT="$(free_port)"
+    printf '"bench" "%s"\n' "$BENCH_PASSWORD" >"$TMP/userlist.txt"
+    cat >"$TMP/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $TMP/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 32
+logfile = $TMP/pgbouncer.log
+pidfile = $TMP/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+ignore_startup_parameters = extra_float_digits
+EOF
+    chmod 0600 "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
+    ((IS_ROOT)) && chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
+    log "starting PgBouncer on port $BOUNCER_PORT (session pooling)"
+    as_pg "$PGBOUNCER" "$TMP/pgbouncer.ini" >"$TMP/pgbouncer.out" 2>&1 &
+    BOUNCER_PID=$!
+    wait_port "$BOUNCER_PORT" "pgbouncer" "$BOUNCER_PID"
+fi
+
+# ---------------------------------------------------------------------------------------
+# Portcullis
+# ---------------------------------------------------------------------------------------
+GW_PORT="$(free_port)"
+"$BIN" token --generate-key "$TMP/key.pem" 2>/dev/null || die "portcullis token --generate-key failed"
+"$BIN" token --jwks "$TMP/key.pem" >"$TMP/jwks.json" || die "portcullis token --jwks failed"
+cat >"$TMP/portcullis.toml" <<EOF
+[identity]
+issuer = "$ISSUER"
+audience = "$AUDIENCE"
+jwks_path = "$TMP/jwks.json"
+
+[[postgres]]
+name = "bench"
+listen = "127.0.0.1:$GW_PORT"
+upstream = "postgres://bench@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+upstream_password_env = "PORTCULLIS_BENCH_UPSTREAM_PASSWORD"
+EOF
+log "starting Portcullis on port $GW_PORT (PORTCULLIS_LOG=warn)"
+PORTCULLIS_LOG=warn PORTCULLIS_BENCH_UPSTREAM_PASSWORD="$BENCH_PASSWORD" \
+    "$BIN" serve --config "$TMP/portcullis.toml" >"$TMP/gateway.out" 2>"$TMP/gateway.log" &
+GATEWAY_PID=$!
+wait_port "$GW_PORT" "portcullis serve" "$GATEWAY_PID"
+TOKEN="$("$BIN" token --key "$TMP/key.pem" --sub bench --issuer "$ISSUER" \
+    --audience "$AUDIENCE" --agent pgbench --ttl 1h)" || die "portcullis token --key failed"
+
+# ---------------------------------------------------------------------------------------
+# Smoke test every target before spending minutes on runs
+# ---------------------------------------------------------------------------------------
+target_port() {
+    case "$1" in
+    direct) echo "$PG_PORT" ;;
+    gateway) echo "$GW_PORT" ;;
+    pgbouncer) echo "$BOUNCER_PORT" ;;
+    esac
+}
+target_password() {
+    case "$1" in
+    gateway) echo "$TOKEN" ;;
+    *) echo "$BENCH_PASSWORD" ;;
+    esac
+}
+TARGETS="direct gateway"
+[[ -n "$BOUNCER_PORT" ]] && TARGETS+=" pgbouncer"
+for t in $TARGETS; do
+    got="$(PGPASSWORD="$(target_password "$t")" "$PSQL" -X -At -h 127.0.0.1 -p "$(target_port "$t")" \
+        -U bench -d bench -c "SELECT count(*) FROM pgbench_branches" 2>&1)" ||
+        die "smoke query through $t failed: $got"
+    [[ "$got" == "$SCALE" ]] || die "smoke query through $t returned '$got', expected $SCALE"
+done
+
+# ---------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------
+declare -A TPS=()
+
+run_pgbench() { # target mode clients -> prints tps or FAIL
+    local t="$1" mode="$2" c="$3" j out
+    j=$((c < 2 ? c : 2))
+    if out="$(PGPASSWORD="$(target_password "$t")" "$PGBENCH" -S -n -T "$DURATION" -M "$mode" \
+        -c "$c" -j "$j" -h 127.0.0.1 -p "$(target_port "$t")" -U bench bench 2>&1)"; then
+        printf '%s\n' "$out" >>"$TMP/runs.log"
+        local tps
+        tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")"
+        if [[ -n "$tps" ]]; then
+            echo "$tps"
+            return 0
+        fi
+    fi
+    log "pgbench against $t (-M $mode -c $c) failed or printed no tps line:"
+    tail -n 10 <<<"$out" >&2
+    echo FAIL
+}
+
+if ((WARMUP > 0)); then
+    log "warm-up: ${WARMUP}s direct pgbench -S (not measured)"
+    PGPASSWORD="$BENCH_PASSWORD" "$PGBENCH" -S -n -T "$WARMUP" -c 2 -j 2 -h 127.0.0.1 \
+        -p "$PG_PORT" -U bench bench >/dev/null 2>&1 || log "warm-up run failed (continuing)"
+fi
+
+CONFIGS=()
+for mode in $MODES; do
+    for c in $CLIENTS; do
+        CONFIGS+=("$mode/$c")
+    done
+done
+n_runs=$((${#CONFIGS[@]} * $(wc -w <<<"$TARGETS")))
+log "measuring: ${#CONFIGS[@]} configurations x ($TARGETS), ${DURATION}s each: ~$((n_runs * DURATION))s"
+for cfg in "${CONFIGS[@]}"; do
+    mode="${cfg%/*}"
+    c="${cfg#*/}"
+    for t in $TARGETS; do
+        TPS["$cfg/$t"]="$(run_pgbench "$t" "$mode" "$c")"
+        log "  -M $mode -c $c $t: ${TPS["$cfg/$t"]} tps"
+    done
+done
+
+# The gateway must still be the same process (a crash would have shown as FAIL rows).
+kill -0 "$GATEWAY_PID" 2>/dev/null || log "WARNING: portcullis exited during the runs"
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+ratio() { # a b -> a/b with 2 decimals, or - when either is missing
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else printf "-" }'
+}
+verdict() { # gateway direct bouncer -> "yes/no yes/no"
+    awk -v g="$1" -v d="$2" -v b="$3" 'BEGIN {
+        num = "^[0-9.]+$"
+        v1 = (g ~ num && d ~ num) ? ((g >= 0.85 * d) ? "yes" : "NO") : "-"
+        v2 = (g ~ num && b ~ num) ? ((g >= b) ? "yes" : "NO") : "-"
+        printf "%s %s", v1, v2
+    }'
+}
+fmt_tps() { [[ "$1" =~ ^[0-9.]+$ ]] && printf '%.0f' "$1" || printf '%s' "$1"; }
+
+cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+[[ -n "$cpu_model" ]] || cpu_model="$(uname -m)"
+pg_version="$("$PG_BIN/postgres" --version 2>/dev/null || echo unknown)"
+pgbench_version="$("$PGBENCH" --version 2>/dev/null || echo unknown)"
+bouncer_version="skipped"
+[[ -n "$PGBOUNCER" ]] && bouncer_version="$("$PGBOUNCER" --version 2>/dev/null | head -n 1 || echo unknown)"
+gw_version="$("$BIN" --version 2>/dev/null || echo unknown)"
+git_rev="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ "$git_rev" != unknown ]] && [[ -n "$(cd "$REPO" && git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+    git_rev+=" (+ uncommitted changes)"
+fi
+
+echo
+echo "== pgbench -S: direct vs Portcullis vs PgBouncer =="
+echo "command:    $COMMAND_LINE"
+echo "machine:    nproc=$(nproc), $cpu_model, $(uname -sr)"
+echo "postgres:   $pg_version; shared_buffers=128MB, fsync=off (benchmark only), SCRAM auth, 127.0.0.1 TCP"
+echo "pgbench:    $pgbench_version; -S -n -T $DURATION, scale $SCALE, -j min(clients,2), sslmode=disable"
+echo "portcullis: $gw_version, git $git_rev, default rules, PORTCULLIS_LOG=warn (no per-statement log lines)"
+echo "pgbouncer:  $bouncer_version${BOUNCER_PORT:+, pool_mode=session}"
+[[ -n "$BOUNCER_NOTE" ]] && echo "            PgBouncer rows skipped: $BOUNCER_NOTE"
+echo "order:      interleaved per configuration (direct, portcullis, pgbouncer)"
+echo
+printf '%-16s %10s %12s %7s %11s %7s %12s %12s\n' \
+    "configuration" "direct" "portcullis" "ratio" "pgbouncer" "ratio" ">=0.85xdir" ">=pgbouncer"
+printf '%-16s %10s %12s %7s %11s %7s %12s %12s\n' \
+    "----------------" "----------" "------------" "-------" "-----------" "-------" "------------" "------------"
+for cfg in "${CONFIGS[@]}"; do
+    mode="${cfg%/*}"
+    c="${cfg#*/}"
+    d="${TPS["$cfg/direct"]}"
+    g="${TPS["$cfg/gateway"]}"
+    b="${TPS["$cfg/pgbouncer"]:-skipped}"
+    read -r v1 v2 <<<"$(verdict "$g" "$d" "$b")"
+    printf '%-16s %10s %12s %7s %11s %7s %12s %12s\n' \
+        "$mode c=$c" "$(fmt_tps "$d")" "$(fmt_tps "$g")" "$(ratio "$g" "$d")" \
+        "$(fmt_tps "$b")" "$(ratio "$b" "$d")" "$v1" "$v2"
+done
+echo
+echo "TPS = pgbench 'tps = ... (without initial connection time)'; ratio = TPS / direct TPS."
+echo "On a machine with few cores pgbench, PostgreSQL and the proxy compete for the same CPUs,"
+echo "which penalises both proxies (see benches/README.md)."
