@@ -6,6 +6,7 @@ mod corpus;
 mod demo;
 mod facts;
 mod gateway_pg;
+mod gateway_rules;
 mod identity;
 mod language;
 mod pg_harness;
