@@ -197,6 +197,7 @@ fn tls_to_clients_and_to_the_upstream() {
                 pg.ca_cert_path().display()
             ),
             client_tls: Some((pki.server_cert_path(), pki.server_key_path())),
+            rules: None,
         },
     );
     let token = gw.token("alice", &[]);
@@ -330,4 +331,60 @@ fn copy_in_and_out_and_pgbench_through_the_gateway() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn pgbench_initialises_through_the_gateway_under_a_team_pack() {
+    // A team that lets its migration tool change the schema keeps only some rules;
+    // pgbench -i (DROP, CREATE, TRUNCATE, COPY FROM STDIN, ALTER, VACUUM) then passes.
+    let pg = PgCluster::start();
+    let rules = r#"
+rule team.unbounded-write on sql {
+  when any w in stmt.writes: (not w.has_where or w.where_always_true)
+  deny "DELETE or UPDATE without a WHERE clause"
+}
+rule team.no-escape on sql {
+  when stmt.copy_program or stmt.copy_file
+  deny "no server files"
+}
+"#;
+    let gw = Gateway::start_with(
+        &pg,
+        Options {
+            upstream_params: "sslmode=disable".into(),
+            rules: Some(rules.into()),
+            ..Options::default()
+        },
+    );
+    let token = gw.token("migrator", &["dba"]);
+    let run = |args: &[&str]| {
+        Command::new(PgCluster::bin("pgbench"))
+            .args(args)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gw.port.to_string(),
+                "-U",
+                "agent",
+                "app",
+            ])
+            .env("PGPASSWORD", &token)
+            .output()
+            .expect("pgbench runs")
+    };
+    let init = run(&["-i", "-s", "1", "-q"]);
+    assert!(
+        init.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&init.stderr),
+        gw.log()
+    );
+    let bench = run(&["-n", "-t", "30", "-c", "2"]);
+    assert!(
+        bench.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    assert!(String::from_utf8_lossy(&bench.stdout).contains("number of failed transactions: 0"));
 }

@@ -35,6 +35,8 @@ pub struct Options {
     pub upstream_params: String,
     /// Offer TLS to clients with this PKI's server certificate.
     pub client_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// A rule file to use instead of the built-in pack.
+    pub rules: Option<String>,
 }
 
 impl Gateway {
@@ -54,10 +56,17 @@ impl Gateway {
         let jwks = identity::jwks_for(&key_pem).expect("jwks");
         std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).expect("write jwks");
         let port = free_port();
+        let rules_line = match &options.rules {
+            Some(text) => {
+                std::fs::write(dir.path().join("team.rules"), text).expect("write rules");
+                "rules = [\"team.rules\"]\n"
+            }
+            None => "",
+        };
         let config = format!(
             r#"[server]
 unparsed = "deny"
-
+{rules_line}
 [identity]
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
