@@ -87,6 +87,17 @@ impl RuleOptions {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Check { .. } | Command::Rules { .. } | Command::Token(_)
+    ) {
+        // Printing commands end quietly when their reader goes away (`... | head`), as
+        // Unix tools do; the servers keep Rust's default of ignoring SIGPIPE.
+        // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Check { what } => check::run(what),
         Command::Rules { what } => rules::run(what),

@@ -38,7 +38,7 @@ fn approval_required_by(rule: &str) -> String {
 /// phrase its error message must contain. Adversarial shapes included: writes hidden
 /// in CTEs, EXPLAIN ANALYZE and PREPARE, and statements hidden after `;` (after a
 /// string or dollar quote holding a `;`).
-fn refused_statements() -> Vec<(&'static str, String)> {
+fn refused_statements() -> Vec<(String, &'static str)> {
     let destructive = denied_by("sql.destructive-ddl");
     let unbounded = denied_by("sql.unbounded-write");
     let privilege = denied_by("sql.privilege");
@@ -106,9 +106,6 @@ fn refused_statements() -> Vec<(&'static str, String)> {
         (ddl.clone(), "CREATE INDEX users_email_idx ON users (email)"),
         (unparsed.clone(), "SELEC * FROM users"),
     ]
-    .into_iter()
-    .map(|(phrase, sql)| (sql, phrase))
-    .collect()
 }
 
 /// Statements that only *mention* destructive SQL in comments, strings or dollar
@@ -133,9 +130,9 @@ fn query_directly(pg: &PgCluster, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Everything a refused statement in [`refused_statements`] could have changed, as one
-/// string: the rows of `users`, its columns and indexes, privileges on it, other tables,
-/// roles, prepared statements cannot outlive a session so are not here.
+/// Everything a statement in [`refused_statements`] could have changed, as one string:
+/// the rows and columns of `users`, the relations in `public` (tables, indexes), the
+/// privileges on `users` and the roles.
 fn database_state(pg: &PgCluster) -> String {
     query_directly(
         pg,
@@ -221,7 +218,7 @@ fn every_default_sql_rule_refuses_over_the_simple_protocol() {
     let (pg, gw) = setup();
     let before = database_state(&pg);
     let token = gw.token("alice", &["dev"]);
-    for (sql, phrase) in refused_statements() {
+    for (phrase, sql) in refused_statements() {
         let (ok, out, err) = psql_verbose(&gw, &token, sql);
         assert!(!ok, "{sql:?} was not refused: {out}\n{}", gw.log());
         assert!(
@@ -258,7 +255,7 @@ async fn every_default_sql_rule_refuses_parse_over_the_extended_protocol() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
     let before = tokio::task::block_in_place(|| database_state(&pg));
     let client = connect(&gw, &gw.token("bob", &["dev"])).await;
-    for (sql, phrase) in refused_statements() {
+    for (phrase, sql) in refused_statements() {
         let err = client
             .prepare(sql)
             .await
@@ -312,7 +309,8 @@ fn psql_meta_commands_read_the_catalogue_through_the_gateway() {
     for (command, must_mention) in [
         ("\\d", &["users"][..]),
         ("\\dt", &["users"][..]),
-        ("\\d users", &["email", "integer", "users_pkey"][..]),
+        // Tuples-only output (-At) drops the footer, so no index names.
+        ("\\d users", &["id|integer", "email|text"][..]),
         ("\\l", &["app"][..]),
         ("\\dn", &["public"][..]),
         ("\\du", &["portcullis"][..]),
@@ -378,7 +376,7 @@ async fn listen_and_notify_through_the_gateway() {
 fn prompts_and_subjects_are_recorded_with_each_event() {
     let (_pg, gw) = setup();
     let token = gw.token("alice", &["dev"]);
-    let (ok, out, err) = gw.psql(
+    let (_, out, err) = gw.psql(
         &token,
         &[
             "-v",
@@ -398,10 +396,13 @@ fn prompts_and_subjects_are_recorded_with_each_event() {
             "SET portcullis.prompt = 'second task'",
             "-c",
             "SELECT 'after the second prompt'",
+            "-c",
+            "SET portcullis.prompt TO 'it''s the login bug'",
+            "-c",
+            "SELECT 'after a quoted prompt'",
         ],
     );
-    assert!(out.contains("after the second prompt"), "{out}\n{err}");
-    let _ = ok;
+    assert!(out.contains("after a quoted prompt"), "{out}\n{err}");
 
     let event = event_for(&gw, "SELECT 'after the prompt'");
     assert_eq!(event["prompt"], "fix the login bug", "{event}");
@@ -423,6 +424,8 @@ fn prompts_and_subjects_are_recorded_with_each_event() {
     assert_eq!(event["prompt"], "fix the login bug", "{event}");
     let event = event_for(&gw, "SELECT 'after the second prompt'");
     assert_eq!(event["prompt"], "second task", "{event}");
+    let event = event_for(&gw, "SELECT 'after a quoted prompt'");
+    assert_eq!(event["prompt"], "it's the login bug", "{event}");
 
     // At start-up, through libpq's options; the setting also reaches the server.
     let conninfo = format!("{} options='-c portcullis.prompt=hello'", gw.conninfo());
@@ -442,6 +445,26 @@ fn prompts_and_subjects_are_recorded_with_each_event() {
     let event = event_for(&gw, "SELECT 'with a start-up prompt'");
     assert_eq!(event["prompt"], "hello", "{event}");
     assert_eq!(event["subject"], "bob", "{event}");
+
+    // Spaces escaped with a backslash, as libpq passes them in options.
+    let conninfo = format!(
+        "{} options='-c portcullis.prompt=fix\\\\ the\\\\ bug'",
+        gw.conninfo()
+    );
+    let (ok, out, err) = gw.psql_with(
+        &conninfo,
+        &bob,
+        &[
+            "-c",
+            "SELECT 'with a spaced prompt'",
+            "-c",
+            "SHOW portcullis.prompt",
+        ],
+    );
+    assert!(ok, "{err}\n{}", gw.log());
+    assert_eq!(out, "with a spaced prompt\nfix the bug\n");
+    let event = event_for(&gw, "SELECT 'with a spaced prompt'");
+    assert_eq!(event["prompt"], "fix the bug", "{event}");
 
     // Every statement event names its subject.
     let events = statement_events(&gw);
@@ -538,7 +561,12 @@ fn a_refusal_inside_a_transaction_aborts_it() {
         "the transaction status is truthful: the next statement is refused by the server\n{err}"
     );
     assert!(!out.contains("in an aborted transaction"), "{out}");
-    assert_eq!(out, "z@x.io\nUPDATE 1\nb@x.io\n", "{err}\n{}", gw.log());
+    assert_eq!(
+        out,
+        "BEGIN\nz@x.io\nUPDATE 1\nROLLBACK\nb@x.io\n",
+        "{err}\n{}",
+        gw.log()
+    );
     assert_eq!(
         query_directly(&pg, "SELECT email FROM users WHERE id = 2"),
         "b@x.io\n"
@@ -569,6 +597,65 @@ fn a_refusal_inside_a_transaction_aborts_it() {
         query_directly(&pg, "SELECT string_agg(email, ',' ORDER BY id) FROM users"),
         "a@x.io,b@x.io\n"
     );
+}
+
+#[test]
+fn a_refusal_in_an_already_aborted_transaction_is_still_reported_as_a_refusal() {
+    let (pg, gw) = setup();
+    let token = gw.token("alice", &["dev"]);
+    let (_, out, err) = gw.psql(
+        &token,
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "BEGIN",
+            "-c",
+            "SELECT 1 / 0",
+            "-c",
+            "DELETE FROM users",
+            "-c",
+            "ROLLBACK",
+            "-c",
+            "SELECT count(*) FROM users",
+        ],
+    );
+    assert!(err.contains("22012"), "division by zero aborts it: {err}");
+    assert!(
+        err.contains(&format!("{REFUSED}: {}", denied_by("sql.unbounded-write"))),
+        "a refused statement in an aborted transaction gets the gateway's refusal \
+         (42501 and the rule id), not the server's 25P02:\n{err}\n{}",
+        gw.log()
+    );
+    assert!(out.ends_with("ROLLBACK\n2\n"), "{out}\n{err}");
+    assert_eq!(query_directly(&pg, "SELECT count(*) FROM users"), "2\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_parse_in_an_already_aborted_transaction_is_still_reported_as_a_refusal() {
+    let (_pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let client = connect(&gw, &gw.token("bob", &["dev"])).await;
+    client.batch_execute("BEGIN").await.expect("begin");
+    let err = client
+        .query("SELECT 1 / 0", &[])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(err.code().map(|c| c.code()), Some("22012"), "{err}");
+    let err = client.prepare("TRUNCATE users").await.expect_err("refused");
+    assert_refusal(
+        &err,
+        &denied_by("sql.destructive-ddl"),
+        "Parse in an aborted transaction",
+        &gw,
+    );
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    let row = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i64>(0), 2);
 }
 
 /// The key id the gateway's JWKS publishes (the harness's signing key).
