@@ -115,14 +115,7 @@ async fn serve(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr, id: &str) -> 
     let mut state = match start(gw, &mut client, &mut buf, &packet.1, peer, id).await {
         Ok(s) => s,
         Err(e) => {
-            event::record_session(&SessionEvent {
-                session_id: id,
-                target: &gw.target.name,
-                client_addr: peer.to_string(),
-                subject: None,
-                state: "refused",
-                reason: Some(e.to_string()),
-            });
+            session_event(gw, id, peer, None, "refused", Some(&e));
             send_fatal(&mut client, &e).await;
             return Err(e);
         }
@@ -134,15 +127,33 @@ async fn serve(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr, id: &str) -> 
     let key = state.client_key;
     let result = relay(gw, client, upstream_conn, buf, &mut state).await;
     gw.cancel.remove(key);
+    session_event(
+        gw,
+        id,
+        peer,
+        Some(&state.agent.sub),
+        "ended",
+        result.as_ref().err(),
+    );
+    result
+}
+
+fn session_event(
+    gw: &Gateway,
+    id: &str,
+    peer: SocketAddr,
+    subject: Option<&str>,
+    what: &'static str,
+    error: Option<&Error>,
+) {
     event::record_session(&SessionEvent {
         session_id: id,
         target: &gw.target.name,
         client_addr: peer.to_string(),
-        subject: Some(&state.agent.sub),
-        state: "ended",
-        reason: result.as_ref().err().map(|e| e.to_string()),
+        subject,
+        state: what,
+        reason: error.map(|e| e.to_string()),
     });
-    result
 }
 
 /// Per-session state shared by the judge.
@@ -252,14 +263,7 @@ async fn start(
     hello.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     client.write_all(&hello).await?;
     client.flush().await?;
-    event::record_session(&SessionEvent {
-        session_id: id,
-        target: &gw.target.name,
-        client_addr: peer.to_string(),
-        subject: Some(&state.agent.sub),
-        state: "started",
-        reason: None,
-    });
+    session_event(gw, id, peer, Some(&state.agent.sub), "started", None);
     state.upstream = Some((up.stream, up.leftover));
     Ok(state)
 }
