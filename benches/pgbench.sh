@@ -301,7 +301,8 @@ fi
 # Portcullis
 # ---------------------------------------------------------------------------------------
 GW_PORT="$(free_port)"
-"$BIN" token --generate-key "$TMP/key.pem" 2>/dev/null || die "portcullis token --generate-key failed"
+"$BIN" token --generate-key "$TMP/key.pem" 2>"$TMP/token.err" ||
+    die "portcullis token --generate-key failed: $(cat "$TMP/token.err") (is $BIN an up-to-date build with the gateway?)"
 "$BIN" token --jwks "$TMP/key.pem" >"$TMP/jwks.json" || die "portcullis token --jwks failed"
 cat >"$TMP/portcullis.toml" <<EOF
 [identity]

@@ -407,6 +407,10 @@ fn record(
     outcome: Outcome,
     judge_us: u64,
 ) {
+    // Building the event allocates; skip it when nobody listens.
+    if !tracing::enabled!(target: "portcullis::event", tracing::Level::INFO) {
+        return;
+    }
     event::record_statement(&StatementEvent {
         session_id: &state.id,
         target: &state.target.name,
