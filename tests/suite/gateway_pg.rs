@@ -198,6 +198,7 @@ fn tls_to_clients_and_to_the_upstream() {
             ),
             client_tls: Some((pki.server_cert_path(), pki.server_key_path())),
             rules: None,
+            upstream_user: None,
         },
     );
     let token = gw.token("alice", &[]);
@@ -387,4 +388,23 @@ rule team.no-escape on sql {
         String::from_utf8_lossy(&bench.stderr)
     );
     assert!(String::from_utf8_lossy(&bench.stdout).contains("number of failed transactions: 0"));
+}
+
+#[test]
+fn the_gateway_logs_in_upstream_with_md5_too() {
+    let pg = PgCluster::start();
+    let gw = Gateway::start_with(
+        &pg,
+        Options {
+            upstream_params: "sslmode=disable".into(),
+            upstream_user: Some("md5user".into()),
+            ..Options::default()
+        },
+    );
+    let (ok, out, err) = gw.psql(&gw.token("alice", &[]), &["-c", "SELECT current_user"]);
+    assert!(ok, "{err}\n{}", gw.log());
+    assert_eq!(
+        out, "md5user\n",
+        "the agent runs as the gateway's role, never its own"
+    );
 }

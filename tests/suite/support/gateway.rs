@@ -37,6 +37,8 @@ pub struct Options {
     pub client_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// A rule file to use instead of the built-in pack.
     pub rules: Option<String>,
+    /// The role the gateway logs in as (`portcullis`, SCRAM, when `None`).
+    pub upstream_user: Option<String>,
 }
 
 impl Gateway {
@@ -63,6 +65,14 @@ impl Gateway {
             }
             None => "",
         };
+        let upstream_user = options
+            .upstream_user
+            .clone()
+            .unwrap_or_else(|| "portcullis".into());
+        let upstream_password = pg
+            .password_of(&upstream_user)
+            .expect("a role the harness made")
+            .to_string();
         let config = format!(
             r#"[server]
 unparsed = "deny"
@@ -75,7 +85,7 @@ jwks_path = "jwks.json"
 [[postgres]]
 name = "app"
 listen = "127.0.0.1:{port}"
-upstream = "postgres://portcullis@{}:{}/app?{}"
+upstream = "postgres://{upstream_user}@{}:{}/app?{}"
 upstream_password_env = "TEST_UPSTREAM_PASSWORD"
 max_message_bytes = 1048576
 {}"#,
@@ -96,7 +106,7 @@ max_message_bytes = 1048576
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--config"])
             .arg(&config_path)
-            .env("TEST_UPSTREAM_PASSWORD", pg.user_password())
+            .env("TEST_UPSTREAM_PASSWORD", &upstream_password)
             .env("PORTCULLIS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("gateway.log")).expect("log file"))
