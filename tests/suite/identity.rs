@@ -5,10 +5,10 @@
 //! built by hand (jsonwebtoken for signing, base64 for the rest), the way an attacker
 //! would.
 
+use crate::support::portcullis;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -619,18 +619,6 @@ fn an_unreachable_jwks_url_is_a_config_error() {
     let err = Verifier::new(options).expect_err("nothing listens");
     assert!(matches!(err, Error::JwksUnavailable { .. }), "{err}");
     assert_eq!(err.sqlstate(), "28000");
-}
-
-fn portcullis(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -7,3 +7,17 @@
 pub mod gateway;
 pub mod pg;
 pub mod tls;
+
+/// Runs the `portcullis` binary in the crate's folder: (exit code, stdout, stderr).
+pub fn portcullis(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
