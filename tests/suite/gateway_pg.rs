@@ -408,3 +408,28 @@ fn the_gateway_logs_in_upstream_with_md5_too() {
         "the agent runs as the gateway's role, never its own"
     );
 }
+
+#[test]
+fn gssenc_and_ssl_requests_are_answered_before_startup() {
+    let (_pg, gw) = setup();
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = [0u8; 1];
+    // GSSENCRequest (1234 5680): no GSSAPI encryption.
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .expect("write");
+    s.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"N");
+    // SSLRequest (1234 5679): this gateway has no certificate configured.
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .expect("write");
+    s.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"N");
+    // A protocol version the gateway does not speak gets a clean FATAL error.
+    s.write_all(&[0, 0, 0, 8, 0, 2, 0, 0]).expect("write");
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+    assert!(String::from_utf8_lossy(&reply).contains("unsupported protocol version 2.0"));
+}
