@@ -476,12 +476,52 @@ impl Context<'_> {
         same_table && same_column
     }
 
-    /// `x IS NULL OR x IS NOT NULL` (either order).
+    /// Two arms that together cover every value: `x IS NULL OR x IS NOT NULL`,
+    /// `x = c OR x <> c`, `x >= a OR x < b` with the ranges meeting (either order).
     fn complementary(&self, a: &Expr, b: &Expr) -> bool {
         match (strip(a), strip(b)) {
             (Expr::IsNull(x), Expr::IsNotNull(y)) | (Expr::IsNotNull(x), Expr::IsNull(y)) => {
                 same_column(x, y)
             }
+            (
+                Expr::BinaryOp {
+                    left: l1,
+                    op: o1,
+                    right: r1,
+                },
+                Expr::BinaryOp {
+                    left: l2,
+                    op: o2,
+                    right: r2,
+                },
+            ) if self.same(l1, l2) => {
+                self.ranges_cover(o1, r1, o2, r2) || self.ranges_cover(o2, r2, o1, r1)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `x <op1> a OR x <op2> b` holds for every non-NULL `x`.
+    fn ranges_cover(&self, op1: &BinaryOperator, a: &Expr, op2: &BinaryOperator, b: &Expr) -> bool {
+        use BinaryOperator as B;
+        if matches!((op1, op2), (B::Eq, B::NotEq)) {
+            return a == b
+                || self.eval(a).is_some_and(|x| {
+                    self.eval(b)
+                        .is_some_and(|y| compare(&x, &y).is_some_and(|o| o.is_eq()))
+                });
+        }
+        // op1 bounds from below (x > a, x >= a), op2 from above (x < b, x <= b).
+        if !matches!(op1, B::Gt | B::GtEq) || !matches!(op2, B::Lt | B::LtEq) {
+            return false;
+        }
+        let (Some(lo), Some(hi)) = (self.eval(a), self.eval(b)) else {
+            return false;
+        };
+        match compare(&hi, &lo) {
+            Some(std::cmp::Ordering::Greater) => true,
+            // Meeting at one point: covered unless both ends leave it out.
+            Some(std::cmp::Ordering::Equal) => !(matches!(op1, B::Gt) && matches!(op2, B::Lt)),
             _ => false,
         }
     }

@@ -119,6 +119,9 @@ fn always_true_where_clauses() {
         "id = users.id",
         "EXISTS (SELECT 1 FROM users u2 WHERE u2.id = users.id)",
         "lower(email) = lower(email)",
+        "id >= 0 OR id < 0",
+        "amount < 10 OR amount > 5",
+        "status = 'a' OR status <> 'a'",
         "id IN (SELECT id FROM users WHERE true)",
         "id = ANY (SELECT id FROM users)",
     ] {
@@ -142,6 +145,8 @@ fn always_true_where_clauses() {
         "false",
         "1 = 0",
         "random() = random() AND id = 3",
+        "id > 0 OR id < 0",
+        "id > 10 OR id < 5",
         "lower(a) = lower(b)",
     ] {
         let f = one(&format!("UPDATE users SET a = 1 WHERE {cond}"));
