@@ -7,8 +7,7 @@ use clap::Args;
 
 use crate::config::{self, Config};
 use crate::identity;
-use crate::pg::{self, Authenticator};
-use crate::policy::value::Agent;
+use crate::pg::{self, AuthFuture, Authenticator};
 use crate::policy::{RuleSet, UNPARSED_RULE};
 
 #[derive(Args)]
@@ -22,11 +21,14 @@ pub struct ServeArgs {
 struct JwtAuth(identity::Verifier);
 
 impl Authenticator for JwtAuth {
-    fn authenticate(&self, token: &str) -> Result<Agent, (String, &'static str)> {
-        self.0
-            .verify(token)
-            .map(|i| i.agent())
-            .map_err(|e| (e.to_string(), e.sqlstate()))
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            self.0
+                .verify_async(token)
+                .await
+                .map(|i| i.agent())
+                .map_err(|e| (e.to_string(), e.sqlstate()))
+        })
     }
 }
 

@@ -34,12 +34,19 @@ use crate::config::PostgresTarget;
 use crate::policy::RuleSet;
 use crate::policy::value::Agent;
 
-/// Checks the token a client presents as its password.
+/// The outcome of checking a token: the identity, or `(message for the client,
+/// SQLSTATE)`; the message never contains the token.
+pub type AuthResult = Result<Agent, (String, &'static str)>;
+
+/// Checks the token a client presents as its password. Asynchronous because a JWKS
+/// fetched by URL may need refetching, which must not block a runtime thread.
 pub trait Authenticator: Send + Sync {
-    /// The identity, or `(message for the client, SQLSTATE)`; the message never
-    /// contains the token.
-    fn authenticate(&self, token: &str) -> Result<Agent, (String, &'static str)>;
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
 }
+
+/// What [`Authenticator::authenticate`] returns.
+pub type AuthFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = AuthResult> + Send + 'a>>;
 
 /// Everything one `[[postgres]]` listener needs.
 pub struct Gateway {

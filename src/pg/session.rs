@@ -211,6 +211,7 @@ async fn start(
     let agent = gw
         .auth
         .authenticate(token.trim())
+        .await
         .map_err(|(m, code)| Error::Auth(m, code))?;
 
     let mut state = State {
