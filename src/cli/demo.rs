@@ -56,7 +56,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
     if args.self_test {
         let result = runtime.block_on(async {
             tokio::select! {
-                r = super::serve::serve_until(config, std::future::pending::<()>()) => r.map(|_| Vec::new()),
+                r = super::serve::serve_until(config, || {}, std::future::pending::<()>()) => r.map(|_| Vec::new()),
                 checks = self_test(&psql, &conninfo, &agent_token, port) => Ok(checks),
             }
         })?;
@@ -67,7 +67,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         }
         return Ok(if failed { 1 } else { 0 });
     }
-    println!(
+    let banner = format!(
         "\nPortcullis is running in front of a throwaway PostgreSQL (sample tables: users, orders).\n\
          Connect as an agent (the password is a JWT signed by the demo's dev key):\n\n  \
          PGPASSWORD='{agent_token}' {} \"{conninfo}\"\n\n\
@@ -81,8 +81,10 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         config_path.display()
     );
     std::fs::write(cluster.dir.join("demo-key.pem"), &key).map_err(|e| e.to_string())?;
+    // The lines are printed only once the listener accepts connections.
     runtime.block_on(super::serve::serve_until(
         config,
+        || println!("{banner}"),
         super::serve::shutdown_signal(),
     ))?;
     eprintln!("portcullis demo: stopping and cleaning up");

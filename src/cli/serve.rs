@@ -68,12 +68,14 @@ pub fn run(args: ServeArgs) -> Result<u8, String> {
 
 /// Starts the listeners and waits for Ctrl-C (or SIGTERM).
 pub async fn serve(config: Config) -> Result<(), String> {
-    serve_until(config, shutdown_signal()).await
+    serve_until(config, || {}, shutdown_signal()).await
 }
 
-/// Starts the listeners and runs until `stop` completes.
+/// Starts the listeners, calls `ready` once every one of them accepts connections, and
+/// runs until `stop` completes.
 pub async fn serve_until(
     config: Config,
+    ready: impl FnOnce(),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     for section in &config.not_yet_active {
@@ -109,6 +111,7 @@ pub async fn serve_until(
             }
         });
     }
+    ready();
     stop.await;
     Ok(())
 }
