@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod identity;
+pub mod mask;
 pub mod pg;
 pub mod policy;
 pub mod sql;

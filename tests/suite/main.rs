@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod corpus;
 mod demo;
+mod detectors;
 mod facts;
 mod gateway_pg;
 mod gateway_rules;
