@@ -127,36 +127,41 @@ impl Verifier {
     /// call up to 10 s. Async callers that cannot afford that use
     /// [`verify_async`](Self::verify_async).
     pub fn verify(&self, token: &str) -> Result<Identity, Error> {
-        let header = parse_header(token)?;
-        match self.attempt(token, &header) {
-            Ok(result) => result,
-            Err(Miss::Unknown) if self.refresh_due() => {
-                let keys = match &self.source {
-                    JwksSource::File(path) => read_file(path)?,
-                    JwksSource::Url(url) => fetch_url_blocking(url)?,
-                };
-                self.store(keys);
-                self.retry(token, &header)
-            }
-            Err(miss) => Err(miss_error(miss, &header)),
-        }
+        let header = match self.first_attempt(token)? {
+            Attempt::Done(result) => return result,
+            Attempt::Reload(header) => header,
+        };
+        let keys = match &self.source {
+            JwksSource::File(path) => read_file(path)?,
+            JwksSource::Url(url) => fetch_url_blocking(url)?,
+        };
+        self.store(keys);
+        self.retry(token, &header)
     }
 
     /// Like [`verify`](Self::verify), but a URL JWKS is refetched on the caller's runtime.
     pub async fn verify_async(&self, token: &str) -> Result<Identity, Error> {
+        let header = match self.first_attempt(token)? {
+            Attempt::Done(result) => return result,
+            Attempt::Reload(header) => header,
+        };
+        let keys = match &self.source {
+            JwksSource::File(path) => read_file(path)?,
+            JwksSource::Url(url) => fetch_url(url).await?,
+        };
+        self.store(keys);
+        self.retry(token, &header)
+    }
+
+    /// Verifies with the keys at hand; on an unknown `kid` with a reload due, says so
+    /// instead of refusing (the two `verify` flavours differ only in how they reload).
+    fn first_attempt(&self, token: &str) -> Result<Attempt, Error> {
         let header = parse_header(token)?;
-        match self.attempt(token, &header) {
-            Ok(result) => result,
-            Err(Miss::Unknown) if self.refresh_due() => {
-                let keys = match &self.source {
-                    JwksSource::File(path) => read_file(path)?,
-                    JwksSource::Url(url) => fetch_url(url).await?,
-                };
-                self.store(keys);
-                self.retry(token, &header)
-            }
-            Err(miss) => Err(miss_error(miss, &header)),
-        }
+        Ok(match self.attempt(token, &header) {
+            Ok(result) => Attempt::Done(result),
+            Err(Miss::Unknown) if self.refresh_due() => Attempt::Reload(header),
+            Err(miss) => Attempt::Done(Err(miss_error(miss, &header))),
+        })
     }
 
     /// How many usable keys the current JWKS holds.
@@ -405,4 +410,10 @@ fn fetch_url_blocking(url: &str) -> Result<KeySet, Error> {
 async fn fetch_url(url: &str) -> Result<KeySet, Error> {
     let bytes = fetch::get(url, FETCH_TIMEOUT).await.map_err(Error::jwks)?;
     KeySet::parse(&bytes).map_err(|why| Error::jwks(format!("{url}: {why}")))
+}
+
+/// The outcome of [`Verifier::first_attempt`].
+enum Attempt {
+    Done(Result<Identity, Error>),
+    Reload(TokenHeader),
 }

@@ -276,23 +276,12 @@ fn copy_in_and_out_and_pgbench_through_the_gateway() {
 
     // pgbench -i needs DDL (reviewed by the default pack), so the schema is made directly;
     // the benchmark itself runs through the gateway, simple and prepared protocols.
-    let init = Command::new(PgCluster::bin("pgbench"))
-        .args([
-            "-i",
-            "-s",
-            "1",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            "portcullis",
-            "app",
-        ])
-        .env("PGPASSWORD", pg.user_password())
-        .output()
-        .expect("pgbench -i runs");
+    let init = pgbench(
+        pg.port(),
+        "portcullis",
+        pg.user_password(),
+        &["-i", "-s", "1", "-q"],
+    );
     assert!(
         init.status.success(),
         "{}",
@@ -303,21 +292,9 @@ fn copy_in_and_out_and_pgbench_through_the_gateway() {
         vec!["-t", "50"],
         vec!["-S", "-M", "prepared", "-c", "4", "-t", "100"],
     ] {
-        let out = Command::new(PgCluster::bin("pgbench"))
-            .args(&args)
-            .args([
-                "-n",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &gw.port.to_string(),
-                "-U",
-                "agent",
-                "app",
-            ])
-            .env("PGPASSWORD", &token)
-            .output()
-            .expect("pgbench runs");
+        let mut run = vec!["-n"];
+        run.extend(&args);
+        let out = pgbench(gw.port, "agent", &token, &run);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -356,22 +333,7 @@ rule team.no-escape on sql {
         },
     );
     let token = gw.token("migrator", &["dba"]);
-    let run = |args: &[&str]| {
-        Command::new(PgCluster::bin("pgbench"))
-            .args(args)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &gw.port.to_string(),
-                "-U",
-                "agent",
-                "app",
-            ])
-            .env("PGPASSWORD", &token)
-            .output()
-            .expect("pgbench runs")
-    };
+    let run = |args: &[&str]| pgbench(gw.port, "agent", &token, args);
     let init = run(&["-i", "-s", "1", "-q"]);
     assert!(
         init.status.success(),
@@ -430,4 +392,22 @@ fn gssenc_and_ssl_requests_are_answered_before_startup() {
     let _ = s.read_to_end(&mut reply);
     assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
     assert!(String::from_utf8_lossy(&reply).contains("unsupported protocol version 2.0"));
+}
+
+/// Runs pgbench against `port` as `user` on database `app`.
+fn pgbench(port: u16, user: &str, password: &str, args: &[&str]) -> std::process::Output {
+    Command::new(PgCluster::bin("pgbench"))
+        .args(args)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "app",
+        ])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("pgbench runs")
 }
