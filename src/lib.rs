@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod git;
 pub mod identity;
 pub mod mask;
 pub mod pg;
