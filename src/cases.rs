@@ -29,11 +29,14 @@ pub struct Outcome {
     pub case: Case,
     pub decision: Decision,
     pub rule_ids: Vec<String>,
+    /// Why the case could not be run at all (a push scenario whose script failed).
+    pub error: Option<String>,
 }
 
 impl Outcome {
     pub fn passed(&self) -> bool {
-        self.decision == self.case.expect
+        self.error.is_none()
+            && self.decision == self.case.expect
             && self
                 .case
                 .rule
@@ -42,7 +45,7 @@ impl Outcome {
     }
 }
 
-/// Reads a `.cases` file.
+/// Reads a `.cases` file (or a `.push` scenario file: the body is then a script).
 pub fn parse_cases(file: &str, text: &str) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     let mut current: Option<(Case, Vec<&str>)> = None;
@@ -69,7 +72,7 @@ fn finish((mut case, body): (Case, Vec<&str>)) -> Result<Case, String> {
     case.sql = body.join("\n").trim().to_string();
     if case.sql.is_empty() {
         return Err(format!(
-            "{}: the case has no SQL under its header",
+            "{}: the case has no body under its header",
             case.origin
         ));
     }
@@ -141,6 +144,11 @@ fn parse_header(origin: &str, header: &str) -> Result<Case, String> {
 
 /// Every `.cases` file under `path` (or `path` itself), in name order.
 pub fn case_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    files_with_extension(path, "cases")
+}
+
+/// Every file named `*.<ext>` under `path` (or `path` itself), in name order.
+pub fn files_with_extension(path: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
@@ -149,12 +157,12 @@ pub fn case_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         entries.sort();
         for p in entries {
             if p.is_dir() {
-                out.extend(case_files(&p)?);
-            } else if p.extension().is_some_and(|e| e == "cases") {
+                out.extend(files_with_extension(&p, ext)?);
+            } else if p.extension().is_some_and(|e| e == ext) {
                 out.push(p);
             }
         }
-    } else if path.extension().is_some_and(|e| e == "cases") {
+    } else if path.extension().is_some_and(|e| e == ext) {
         out.push(path.to_path_buf());
     }
     Ok(out)
@@ -220,6 +228,7 @@ pub fn run(cases: Vec<Case>, load: impl Fn() -> RuleSet) -> Vec<Outcome> {
                 decision: verdict.decision,
                 rule_ids,
                 case,
+                error: None,
             }
         })
         .collect()

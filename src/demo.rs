@@ -245,6 +245,7 @@ pub fn write_gateway_files(
     dir: &Path,
     cluster: &Cluster,
     listen_port: u16,
+    git_port: u16,
 ) -> Result<(PathBuf, String), String> {
     let key =
         crate::identity::generate_key(crate::identity::KeyAlg::Es256).map_err(|e| e.to_string())?;
@@ -252,15 +253,60 @@ pub fn write_gateway_files(
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).map_err(|e| e.to_string())?;
     let config = format!(
         "# Written by `portcullis demo`; deleted when the demo stops.\n\
-         [server]\nunparsed = \"deny\"\n\n\
+         [server]\nunparsed = \"deny\"\ngit_listen = \"127.0.0.1:{git_port}\"\n\n\
          [identity]\nissuer = \"{DEMO_ISSUER}\"\naudience = \"{DEMO_AUDIENCE}\"\njwks_path = \"jwks.json\"\n\n\
          [[postgres]]\nname = \"app\"\nlisten = \"127.0.0.1:{listen_port}\"\n\
-         upstream = \"postgres://{}@127.0.0.1:{}/app?sslmode=disable\"\nupstream_password_env = \"{DEMO_PASSWORD_ENV}\"\n",
+         upstream = \"postgres://{}@127.0.0.1:{}/app?sslmode=disable\"\nupstream_password_env = \"{DEMO_PASSWORD_ENV}\"\n\n\
+         [[git]]\nname = \"app\"\nupstream = \"app.git\"\nprotected = [\"main\"]\n",
         cluster.user, cluster.port
     );
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     Ok((path, key))
+}
+
+/// A bare repository `app.git` in `dir` with a README on `main`, as the demo's upstream.
+pub fn seed_repository(dir: &Path) -> Result<PathBuf, String> {
+    let bare = dir.join("app.git");
+    let work = dir.join("app-seed");
+    let git = |cwd: &Path, args: &[&str]| -> Result<(), String> {
+        let out = Command::new("git")
+            .current_dir(cwd)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Portcullis demo")
+            .env("GIT_AUTHOR_EMAIL", "demo@portcullis.invalid")
+            .env("GIT_COMMITTER_NAME", "Portcullis demo")
+            .env("GIT_COMMITTER_EMAIL", "demo@portcullis.invalid")
+            .output()
+            .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let (bare_s, work_s) = (
+        bare.to_str().ok_or("non-UTF-8 path")?,
+        work.to_str().ok_or("non-UTF-8 path")?,
+    );
+    git(dir, &["init", "--quiet", "--bare", "-b", "main", bare_s])?;
+    git(dir, &["init", "--quiet", "-b", "main", work_s])?;
+    std::fs::write(
+        work.join("README.md"),
+        "# app\n\nA sample repository behind Portcullis.\n",
+    )
+    .map_err(|e| e.to_string())?;
+    git(&work, &["add", "README.md"])?;
+    git(&work, &["commit", "--quiet", "-m", "Initial commit"])?;
+    git(&work, &["push", "--quiet", bare_s, "main"])?;
+    std::fs::remove_dir_all(&work).map_err(|e| e.to_string())?;
+    Ok(bare)
 }
 
 pub const DEMO_ISSUER: &str = "portcullis-demo";

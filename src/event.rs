@@ -35,6 +35,39 @@ pub struct SessionEvent<'a> {
     pub reason: Option<String>,
 }
 
+/// One judged push.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushEvent<'a> {
+    pub session_id: &'a str,
+    pub target: &'a str,
+    pub subject: &'a str,
+    pub groups: &'a [String],
+    pub prompt: Option<&'a str>,
+    pub refs: Vec<RefEvent<'a>>,
+    pub options: &'a [String],
+    /// `allowed`, `denied`, `review` (refused until approvals exist), `error`.
+    pub decision: &'static str,
+    pub rule_ids: Vec<&'a str>,
+    pub monitored: Vec<&'a str>,
+    pub message: Option<String>,
+    pub duration_us: u64,
+}
+
+/// One ref update of a push (`None` where the push failed before it was inspected).
+#[derive(Debug, Clone, Serialize)]
+pub struct RefEvent<'a> {
+    pub name: &'a str,
+    pub old: String,
+    pub new: String,
+    pub kind: &'static str,
+    pub forced: Option<bool>,
+    pub commits: Option<usize>,
+}
+
+pub fn record_push(e: &PushEvent<'_>) {
+    tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "push");
+}
+
 pub fn record_statement(e: &StatementEvent<'_>) {
     tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "statement");
 }

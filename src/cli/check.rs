@@ -1,4 +1,5 @@
-//! `portcullis check sql`: judge a statement the way the gateway would.
+//! `portcullis check sql` and `check push`: judge a statement or a ref update the way the
+//! gateway would.
 
 use clap::{Args, Subcommand};
 
@@ -10,6 +11,45 @@ use crate::sql::{self, SqlFacts};
 pub enum CheckCommand {
     /// Judge a SQL string (every statement in it) and print the decision and facts.
     Sql(SqlArgs),
+    /// Judge one ref update of a local repository and print the decision and facts.
+    Push(PushArgs),
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The repository (a work tree or a bare repository).
+    #[arg(long, default_value = ".")]
+    repo: std::path::PathBuf,
+    /// The ref's old value: a revision, or `0` when the push creates the ref.
+    old: String,
+    /// The ref's new value: a revision, or `0` when the push deletes the ref.
+    new: String,
+    /// The full ref name, e.g. `refs/heads/main` (a bare `main` means a branch).
+    #[arg(value_name = "REF")]
+    reference: String,
+    #[command(flatten)]
+    rules: RuleOptions,
+    /// Protected branch globs (`ref.protected`), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "main,master,release/*")]
+    protected: Vec<String>,
+    /// Revisions the upstream already has besides `old` (their history is not new).
+    #[arg(long = "known", value_name = "REV")]
+    known: Vec<String>,
+    /// A push option (`-o`), repeatable.
+    #[arg(long = "push-option", short = 'o')]
+    options: Vec<String>,
+    /// The identity's subject (`agent.sub`).
+    #[arg(long, default_value = "cli")]
+    sub: String,
+    /// The identity's groups, comma-separated (`agent.groups`).
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// The target's name (`target.name`).
+    #[arg(long, default_value = "")]
+    target: String,
+    /// Print every fact as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -33,7 +73,136 @@ pub struct SqlArgs {
 }
 
 pub fn run(command: CheckCommand) -> Result<u8, String> {
-    let CheckCommand::Sql(args) = command;
+    match command {
+        CheckCommand::Sql(args) => sql(args),
+        CheckCommand::Push(args) => push(args),
+    }
+}
+
+fn push(args: PushArgs) -> Result<u8, String> {
+    use crate::git::facts::Protected;
+    use crate::git::history::{self, Hidden, InspectOptions, Update};
+    use crate::policy::rule::Subject;
+
+    let rules = args.rules.load().map_err(|e| e.to_string())?;
+    let repo = gix::open(&args.repo)
+        .map_err(|e| format!("{}: not a git repository ({e})", args.repo.display()))?;
+    let zero = gix::ObjectId::null(gix::hash::Kind::Sha1);
+    let resolve = |spec: &str| -> Result<gix::ObjectId, String> {
+        if !spec.is_empty() && spec.chars().all(|c| c == '0') {
+            return Ok(zero);
+        }
+        repo.rev_parse_single(spec)
+            .map(|id| id.detach())
+            .map_err(|e| format!("{spec:?} is not a revision of this repository ({e})"))
+    };
+    let old = resolve(&args.old)?;
+    let new = resolve(&args.new)?;
+    let name = if args.reference.starts_with("refs/") {
+        args.reference.clone()
+    } else {
+        format!("refs/heads/{}", args.reference)
+    };
+    let mut hidden = Vec::new();
+    if old != zero {
+        hidden.push(old);
+    }
+    for k in &args.known {
+        hidden.push(resolve(k)?);
+    }
+    let protected = Protected::new(&args.protected).map_err(|e| e.to_string())?;
+    let options = InspectOptions {
+        hidden: Hidden::Only(hidden),
+        ..InspectOptions::default()
+    };
+    let updates = [Update::new(old, new, name)];
+    let git_dir = repo.git_dir().to_path_buf();
+    let mut facts = history::inspect(&git_dir, None, &updates, &protected, &options)
+        .map_err(|e| e.to_string())?;
+    let (ref_facts, push_facts) = facts.pop().ok_or("no facts for the ref update")?;
+    let mut push_facts = push_facts;
+    push_facts.set_options(args.options.clone());
+    push_facts.set_refs(1);
+    let agent = Agent {
+        sub: args.sub,
+        groups: args.groups,
+        name: None,
+    };
+    let target = Target { name: args.target };
+    let verdict = rules.judge(
+        Subject::Git,
+        &[
+            ("ref", &ref_facts),
+            ("push", &push_facts),
+            ("agent", &agent),
+            ("target", &target),
+        ],
+    );
+    if args.json {
+        let out = serde_json::json!({
+            "decision": verdict.decision,
+            "rules": verdict.rule_ids().collect::<Vec<_>>(),
+            "reason": verdict.reason(),
+            "monitored": verdict.monitored().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            "ref": ref_facts.to_json(),
+            "push": push_facts.to_json(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
+        return Ok(decision_exit(verdict.decision));
+    }
+    println!("decision: {}", verdict.decision.as_str());
+    print_rules(&verdict);
+    println!(
+        "ref:      {} {} ({}{}{})",
+        ref_facts.name,
+        ref_facts.kind.as_str(),
+        if ref_facts.force { "forced, " } else { "" },
+        if ref_facts.protected {
+            "protected, "
+        } else {
+            ""
+        },
+        format_args!("{}..{}", short(&ref_facts.old), short(&ref_facts.new)),
+    );
+    println!(
+        "commits:  {} new; files: {}; largest blob: {} bytes",
+        push_facts.commits.len(),
+        push_facts.files.len(),
+        push_facts.largest_blob
+    );
+    for line in push_facts.describe_findings() {
+        println!("finding:  {line}");
+    }
+    Ok(decision_exit(verdict.decision))
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(10)]
+}
+
+fn print_rules(verdict: &crate::policy::Verdict<'_>) {
+    for rule in verdict.deciding() {
+        println!(
+            "rule:     {} ({}): {}",
+            rule.id,
+            rule.action.keyword(),
+            rule.action.message().unwrap_or("")
+        );
+    }
+    for rule in verdict.monitored() {
+        println!(
+            "monitor:  {} would {}: {}",
+            rule.id,
+            rule.action.keyword(),
+            rule.action.message().unwrap_or("")
+        );
+    }
+}
+
+fn sql(args: SqlArgs) -> Result<u8, String> {
     let rules = args.rules.load().map_err(|e| e.to_string())?;
     let agent = Agent {
         sub: args.sub,
@@ -76,22 +245,7 @@ pub fn run(command: CheckCommand) -> Result<u8, String> {
         );
     } else {
         println!("decision: {}", verdict.decision.as_str());
-        for rule in verdict.deciding() {
-            println!(
-                "rule:     {} ({}): {}",
-                rule.id,
-                rule.action.keyword(),
-                rule.action.message().unwrap_or("")
-            );
-        }
-        for rule in verdict.monitored() {
-            println!(
-                "monitor:  {} would {}: {}",
-                rule.id,
-                rule.action.keyword(),
-                rule.action.message().unwrap_or("")
-            );
-        }
+        print_rules(&verdict);
         if analysis.statements.is_empty() {
             println!("(no statements: an empty query)");
         }

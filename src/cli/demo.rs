@@ -13,6 +13,9 @@ pub struct DemoArgs {
     /// Port for the gateway's PostgreSQL listener (a free one if taken).
     #[arg(long, default_value_t = 6432)]
     port: u16,
+    /// Port for the gateway's git (smart HTTP) listener (a free one if taken).
+    #[arg(long, default_value_t = 8081)]
+    git_port: u16,
     /// Start, check that a SELECT passes and a DELETE without WHERE is refused, then stop.
     #[arg(long)]
     self_test: bool,
@@ -22,12 +25,17 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
     super::serve::init_tracing_at("warn");
     eprintln!("portcullis demo: starting a throwaway PostgreSQL ...");
     let cluster = Cluster::start()?;
-    let port = if std::net::TcpListener::bind(("127.0.0.1", args.port)).is_ok() {
-        args.port
-    } else {
-        demo::free_port()?
+    let pick = |wanted: u16| {
+        if std::net::TcpListener::bind(("127.0.0.1", wanted)).is_ok() {
+            Ok(wanted)
+        } else {
+            demo::free_port()
+        }
     };
-    let (config_path, key) = demo::write_gateway_files(&cluster.dir, &cluster, port)?;
+    let port = pick(args.port)?;
+    let git_port = pick(args.git_port)?;
+    demo::seed_repository(&cluster.dir)?;
+    let (config_path, key) = demo::write_gateway_files(&cluster.dir, &cluster, port, git_port)?;
     let env = |name: &str| (name == DEMO_PASSWORD_ENV).then(|| cluster.password.clone());
     let text = std::fs::read_to_string(&config_path).map_err(|e| e.to_string())?;
     let config = Config::parse(&config_path, &text, &env).map_err(|e| e.to_string())?;
@@ -57,7 +65,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         let result = runtime.block_on(async {
             tokio::select! {
                 r = super::serve::serve_until(config, || {}, std::future::pending::<()>()) => r.map(|_| Vec::new()),
-                checks = self_test(&psql, &conninfo, &agent_token, port) => Ok(checks),
+                checks = self_test(&psql, &conninfo, &agent_token, port, git_port, &cluster.dir) => Ok(checks),
             }
         })?;
         let mut failed = false;
@@ -74,6 +82,13 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
          Then try:\n  SELECT * FROM users;            -- allowed\n  DELETE FROM users;              -- refused by sql.unbounded-write\n  \
          WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d;   -- refused too\n  \
          CREATE INDEX ON orders (user_id); -- held for review (sql.ddl)\n\n\
+         Git: a bare repository with a protected main is behind the gateway:\n\n  \
+         git clone 'http://agent:{agent_token}@127.0.0.1:{git_port}/git/app.git' && cd app\n\n\
+         Then try:\n  git switch -c agent/hello && echo hi > hello.txt && git add hello.txt && git commit -m hello\n  \
+         git push origin agent/hello                  # allowed: a new feature branch\n  \
+         git push origin HEAD:main                    # held for review (git.protected-push)\n  \
+         git reset --hard origin/main && git commit --amend -m rewritten\n  \
+         git push --force origin HEAD:main            # refused by git.protected-force\n\n\
          Mint more tokens with: portcullis token --key {}/demo-key.pem --sub you --issuer {DEMO_ISSUER}\n\
          Config: {}\nPress Ctrl-C to stop; everything is deleted.\n",
         psql.display(),
@@ -98,15 +113,19 @@ async fn self_test(
     conninfo: &str,
     token: &str,
     port: u16,
+    git_port: u16,
+    dir: &std::path::Path,
 ) -> Vec<(&'static str, bool, String)> {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
+    for p in [port, git_port] {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let run = |sql: &'static str| {
         let out = std::process::Command::new(psql)
@@ -129,7 +148,9 @@ async fn self_test(
     };
     let (select_ok, select_out) = tokio::task::block_in_place(|| run("SELECT count(*) FROM users"));
     let (delete_ok, delete_out) = tokio::task::block_in_place(|| run("DELETE FROM users"));
-    vec![
+    let url = format!("http://agent:{token}@127.0.0.1:{git_port}/git/app.git");
+    let git = tokio::task::block_in_place(|| git_checks(&url, dir));
+    let mut checks = vec![
         (
             "SELECT through the gateway",
             select_ok && select_out == "3",
@@ -139,6 +160,67 @@ async fn self_test(
             "DELETE without WHERE refused",
             !delete_ok && delete_out.contains("sql.unbounded-write"),
             delete_out,
+        ),
+    ];
+    checks.extend(git);
+    checks
+}
+
+/// Clone, push a feature branch (allowed), force-push main (refused).
+fn git_checks(url: &str, dir: &std::path::Path) -> Vec<(&'static str, bool, String)> {
+    let work = dir.join("self-test-clone");
+    let git = |cwd: &std::path::Path, args: &[&str]| match std::process::Command::new("git")
+        .current_dir(cwd)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Demo agent")
+        .env("GIT_AUTHOR_EMAIL", "agent@demo.invalid")
+        .env("GIT_COMMITTER_NAME", "Demo agent")
+        .env("GIT_COMMITTER_EMAIL", "agent@demo.invalid")
+        .output()
+    {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        ),
+        Err(e) => (false, e.to_string()),
+    };
+    let (clone_ok, clone_out) = git(dir, &["clone", "-q", url, &work.to_string_lossy()]);
+    if !clone_ok {
+        return vec![("git clone through the gateway", false, clone_out)];
+    }
+    let _ = std::fs::write(work.join("hello.txt"), "hello\n");
+    git(&work, &["add", "hello.txt"]);
+    git(&work, &["commit", "-qm", "hello"]);
+    let (push_ok, push_out) = git(
+        &work,
+        &["push", "-q", "origin", "HEAD:refs/heads/agent/hello"],
+    );
+    // Rewrite main's only commit: a non-fast-forward update.
+    git(&work, &["reset", "-q", "--hard", "origin/main"]);
+    git(
+        &work,
+        &["commit", "-q", "--amend", "-m", "rewritten history"],
+    );
+    let (force_ok, force_out) = git(&work, &["push", "--force", "origin", "HEAD:main"]);
+    let _ = std::fs::remove_dir_all(&work);
+    vec![
+        (
+            "git clone through the gateway",
+            true,
+            "cloned app.git".into(),
+        ),
+        ("git push of a feature branch", push_ok, push_out),
+        (
+            "git force-push to main refused",
+            !force_ok && force_out.contains("git.protected-force"),
+            force_out
+                .lines()
+                .filter(|l| l.contains("rejected"))
+                .collect::<Vec<_>>()
+                .join(" "),
         ),
     ]
 }

@@ -10,11 +10,12 @@ use crate::policy::{BUILTIN_PACKS, RuleSet};
 
 #[derive(Subcommand)]
 pub enum RulesCommand {
-    /// Run labelled cases: the `test` lines of rule files and `*.cases` corpus files.
+    /// Run labelled cases: the `test` lines of rule files, `*.cases` corpus files (SQL)
+    /// and `*.push` scenario files (pushes built with the real git).
     ///
-    /// A PATH holding `.rules` files makes them the rules under test; `.cases` files are
-    /// judged by the rules in force (`--rules`, else the built-in packs). Without a PATH:
-    /// the built-in packs' own tests and `./corpus` when it exists.
+    /// A PATH holding `.rules` files makes them the rules under test; cases are judged by
+    /// the rules in force (`--rules`, else the built-in packs). Without a PATH: the
+    /// built-in packs' own tests and `./corpus` when it exists.
     Test(TestArgs),
     /// Print the rules in force (the built-in packs when no path is given).
     Show {
@@ -74,14 +75,17 @@ fn test(args: TestArgs) -> Result<u8, String> {
     }
     let rules = options.load().map_err(|e| e.to_string())?;
     let mut all = cases::inline_cases(&rules);
+    let mut scenarios = Vec::new();
     for p in &paths {
         all.extend(cases::load_cases(p)?);
+        scenarios.extend(crate::git::scenario::load(p)?);
     }
-    if all.is_empty() {
+    if all.is_empty() && scenarios.is_empty() {
         return Err("no test cases found".into());
     }
     let load = || options.load().expect("the same rules loaded a moment ago");
-    let outcomes = cases::run(all, load);
+    let mut outcomes = cases::run(all, load);
+    outcomes.extend(crate::git::scenario::run(scenarios, &rules)?);
     let failed = print_table(&outcomes, args.failures);
     Ok(if failed == 0 { 0 } else { exit::ERROR })
 }
@@ -114,6 +118,8 @@ pub fn print_table(outcomes: &[Outcome], failures_only: bool) -> usize {
         };
         if pass {
             println!("PASS  {:<40} {:<32} {sql}", o.case.origin, expected);
+        } else if let Some(error) = &o.error {
+            println!("FAIL  {:<40} could not run: {error}", o.case.origin);
         } else {
             println!(
                 "FAIL  {:<40} expected {expected}, got {got}: {sql}",

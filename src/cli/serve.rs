@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::config::{self, Config};
+use crate::git;
 use crate::identity;
 use crate::pg::{self, AuthFuture, Authenticator};
 use crate::policy::{RuleSet, UNPARSED_RULE};
@@ -87,8 +88,8 @@ pub async fn serve_until(
         .as_ref()
         .ok_or("the config has no [identity] section")?;
     let auth: Arc<dyn Authenticator> = Arc::new(JwtAuth(verifier(identity)?));
-    if config.postgres.is_empty() {
-        return Err("the config has no [[postgres]] listener".into());
+    if config.postgres.is_empty() && config.git.is_empty() {
+        return Err("the config has no [[postgres]] listener and no [[git]] repository".into());
     }
     for target in &config.postgres {
         let listener = tokio::net::TcpListener::bind(target.listen)
@@ -108,6 +109,28 @@ pub async fn serve_until(
         tokio::spawn(async move {
             if let Err(e) = gw.serve(listener).await {
                 tracing::error!(error = %e, "listener stopped");
+            }
+        });
+    }
+    if let (Some(addr), false) = (config.server.git_listen, config.git.is_empty()) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for git: {e}"))?;
+        let gw = Arc::new(git::GitGateway::new(
+            &config.git,
+            rules.clone(),
+            auth.clone(),
+        )?);
+        for repo in &config.git {
+            tracing::info!(repo = %repo.name, "git repository served");
+            eprintln!(
+                "portcullis: git {} at http://{addr}/git/{}.git",
+                repo.name, repo.name
+            );
+        }
+        tokio::spawn(async move {
+            if let Err(e) = gw.serve(listener, std::future::pending()).await {
+                tracing::error!(error = %e, "git listener stopped");
             }
         });
     }

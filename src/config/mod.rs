@@ -24,8 +24,9 @@ pub struct Config {
     pub server: Server,
     pub identity: Option<Identity>,
     pub postgres: Vec<PostgresTarget>,
-    /// Sections present in the file that later issues implement (`audit`, `approvals`,
-    /// `git`): accepted and checked, but not active yet.
+    pub git: Vec<GitTarget>,
+    /// Sections present in the file that later issues implement (`audit`, `approvals`):
+    /// accepted and checked, but not active yet.
     pub not_yet_active: Vec<&'static str>,
 }
 
@@ -68,6 +69,60 @@ pub struct PostgresTarget {
     /// Largest client message accepted (Query and Parse included), in bytes.
     pub max_message_bytes: usize,
 }
+
+/// One `[[git]]` entry: a repository served at `/git/<name>.git`.
+#[derive(Debug, Clone)]
+pub struct GitTarget {
+    pub name: String,
+    pub upstream: GitUpstream,
+    /// The gateway's own token for an HTTP(S) upstream (from `upstream_token_env`).
+    pub upstream_token: Option<String>,
+    /// Branch-name globs that are protected (`*` stays within one `/` segment).
+    pub protected: Vec<String>,
+    /// The read-only repository pushes are judged against: the upstream itself when it is
+    /// local, else a bare mirror the gateway keeps (`mirror`, default
+    /// `.portcullis/mirrors/<name>.git` beside the config file).
+    pub mirror: PathBuf,
+    /// Largest push body accepted, in bytes.
+    pub max_push_bytes: u64,
+}
+
+/// Where a repository really lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitUpstream {
+    /// A bare repository on this machine, served with git's own programs.
+    Local(PathBuf),
+    /// A smart-HTTP remote (`https://host/org/app.git`).
+    Http(String),
+}
+
+impl GitUpstream {
+    fn parse(value: &str, base: &Path) -> Result<GitUpstream, String> {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            let rest = value.split_once("://").map_or("", |(_, r)| r);
+            let authority = rest.split('/').next().unwrap_or("");
+            if authority.contains('@') {
+                return Err("credentials in the URL are refused: use upstream_token_env".into());
+            }
+            if authority.is_empty() {
+                return Err(format!("{value:?} has no host"));
+            }
+            return Ok(GitUpstream::Http(value.trim_end_matches('/').to_string()));
+        }
+        if value.contains("://") {
+            return Err(format!(
+                "{value:?}: use a local bare repository path or an http(s):// URL"
+            ));
+        }
+        Ok(GitUpstream::Local(base.join(value)))
+    }
+}
+
+/// Protected branches when a `[[git]]` entry names none.
+pub use crate::git::facts::DEFAULT_PROTECTED;
+
+/// Default cap on one push body (pack included).
+pub const DEFAULT_MAX_PUSH_BYTES: u64 = 2 << 30;
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {

@@ -5,8 +5,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{
-    Config, DEFAULT_MAX_MESSAGE_BYTES, Error, Identity, JwksSource, PostgresTarget, Server,
-    TlsFiles, Upstream,
+    Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUSH_BYTES, DEFAULT_PROTECTED, Error, GitTarget,
+    GitUpstream, Identity, JwksSource, PostgresTarget, Server, TlsFiles, Upstream,
 };
 use crate::policy::Decision;
 
@@ -76,12 +76,13 @@ struct RawPostgres {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // The git gateway issue reads these.
 struct RawGit {
     name: String,
     upstream: String,
     upstream_token_env: Option<String>,
     protected: Option<Vec<String>>,
+    mirror: Option<String>,
+    max_push_bytes: Option<u64>,
 }
 
 impl RawConfig {
@@ -177,6 +178,21 @@ impl RawConfig {
                 "a [[postgres]] listener needs an [identity] section to check tokens",
             ));
         }
+        if !self.git.is_empty() && identity.is_none() {
+            return Err(Error::invalid(
+                path,
+                "identity",
+                "a [[git]] repository needs an [identity] section to check tokens",
+            ));
+        }
+        if !self.git.is_empty() && server.git_listen.is_none() {
+            return Err(Error::invalid(
+                path,
+                "server.git_listen",
+                "[[git]] repositories need server.git_listen",
+            ));
+        }
+        let git = validate_git(self.git, path, base, env)?;
         let mut postgres = Vec::new();
         for (i, p) in self.postgres.into_iter().enumerate() {
             let key = |k: &str| format!("postgres[{i}].{k}");
@@ -229,15 +245,86 @@ impl RawConfig {
         if self.approvals.is_some() {
             not_yet_active.push("approvals");
         }
-        if !self.git.is_empty() {
-            not_yet_active.push("git");
-        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
             identity,
             postgres,
+            git,
             not_yet_active,
         })
     }
+}
+
+fn validate_git(
+    entries: Vec<RawGit>,
+    path: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<GitTarget>, Error> {
+    let mut git: Vec<GitTarget> = Vec::new();
+    for (i, g) in entries.into_iter().enumerate() {
+        let key = |k: &str| format!("git[{i}].{k}");
+        let name_ok = !g.name.is_empty()
+            && g.name != "."
+            && g.name != ".."
+            && g.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(Error::invalid(
+                path,
+                &key("name"),
+                format!("{:?}: use letters, digits, '-', '_' and '.'", g.name),
+            ));
+        }
+        if git.iter().any(|t| t.name == g.name) {
+            return Err(Error::invalid(
+                path,
+                &key("name"),
+                format!("{:?} is used twice", g.name),
+            ));
+        }
+        let upstream = GitUpstream::parse(&g.upstream, base)
+            .map_err(|m| Error::invalid(path, &key("upstream"), m))?;
+        let upstream_token = match g.upstream_token_env {
+            None => None,
+            Some(var) => Some(env(&var).filter(|t| !t.is_empty()).ok_or_else(|| {
+                Error::invalid(
+                    path,
+                    &key("upstream_token_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?),
+        };
+        let protected = g
+            .protected
+            .unwrap_or_else(|| DEFAULT_PROTECTED.iter().map(|p| p.to_string()).collect());
+        for p in &protected {
+            if let Err(e) = globset::GlobBuilder::new(p).literal_separator(true).build() {
+                return Err(Error::invalid(
+                    path,
+                    &key("protected"),
+                    format!("bad glob {p:?}: {e}"),
+                ));
+            }
+        }
+        let mirror = match (&upstream, g.mirror) {
+            (_, Some(m)) => base.join(m),
+            (GitUpstream::Local(dir), None) => dir.clone(),
+            (GitUpstream::Http(_), None) => base
+                .join(".portcullis")
+                .join("mirrors")
+                .join(format!("{}.git", g.name)),
+        };
+        git.push(GitTarget {
+            name: g.name,
+            upstream,
+            upstream_token,
+            protected,
+            mirror,
+            max_push_bytes: g.max_push_bytes.unwrap_or(DEFAULT_MAX_PUSH_BYTES),
+        });
+    }
+    Ok(git)
 }

@@ -92,7 +92,7 @@ impl Target {
         if self.tls {
             let name = rustls::pki_types::ServerName::try_from(self.host.clone())
                 .map_err(|_| format!("`{}` is not a valid TLS server name", self.host))?;
-            let tls = tokio_rustls::TlsConnector::from(tls_config()?)
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(public_tls_config()?))
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS with {} failed ({e})", self.host))?;
@@ -149,7 +149,9 @@ impl Target {
     }
 }
 
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// TLS for public HTTPS endpoints (a JWKS URL, an HTTPS git upstream): rustls with the
+/// ring provider and the webpki roots.
+pub(crate) fn public_tls_config() -> Result<rustls::ClientConfig, String> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -160,7 +162,7 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     .map_err(|e| format!("TLS setup failed ({e})"))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -53,6 +53,8 @@ pub use error::{Error, SQLSTATE_INVALID_AUTHORIZATION, SQLSTATE_INVALID_PASSWORD
 pub use mint::{KeyAlg, MintOptions, generate_key, jwks_for, mint};
 pub use verify::Verifier;
 
+pub(crate) use fetch::public_tls_config;
+
 use crate::policy::value::Agent;
 
 /// Default `groups_claim`.

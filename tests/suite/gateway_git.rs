@@ -1,0 +1,589 @@
+//! The git gateway end to end: the real `git` CLI pushing and fetching through
+//! `portcullis serve` to a local bare upstream and to `git http-backend`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+
+use crate::support::git::{
+    GitGateway, HttpUpstream, UpstreamSpec, git, git_ok, refs, seeded_upstream,
+};
+
+/// An AWS access key id of the documented example shape, assembled at run time so this
+/// file itself holds no secret.
+fn aws_key() -> String {
+    format!("AKIA{}", "IOSFODNN7EXAMPL3")
+}
+
+struct Fixture {
+    root: tempfile::TempDir,
+    upstream: PathBuf,
+    gw: GitGateway,
+    work: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with_rules(None)
+    }
+
+    fn with_rules(rules: Option<&str>) -> Fixture {
+        let root = tempfile::tempdir().unwrap();
+        let upstream = seeded_upstream(root.path(), "app");
+        let gw = GitGateway::start(&[("app", UpstreamSpec::Local(upstream.clone()))], rules);
+        let work = root.path().join("work");
+        let url = gw.url("app", &gw.token("agent-1"));
+        let out = git(root.path(), &["clone", "-q", &url, work.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "clone through the gateway failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.log()
+        );
+        git_ok(&work, &["fetch", "-q", "--tags"]);
+        Fixture {
+            root,
+            upstream,
+            gw,
+            work,
+        }
+    }
+
+    fn commit(&self, path: &str, content: &[u8], message: &str) -> String {
+        let file = self.work.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, content).unwrap();
+        git_ok(&self.work, &["add", "-A"]);
+        git_ok(&self.work, &["commit", "-qm", message]);
+        git_ok(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// `git push` through the gateway: (succeeded, stderr).
+    fn push(&self, args: &[&str]) -> (bool, String) {
+        let mut all = vec!["push", "origin"];
+        all.extend_from_slice(args);
+        let out = git(&self.work, &all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn upstream_refs(&self) -> String {
+        refs(&self.upstream)
+    }
+
+    fn upstream_has(&self, rev: &str) -> String {
+        git_ok(&self.upstream, &["rev-parse", rev])
+    }
+}
+
+/// Asserts a refused push: git failed, printed the rule in a `[remote rejected]` line, and
+/// the upstream's refs did not move.
+fn assert_refused(f: &Fixture, before: &str, result: (bool, String), rule: &str) {
+    let (ok, stderr) = result;
+    assert!(!ok, "push should fail:\n{stderr}");
+    assert!(
+        stderr.contains("[remote rejected]") && stderr.contains(rule),
+        "expected a [remote rejected] line naming {rule}:\n{stderr}\n{}",
+        f.gw.log()
+    );
+    assert!(
+        !stderr.contains("hung up"),
+        "git must get a report, not a dropped connection:\n{stderr}"
+    );
+    assert_eq!(
+        f.upstream_refs(),
+        before,
+        "upstream refs changed after a refusal"
+    );
+}
+
+#[test]
+fn clone_and_fetch_through_the_gateway() {
+    let f = Fixture::new();
+    assert_eq!(
+        git_ok(&f.work, &["rev-parse", "origin/main"]),
+        f.upstream_has("main")
+    );
+    assert!(f.work.join("src.txt").exists());
+    // A change made upstream arrives with fetch (protocol v2, the default).
+    let seed = f.root.path().join("app-seed");
+    std::fs::write(seed.join("later.txt"), "later\n").unwrap();
+    git_ok(&seed, &["add", "."]);
+    git_ok(&seed, &["commit", "-qm", "later"]);
+    git_ok(&seed, &["push", "-q", f.upstream.to_str().unwrap(), "main"]);
+    git_ok(&f.work, &["fetch", "-q"]);
+    assert_eq!(
+        git_ok(&f.work, &["rev-parse", "origin/main"]),
+        f.upstream_has("main")
+    );
+    // Protocol v0 also works.
+    let v0 = f.root.path().join("v0");
+    let url = f.gw.url("app", &f.gw.token("agent-1"));
+    git_ok(
+        f.root.path(),
+        &[
+            "-c",
+            "protocol.version=0",
+            "clone",
+            "-q",
+            &url,
+            v0.to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn fast_forward_push_to_a_feature_branch_reaches_the_upstream() {
+    let f = Fixture::new();
+    git_ok(
+        &f.work,
+        &["checkout", "-q", "-b", "topic", "origin/feature"],
+    );
+    let head = f.commit("notes.md", b"some notes\n", "add notes");
+    let (ok, stderr) = f.push(&["topic:feature"]);
+    assert!(ok, "push failed:\n{stderr}\n{}", f.gw.log());
+    assert_eq!(f.upstream_has("feature"), head);
+    // A new branch too.
+    let (ok, stderr) = f.push(&["HEAD:refs/heads/agent/work"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(f.upstream_has("agent/work"), head);
+}
+
+#[test]
+fn a_push_larger_than_the_post_buffer_is_probed_then_chunked() {
+    let f = Fixture::new();
+    git_ok(&f.work, &["checkout", "-q", "-b", "bulk", "origin/feature"]);
+    let text: String = (0..20_000)
+        .map(|i| format!("line {i} of generated text\n"))
+        .collect();
+    let head = f.commit("data/bulk.txt", text.as_bytes(), "bulk data");
+    let out = git(
+        &f.work,
+        &[
+            "-c",
+            "http.postBuffer=4096",
+            "push",
+            "origin",
+            "bulk:refs/heads/bulk",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        f.gw.log()
+    );
+    assert_eq!(f.upstream_has("bulk"), head);
+}
+
+#[test]
+fn protected_branch_rules() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    // Force push to main: rewrite the last commit.
+    git_ok(&f.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    f.commit("other.txt", b"other\n", "rewritten");
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["--force", "HEAD:main"]),
+        "git.protected-force",
+    );
+    // A fast-forward to main needs review, which is refused until approvals exist.
+    git_ok(&f.work, &["reset", "-q", "--hard", "origin/main"]);
+    f.commit("ff.txt", b"ff\n", "fast forward");
+    let (ok, stderr) = f.push(&["HEAD:main"]);
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.protected-push");
+    assert!(stderr.contains("approval required"), "{stderr}");
+    // Deleting main.
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["--delete", "main"]),
+        "git.protected-delete",
+    );
+    // A force push to an unprotected branch is fine.
+    git_ok(&f.work, &["checkout", "-q", "-b", "f2", "origin/feature"]);
+    git_ok(&f.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    let head = f.commit("f.txt", b"f\n", "rewrite feature");
+    let (ok, stderr) = f.push(&["--force", "f2:feature"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    assert_eq!(f.upstream_has("feature"), head);
+}
+
+#[test]
+fn tags_are_immutable_but_new_tags_are_allowed() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["tag", "-f", "-a", "v1", "-m", "moved", "HEAD~1"]);
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["--force", "refs/tags/v1"]),
+        "git.tag-rewrite",
+    );
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["--delete", "refs/tags/v1"]),
+        "git.tag-rewrite",
+    );
+    git_ok(&f.work, &["tag", "v2"]);
+    let (ok, stderr) = f.push(&["refs/tags/v2"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    assert_eq!(f.upstream_has("v2"), git_ok(&f.work, &["rev-parse", "v2"]));
+}
+
+#[test]
+fn secrets_anywhere_in_the_pushed_history_are_refused() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "leak", "origin/feature"]);
+    let secret = format!("aws_access_key_id = \"{}\"\n", aws_key());
+    let leaky = f.commit("config/app.ini", secret.as_bytes(), "add config");
+    f.commit("README.md", b"# app, documented\n", "docs");
+    let (ok, stderr) = f.push(&["leak:refs/heads/leak"]);
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.secrets");
+    assert!(
+        stderr.contains("config/app.ini"),
+        "finding names the path:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("aws-access-key-id"),
+        "finding names the detector:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&leaky[..7]),
+        "finding names the commit:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(&aws_key()),
+        "the secret itself is never shown:\n{stderr}"
+    );
+    assert!(
+        !f.gw.log().contains(&aws_key()),
+        "the secret is never logged"
+    );
+    // Reverting it in a later commit of the same push does not hide it.
+    git_ok(&f.work, &["rm", "-q", "config/app.ini"]);
+    git_ok(&f.work, &["commit", "-qm", "remove config"]);
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["leak:refs/heads/leak"]),
+        "git.secrets",
+    );
+}
+
+#[test]
+fn secret_files_and_large_files_are_refused() {
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/git.rules"))
+        .unwrap()
+        .replace("push.largest_blob > 50MiB", "push.largest_blob > 64KiB");
+    let f = Fixture::with_rules(Some(&rules));
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "env", "origin/feature"]);
+    f.commit("deploy/.env", b"DEBUG=1\n", "env file");
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["env:refs/heads/env"]),
+        "git.secret-files",
+    );
+    // An example env file is fine.
+    git_ok(
+        &f.work,
+        &["checkout", "-q", "-b", "example", "origin/feature"],
+    );
+    f.commit(".env.example", b"DEBUG=\n", "example env");
+    let (ok, stderr) = f.push(&["example:refs/heads/example"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "big", "origin/feature"]);
+    let big: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    f.commit("assets/blob.bin", &big, "big binary");
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["big:refs/heads/big"]),
+        "git.large-file",
+    );
+}
+
+#[test]
+fn one_bad_ref_refuses_the_whole_push() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "good", "origin/feature"]);
+    f.commit("good.txt", b"good\n", "good change");
+    git_ok(&f.work, &["checkout", "-q", "-b", "bad", "origin/main"]);
+    git_ok(&f.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    f.commit("bad.txt", b"bad\n", "rewrite main");
+    let (ok, stderr) = f.push(&["--force", "good:feature", "bad:main"]);
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.protected-force");
+    assert!(
+        stderr.contains("feature") && stderr.contains("all-or-nothing"),
+        "the good ref says why it was not applied:\n{stderr}"
+    );
+}
+
+#[test]
+fn push_options_and_prompt_are_recorded() {
+    let f = Fixture::new();
+    git_ok(&f.work, &["checkout", "-q", "-b", "opt", "origin/feature"]);
+    f.commit("o.txt", b"o\n", "with options");
+    let (ok, stderr) = f.push(&["-o", "prompt=fix the login bug", "opt:refs/heads/opt"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    let log = f.gw.log();
+    assert!(
+        log.contains("\"prompt\":\"fix the login bug\"")
+            && log.contains("\"decision\":\"allowed\""),
+        "the push event carries the prompt and decision:\n{log}"
+    );
+}
+
+#[test]
+fn tokens_and_repositories_are_checked() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    // No credentials at all: 401 with a challenge, so git asks for them.
+    let resp = http(
+        f.gw.port,
+        "GET",
+        "/git/app.git/info/refs?service=git-upload-pack",
+        &[],
+        b"",
+    );
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{resp}"
+    );
+    // A forged token.
+    let out = git(f.root.path(), &["ls-remote", &f.gw.url("app", "not.a.jwt")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Authentication failed") || err.contains("401"),
+        "{err}"
+    );
+    // A token from another key.
+    let foreign = foreign_token();
+    git_ok(&f.work, &["checkout", "-q", "-b", "x", "origin/feature"]);
+    f.commit("x.txt", b"x\n", "x");
+    let out = git(
+        &f.work,
+        &["push", &f.gw.url("app", &foreign), "x:refs/heads/x"],
+    );
+    assert!(!out.status.success());
+    assert_eq!(f.upstream_refs(), before);
+    // Bearer works as well as Basic.
+    let token = f.gw.token("agent-1");
+    let resp = http(
+        f.gw.port,
+        "GET",
+        "/git/app.git/info/refs?service=git-receive-pack",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("push-options"),
+        "push options are advertised: {resp}"
+    );
+    // An unknown repository.
+    let resp = http(
+        f.gw.port,
+        "GET",
+        "/git/nope.git/info/refs?service=git-upload-pack",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+#[test]
+fn malformed_pushes_get_clean_errors_and_touch_nothing() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    let token = f.gw.token("agent-1");
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/x-git-receive-pack-request"),
+    ];
+    let path = "/git/app.git/git-receive-pack";
+    // A real pack for a new branch, produced by git itself.
+    git_ok(&f.work, &["checkout", "-q", "-b", "mal", "origin/feature"]);
+    let new = f.commit("m.txt", b"m\n", "m");
+    let old = git_ok(&f.work, &["rev-parse", "origin/feature"]);
+    let pack = pack_objects(&f.work, &new, &old);
+    let zero = "0".repeat(40);
+    let command = pkt(&format!(
+        "{zero} {new} refs/heads/mal\0report-status side-band-64k agent=test\n"
+    ));
+    // 1. Corrupt pack: flip bytes in the middle.
+    let mut corrupt = pack.clone();
+    let mid = corrupt.len() / 2;
+    for b in &mut corrupt[mid..mid + 8] {
+        *b ^= 0xff;
+    }
+    let body = [command.as_bytes(), b"0000", &corrupt].concat();
+    let resp = http(f.gw.port, "POST", path, &headers, &body);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("unpack ") && !resp.contains("unpack ok"),
+        "{resp}"
+    );
+    assert!(resp.contains("ng refs/heads/mal"), "{resp}");
+    // 2. Truncated body: the pack cut short.
+    let body = [command.as_bytes(), b"0000", &pack[..pack.len() / 2]].concat();
+    let resp = http(f.gw.port, "POST", path, &headers, &body);
+    assert!(resp.contains("ng refs/heads/mal"), "{resp}");
+    // 3. A malformed pkt-line.
+    let resp = http(f.gw.port, "POST", path, &headers, b"00zzgarbage");
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("portcullis:"), "{resp}");
+    // 4. The command list cut before its flush.
+    let resp = http(f.gw.port, "POST", path, &headers, command.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(f.upstream_refs(), before, "upstream untouched");
+    // The gateway still serves everyone else.
+    let (ok, stderr) = f.push(&["mal:refs/heads/mal"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+}
+
+#[test]
+fn http_upstream_with_the_gateways_own_token() {
+    let root = tempfile::tempdir().unwrap();
+    let repos = root.path().join("srv");
+    std::fs::create_dir_all(&repos).unwrap();
+    let bare = seeded_upstream(&repos, "svc");
+    let upstream = HttpUpstream::start(&repos, "upstream-secret-token");
+    let gw = GitGateway::start(
+        &[(
+            "svc",
+            UpstreamSpec::Http {
+                url: upstream.url("svc"),
+                token: "upstream-secret-token".into(),
+            },
+        )],
+        None,
+    );
+    let token = gw.token("agent-7");
+    let work = root.path().join("work");
+    let out = git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            &gw.url("svc", &token),
+            work.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    // An allowed push reaches the HTTP upstream.
+    git_ok(&work, &["checkout", "-q", "-b", "topic", "origin/feature"]);
+    std::fs::write(work.join("t.txt"), "t\n").unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "t"]);
+    let head = git_ok(&work, &["rev-parse", "HEAD"]);
+    let out = git(&work, &["push", "origin", "topic:feature"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert_eq!(git_ok(&bare, &["rev-parse", "feature"]), head);
+    // A denied one does not.
+    let before = refs(&bare);
+    git_ok(&work, &["reset", "-q", "--hard", "HEAD~2"]);
+    std::fs::write(work.join("r.txt"), "r\n").unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "r"]);
+    let out = git(&work, &["push", "--force", "origin", "HEAD:main"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("git.protected-force"),
+        "{err}"
+    );
+    assert_eq!(refs(&bare), before);
+    // The upstream only ever saw the gateway's credentials, never the agent's JWT.
+    let seen = upstream.seen_auth.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|a| !a.contains(&token) && !a.is_empty()),
+        "{seen:?}"
+    );
+}
+
+/// A well-formed token signed by a key the gateway does not trust.
+fn foreign_token() -> String {
+    use portcullis::identity::{self, KeyAlg, MintOptions};
+    let key = identity::generate_key(KeyAlg::Es256).unwrap();
+    identity::mint(
+        &key,
+        MintOptions {
+            sub: "intruder".into(),
+            groups: vec![],
+            ttl: std::time::Duration::from_secs(600),
+            issuer: crate::support::gateway::ISSUER.into(),
+            audience: crate::support::gateway::AUDIENCE.into(),
+            agent: None,
+            kid: None,
+        },
+    )
+    .unwrap()
+}
+
+/// `git pack-objects` for `new` minus `old`, as a push would send it (thin).
+fn pack_objects(dir: &Path, new: &str, old: &str) -> Vec<u8> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("git")
+        .current_dir(dir)
+        .args(["pack-objects", "--thin", "--stdout", "--revs", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{new}\n^{old}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+fn pkt(line: &str) -> String {
+    format!("{:04x}{line}", line.len() + 4)
+}
+
+/// One HTTP/1.1 request over a fresh connection; the whole response as text (lossy).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
