@@ -12,16 +12,18 @@
 #
 # Environment:
 #   COMMITS         commits in the test repository (default 3000)
-#   FILE_KB         KiB of new text per commit (default 48)
+#   FILE_KB         KiB of new text per commit (default 80)
 #   ROUNDS          measured rounds (default 3); the median is reported
 #   PORTCULLIS_BIN  use this binary instead of `cargo build --release`
 #   CARGO_TARGET_DIR  (default /var/tmp/portcullis-target)
+#   PORTCULLIS_LOG  the gateway's log filter (default warn; portcullis=debug shows where a
+#                   push's time goes); the log is $TMP/gateway.log
 #   KEEP_TMP=1      keep the temp dir
 
 set -euo pipefail
 
 COMMITS="${COMMITS:-3000}"
-FILE_KB="${FILE_KB:-48}"
+FILE_KB="${FILE_KB:-80}"
 ROUNDS="${ROUNDS:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portcullis-target}"
 ISSUER="https://idp.bench.invalid/"
@@ -81,8 +83,6 @@ for i in range(commits):
     out.write(b"commit refs/heads/main\n")
     out.write(b"committer Bench <bench@example.com> %d +0000\n" % (1700000000 + i))
     out.write(b"data %d\n%s" % (len(msg), msg))
-    if i:
-        out.write(b"from refs/heads/main^0\n")
     out.write(b"M 100644 inline src/m%03d/f%05d.rs\n" % (i % 100, i))
     out.write(b"data %d\n%s\n" % (len(data), data))
 PY
@@ -110,7 +110,7 @@ name = "bench"
 upstream = "$TMP/via-gateway.git"
 EOF
 git init -q --bare "$TMP/via-gateway.git"
-PORTCULLIS_LOG=warn "$BIN" serve --config "$TMP/portcullis.toml" 2>"$TMP/gateway.log" &
+PORTCULLIS_LOG="${PORTCULLIS_LOG:-warn}" "$BIN" serve --config "$TMP/portcullis.toml" 2>"$TMP/gateway.log" &
 GATEWAY_PID=$!
 for _ in $(seq 300); do
     (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break

@@ -229,11 +229,34 @@ pub fn inspect(
         files: 0,
         tree_entries: 0,
     };
+    if let Some(q) = quarantine {
+        inspector.blobs = scan_pack(q, opts)?;
+    }
     inspector.hide(updates)?;
     updates
         .iter()
         .map(|u| inspector.update(u, protected))
         .collect()
+}
+
+/// Every blob of the pushed pack, sized and scanned in one pass over the pack; blobs the
+/// walk meets outside the pack (in the mirror) are read and scanned one by one later.
+fn scan_pack(
+    quarantine: &Quarantine,
+    opts: &InspectOptions,
+) -> Result<HashMap<ObjectId, BlobInfo>, InspectError> {
+    let found = Mutex::new(HashMap::new());
+    let limit = usize::try_from(opts.scan_limit).unwrap_or(usize::MAX);
+    quarantine.for_each_blob(opts.threads, limit, |id, bytes| {
+        let info = BlobInfo {
+            size: bytes.len() as u64,
+            scan: Scan::Findings(scanner().scan(bytes)),
+        };
+        if let Ok(mut map) = found.lock() {
+            map.insert(id, info);
+        }
+    })?;
+    found.into_inner().map_err(|_| InspectError::Scanner)
 }
 
 /// A file of a commit before its blob is sized and scanned.

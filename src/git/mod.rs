@@ -11,6 +11,7 @@ pub use http::GitGateway;
 pub mod facts;
 pub mod history;
 pub mod http;
+mod intake;
 pub mod pack;
 pub mod pktline;
 pub mod push;

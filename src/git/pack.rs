@@ -244,6 +244,61 @@ impl Quarantine {
     pub fn num_objects(&self) -> u32 {
         self.objects
     }
+
+    /// Calls `visit` with the id and bytes of every blob in the pack, each decoded exactly
+    /// once: gix's delta-tree traversal resolves every base a single time, where looking
+    /// blobs up one by one would inflate long delta chains again for each of them.
+    /// Blobs over `max_blob_bytes` are not decoded (their size still comes from the walk).
+    pub fn for_each_blob<F>(
+        &self,
+        threads: usize,
+        max_blob_bytes: usize,
+        visit: F,
+    ) -> Result<(), PackError>
+    where
+        F: Fn(gix::ObjectId, &[u8]) + Send + Sync + Clone,
+    {
+        let Some(data_path) = &self.pack else {
+            return Ok(());
+        };
+        let index_path = data_path.with_extension("idx");
+        let corrupt = |e: gix::Error| PackError::Corrupt(e);
+        let index = pack::index::File::at(&index_path, gix::hash::Kind::Sha1).map_err(corrupt)?;
+        let data = pack::data::File::at(data_path, gix::hash::Kind::Sha1).map_err(corrupt)?;
+        let interrupt = AtomicBool::new(false);
+        let processor = move |kind: gix::object::Kind,
+                              bytes: &[u8],
+                              entry: &pack::index::Entry,
+                              _: &dyn gix::progress::Progress|
+              -> gix::Result {
+            if kind == gix::object::Kind::Blob && bytes.len() <= max_blob_bytes {
+                visit(entry.oid, bytes);
+            }
+            Ok(())
+        };
+        let options = pack::index::traverse::Options {
+            traversal: pack::index::traverse::Algorithm::DeltaTreeLookup,
+            thread_limit: Some(threads.max(1)),
+            // Checksums were verified while the pack was indexed, moments ago.
+            check: pack::index::traverse::SafetyCheck::SkipFileAndObjectChecksumVerification,
+            alloc_limit_bytes: None,
+            make_pack_lookup_cache: || pack::cache::Never,
+        };
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            index.traverse(
+                &data,
+                &mut gix::progress::Discard,
+                &interrupt,
+                processor,
+                options,
+            )
+        }));
+        match done {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(PackError::Corrupt(e)),
+            Err(panic) => Err(PackError::Panicked(panic_message(&panic))),
+        }
+    }
 }
 
 /// Opens a repository for reading only: no environment, no global config, no replacement

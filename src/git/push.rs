@@ -20,6 +20,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use super::facts::{PushFacts, RefFacts};
 use super::history::{self, Hidden, InspectOptions, Update};
 use super::http::Repo;
+use super::intake::{self, Go};
 use super::pack::Quarantine;
 use super::receive::{self, Request};
 use super::upstream::{self, ByteStream, Service};
@@ -30,7 +31,7 @@ use crate::policy::{Decision, RuleSet, Verdict};
 
 /// The command section (commands, capabilities, push options) must fit in this much of
 /// the body; the pack after it may be as large as `max_push_bytes`.
-const MAX_COMMAND_SECTION: usize = 16 << 20;
+pub(super) const MAX_COMMAND_SECTION: usize = 16 << 20;
 
 pub struct PushRequest {
     pub agent: Agent,
@@ -78,25 +79,28 @@ pub async fn receive(
         .prefix("portcullis-push-")
         .tempdir()?;
     let body_path = spool.path().join("body");
-    spool_body(req.body, &body_path, repo.target.max_push_bytes).await?;
-    if req.gzip {
+    let limit = repo.target.max_push_bytes;
+    // A gzipped body (git never sends one for a push, but HTTP allows it) is taken whole,
+    // then unpacked; a plain one is indexed as it arrives.
+    let (request, intake) = if req.gzip {
         let raw = spool.path().join("body.gz");
-        std::fs::rename(&body_path, &raw)?;
-        let limit = repo.target.max_push_bytes;
+        spool_body(req.body, &raw, limit).await?;
         let (from, to) = (raw.clone(), body_path.clone());
         tokio::task::spawn_blocking(move || gunzip(&from, &to, limit))
             .await
             .map_err(std::io::Error::other)??;
-    }
-    let request = {
         let mut head = Vec::new();
         std::fs::File::open(&body_path)?
             .take(MAX_COMMAND_SECTION as u64)
             .read_to_end(&mut head)?;
-        receive::parse_request(&head).map_err(|e| match e {
+        let request = receive::parse_request(&head).map_err(|e| match e {
             receive::RequestError::Truncated => PushError::Truncated,
             e => PushError::Malformed(e.to_string()),
-        })?
+        })?;
+        (request, None)
+    } else {
+        let (request, intake) = intake::start(req.body, &body_path, limit).await?;
+        (request, Some(intake))
     };
     if request.commands.is_empty() {
         // The probe git sends before a large chunked push: nothing to judge or apply.
@@ -145,17 +149,42 @@ pub async fn receive(
         return refuse_all(&request, Ok(()), why);
     }
 
-    let inspected = {
-        let mirror = repo.upstream.mirror().to_path_buf();
-        let quarantine = spool.path().join("quarantine");
-        let protected = repo.protected.clone();
-        let (body_path, request) = (body_path.clone(), request.clone());
-        tokio::task::spawn_blocking(move || {
-            inspect(&mirror, &quarantine, &body_path, &request, &protected)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+    let prepared = started.elapsed();
+    let mirror = repo.upstream.mirror().to_path_buf();
+    let quarantine_dir = spool.path().join("quarantine");
+    let quarantine = match intake {
+        Some(intake) => intake
+            .finish(Go {
+                mirror: mirror.clone(),
+                quarantine: quarantine_dir,
+            })
+            .await?
+            .map_err(Failure::Unpack),
+        None if request.needs_pack() => {
+            let (mirror, body_path, offset) =
+                (mirror.clone(), body_path.clone(), request.pack_offset);
+            tokio::task::spawn_blocking(move || {
+                index_file(&mirror, &quarantine_dir, &body_path, offset)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        }
+        None => Ok(None),
     };
+    let spooled = started.elapsed();
+    let inspected = match quarantine {
+        Ok(quarantine) => {
+            let protected = repo.protected.clone();
+            let request = request.clone();
+            tokio::task::spawn_blocking(move || {
+                inspect(&mirror, quarantine.as_ref(), &request, &protected)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        }
+        Err(e) => Err(e),
+    };
+    let judged = started.elapsed();
     let mut facts = match inspected {
         Ok(f) => f,
         Err(Failure::Unpack(why)) => {
@@ -253,6 +282,13 @@ pub async fn receive(
             return refuse_all(&request, Ok(()), why);
         }
     };
+    tracing::debug!(
+        repo = %repo.target.name,
+        received_ms = spooled.as_millis() as u64,
+        prepare_ms = prepared.as_millis() as u64,
+        inspect_ms = (judged - spooled).as_millis() as u64,
+        "push judged; forwarding"
+    );
     log.record("allowed", &deciding, &monitored, None);
     let mut notes = Vec::new();
     for m in &monitored {
@@ -281,10 +317,27 @@ enum Failure {
     Inspect(String),
 }
 
-fn inspect(
+/// Indexes the pack of a spooled body (the gzip path) into `quarantine`.
+fn index_file(
     mirror: &Path,
     quarantine: &Path,
     body: &Path,
+    pack_offset: usize,
+) -> Result<Option<Quarantine>, Failure> {
+    let unpack = |e: &dyn std::fmt::Display| Failure::Unpack(e.to_string());
+    std::fs::create_dir_all(quarantine).map_err(|e| unpack(&e))?;
+    let mut file = std::fs::File::open(body).map_err(|e| unpack(&e))?;
+    file.seek(SeekFrom::Start(pack_offset as u64))
+        .map_err(|e| unpack(&e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    Quarantine::index(&mut reader, quarantine, mirror)
+        .map(Some)
+        .map_err(|e| unpack(&e))
+}
+
+fn inspect(
+    mirror: &Path,
+    quarantine: Option<&Quarantine>,
     request: &Request,
     protected: &super::facts::Protected,
 ) -> Result<Vec<(RefFacts, PushFacts)>, Failure> {
@@ -293,25 +346,11 @@ fn inspect(
         .iter()
         .map(|c| Update::new(c.old, c.new, c.name.clone()))
         .collect();
-    let quarantine = if request.needs_pack() {
-        std::fs::create_dir_all(quarantine).map_err(|e| Failure::Unpack(e.to_string()))?;
-        let mut file = std::fs::File::open(body).map_err(|e| Failure::Unpack(e.to_string()))?;
-        file.seek(SeekFrom::Start(request.pack_offset as u64))
-            .map_err(|e| Failure::Unpack(e.to_string()))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        Some(
-            Quarantine::index(&mut reader, quarantine, mirror)
-                .map_err(|e| Failure::Unpack(e.to_string()))?,
-        )
-    } else {
-        None
-    };
     let options = InspectOptions {
         hidden: Hidden::AllRefs,
         ..InspectOptions::default()
     };
-
-    history::inspect(mirror, quarantine.as_ref(), &updates, protected, &options)
+    history::inspect(mirror, quarantine, &updates, protected, &options)
         .map_err(|e| Failure::Inspect(e.to_string()))
 }
 

@@ -453,8 +453,25 @@ fn malformed_pushes_get_clean_errors_and_touch_nothing() {
     let resp = http(f.gw.port, "POST", path, &headers, command.as_bytes());
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert_eq!(f.upstream_refs(), before, "upstream untouched");
+    // 5. An unknown content encoding.
+    let mut enc = headers.to_vec();
+    enc.push(("Content-Encoding", "br"));
+    let resp = http(f.gw.port, "POST", path, &enc, b"0000");
+    assert!(resp.starts_with("HTTP/1.1 415"), "{resp}");
+    assert_eq!(f.upstream_refs(), before, "upstream untouched");
+    // A well-formed gzipped body is accepted (HTTP allows it; git itself never sends one).
+    let body = [command.as_bytes(), b"0000", &pack].concat();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&body).unwrap();
+    let mut enc = headers.to_vec();
+    enc.push(("Content-Encoding", "gzip"));
+    let resp = http(f.gw.port, "POST", path, &enc, &gz.finish().unwrap());
+    assert!(resp.contains("ok refs/heads/mal"), "{resp}\n{}", f.gw.log());
+    assert_eq!(f.upstream_has("mal"), new);
     // The gateway still serves everyone else.
-    let (ok, stderr) = f.push(&["mal:refs/heads/mal"]);
+    git_ok(&f.work, &["checkout", "-q", "-b", "mal2", "mal"]);
+    f.commit("m2.txt", b"m2\n", "m2");
+    let (ok, stderr) = f.push(&["mal2:refs/heads/mal2"]);
     assert!(ok, "{stderr}\n{}", f.gw.log());
 }
 
@@ -586,4 +603,92 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn check_push_judges_a_local_ref_update() {
+    use crate::support::portcullis;
+    let root = tempfile::tempdir().unwrap();
+    let upstream = seeded_upstream(root.path(), "app");
+    let work = root.path().join("work");
+    git_ok(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let repo = work.to_str().unwrap();
+    // A rewrite of main: denied, exit 10, the rule named.
+    git_ok(&work, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(work.join("x.txt"), "x\n").unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "rewrite"]);
+    let (code, out, err) = portcullis(&[
+        "check",
+        "push",
+        "--repo",
+        repo,
+        "origin/main",
+        "HEAD",
+        "main",
+    ]);
+    assert_eq!(code, 10, "{out}{err}");
+    assert!(
+        out.contains("git.protected-force") && out.contains("forced"),
+        "{out}"
+    );
+    // The same commit on a new feature branch: allowed, with its facts in JSON.
+    let (code, out, err) = portcullis(&[
+        "check",
+        "push",
+        "--repo",
+        repo,
+        "--json",
+        "0",
+        "HEAD",
+        "refs/heads/topic",
+        "--known",
+        "origin/main",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["ref"]["kind"], "create");
+    assert_eq!(v["push"]["commits"].as_array().unwrap().len(), 1, "{out}");
+    // A secret: denied, and the finding names path and detector, never the value.
+    std::fs::write(work.join("cfg.ini"), format!("key = {}\n", aws_key())).unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "cfg"]);
+    let (code, out, _) = portcullis(&[
+        "check",
+        "push",
+        "--repo",
+        repo,
+        "origin/feature",
+        "HEAD",
+        "feature",
+    ]);
+    assert_eq!(code, 10, "{out}");
+    assert!(
+        out.contains("git.secrets") && out.contains("cfg.ini"),
+        "{out}"
+    );
+    assert!(!out.contains(&aws_key()), "{out}");
+    // Bad usage: not a repository, not a revision.
+    let (code, _, err) = portcullis(&["check", "push", "--repo", "/nonexistent", "0", "HEAD", "x"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = portcullis(&[
+        "check",
+        "push",
+        "--repo",
+        repo,
+        "no-such-rev",
+        "HEAD",
+        "main",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no-such-rev"), "{err}");
 }
