@@ -5,9 +5,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{
-    Config, DEFAULT_MAX_MESSAGE_BYTES, Error, Identity, JwksSource, PostgresTarget, Server,
-    TlsFiles, Upstream,
+    Audit, Config, DEFAULT_AUDIT_PATH, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RESULT_ROWS, Error,
+    Identity, JwksSource, PostgresTarget, Server, TlsFiles, Upstream,
 };
+use crate::audit::Durability;
 use crate::policy::Decision;
 
 #[derive(Deserialize, Default)]
@@ -16,7 +17,6 @@ pub struct RawConfig {
     #[serde(default)]
     server: RawServer,
     identity: Option<RawIdentity>,
-    /// Read by the audit issue; accepted now so the spec's example config loads.
     audit: Option<RawAudit>,
     approvals: Option<RawApprovals>,
     #[serde(default)]
@@ -47,7 +47,6 @@ struct RawIdentity {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // The audit issue reads these.
 struct RawAudit {
     path: Option<String>,
     result_rows: Option<u32>,
@@ -222,8 +221,26 @@ impl RawConfig {
                 max_message_bytes: p.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             });
         }
+        let audit = match self.audit {
+            None => None,
+            Some(a) => Some(Audit {
+                path: base.join(a.path.as_deref().unwrap_or(DEFAULT_AUDIT_PATH)),
+                result_rows: a.result_rows.unwrap_or(DEFAULT_RESULT_ROWS),
+                durability: match a.durability.as_deref() {
+                    None => Durability::default(),
+                    Some(d) => Durability::parse(d).ok_or_else(|| {
+                        Error::invalid(
+                            path,
+                            "audit.durability",
+                            format!("{d:?}: expected \"writes\", \"all\" or \"async\""),
+                        )
+                    })?,
+                },
+            }),
+        };
         let mut not_yet_active = Vec::new();
-        if self.audit.is_some() {
+        // The gateways do not record into the store yet (the wiring is the next step).
+        if audit.is_some() {
             not_yet_active.push("audit");
         }
         if self.approvals.is_some() {
@@ -237,6 +254,7 @@ impl RawConfig {
             server,
             identity,
             postgres,
+            audit,
             not_yet_active,
         })
     }
