@@ -47,6 +47,8 @@ pub const FORMAT: &str = "sha256-v1";
 /// `prev_hash` of the first event.
 pub const GENESIS: [u8; 32] = [0; 32];
 const MAGIC: &[u8] = b"PCAUDIT1";
+/// Events [`verify`] reads per query.
+const VERIFY_CHUNK: i64 = 50_000;
 
 /// The hashed fields of one event, borrowed from an [`Event`] (writer) or from a row
 /// read back (verifier), so both hash exactly the same bytes.
@@ -271,6 +273,10 @@ pub fn verify(path: &std::path::Path) -> Result<Report, Error> {
 
 /// Checks the chain over an open connection.
 pub fn verify_connection(conn: &Connection) -> Result<Report, Error> {
+    verify_in_chunks(conn, VERIFY_CHUNK)
+}
+
+fn verify_in_chunks(conn: &Connection, chunk: i64) -> Result<Report, Error> {
     let mut refs: HashMap<String, Vec<RefUpdate>> = HashMap::new();
     {
         let mut stmt = conn
@@ -300,10 +306,10 @@ pub fn verify_connection(conn: &Connection) -> Result<Report, Error> {
             "SELECT event_id, session_id, seq, epoch_us(ts), protocol, target, subject, groups, \
              client_addr, prompt, kind, statement, fingerprint, decision, rule_ids, \
              monitored_rules, message, rows, masked_columns, result, duration_us, error, \
-             prev_hash, hash FROM events ORDER BY seq",
+             prev_hash, hash, rowid FROM events \
+             WHERE seq > ? OR (seq = ? AND rowid > ?) ORDER BY seq, rowid LIMIT ?",
         )
         .map_err(Error::query)?;
-    let mut rows = stmt.query([]).map_err(Error::query)?;
     let mut prev = GENESIS;
     let mut expected_seq = 1i64;
     let mut checked = 0u64;
@@ -315,120 +321,140 @@ pub fn verify_connection(conn: &Connection) -> Result<Report, Error> {
         event_id: event_id.to_string(),
         reason,
     };
-    while let Some(r) = rows.next().map_err(Error::query)? {
-        let s = |i| r.get::<_, String>(i).map_err(Error::query);
-        let o = |i| r.get::<_, Option<String>>(i).map_err(Error::query);
-        let n = |i| r.get::<_, Option<i64>>(i).map_err(Error::query);
-        let l = |i| -> Result<Option<Vec<String>>, Error> {
-            match r.get::<_, Value>(i).map_err(Error::query)? {
-                Value::Null => Ok(None),
-                Value::List(items) => items
-                    .into_iter()
-                    .map(|v| match v {
-                        Value::Text(t) => Ok(t),
-                        other => Err(Error::Query(format!(
-                            "column {} holds {other:?}, not text",
-                            super::schema::EVENT_COLUMNS[i]
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Some),
-                other => Err(Error::Query(format!(
-                    "column {} holds {other:?}, not a list",
-                    super::schema::EVENT_COLUMNS[i]
-                ))),
-            }
-        };
-        let event_id = s(0)?;
-        let seq: i64 = r.get(2).map_err(Error::query)?;
-        let fail = |reason: String| broken(expected_seq, &event_id, reason);
-        if seq != expected_seq {
-            let reason = if seq > expected_seq {
-                format!(
-                    "seq jumps from {} to {seq}: events are missing",
-                    expected_seq - 1
-                )
-            } else {
-                format!("seq {seq} appears again after {}", expected_seq - 1)
+    // Chunks in (seq, rowid) order keep memory flat however long the chain is.
+    let (mut last_seq, mut last_rowid) = (i64::MIN, i64::MIN);
+    loop {
+        let mut rows = stmt
+            .query(duckdb::params![
+                last_seq,
+                last_seq,
+                last_rowid,
+                VERIFY_CHUNK
+            ])
+            .map_err(Error::query)?;
+        let mut in_chunk = 0i64;
+        while let Some(r) = rows.next().map_err(Error::query)? {
+            in_chunk += 1;
+            last_rowid = r.get(24).map_err(Error::query)?;
+            let s = |i| r.get::<_, String>(i).map_err(Error::query);
+            let o = |i| r.get::<_, Option<String>>(i).map_err(Error::query);
+            let n = |i| r.get::<_, Option<i64>>(i).map_err(Error::query);
+            let l = |i| -> Result<Option<Vec<String>>, Error> {
+                match r.get::<_, Value>(i).map_err(Error::query)? {
+                    Value::Null => Ok(None),
+                    Value::List(items) => items
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::Text(t) => Ok(t),
+                            other => Err(Error::Query(format!(
+                                "column {} holds {other:?}, not text",
+                                super::schema::EVENT_COLUMNS[i]
+                            ))),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Some),
+                    other => Err(Error::Query(format!(
+                        "column {} holds {other:?}, not a list",
+                        super::schema::EVENT_COLUMNS[i]
+                    ))),
+                }
             };
-            return Ok(Report {
-                events: checked,
-                head,
-                broken: Some(fail(reason)),
-            });
-        }
-        let (groups, rule_ids, monitored, masked) = match (l(7), l(14), l(15), l(18)) {
-            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            let event_id = s(0)?;
+            let seq: i64 = r.get(2).map_err(Error::query)?;
+            last_seq = seq;
+            let fail = |reason: String| broken(expected_seq, &event_id, reason);
+            if seq != expected_seq {
+                let reason = if seq > expected_seq {
+                    format!(
+                        "seq jumps from {} to {seq}: events are missing",
+                        expected_seq - 1
+                    )
+                } else {
+                    format!("seq {seq} appears again after {}", expected_seq - 1)
+                };
                 return Ok(Report {
                     events: checked,
                     head,
-                    broken: Some(fail(e.to_string())),
+                    broken: Some(fail(reason)),
                 });
             }
-        };
-        let no_refs = Vec::new();
-        let event_refs = refs.get(&event_id).unwrap_or(&no_refs);
-        if !event_refs.is_empty() {
-            seen_pushes += 1;
-        }
-        let (session_id, protocol, target, kind, decision) = (s(1)?, s(4)?, s(5)?, s(10)?, s(13)?);
-        let (subject, client_addr, prompt, statement, fingerprint) =
-            (o(6)?, o(8)?, o(9)?, o(11)?, o(12)?);
-        let (message, result, error) = (o(16)?, o(19)?, o(21)?);
-        let fields = Fields {
-            seq,
-            event_id: &event_id,
-            session_id: &session_id,
-            ts_us: r.get(3).map_err(Error::query)?,
-            protocol: &protocol,
-            target: &target,
-            subject: subject.as_deref(),
-            groups: groups.as_deref(),
-            client_addr: client_addr.as_deref(),
-            prompt: prompt.as_deref(),
-            kind: &kind,
-            statement: statement.as_deref(),
-            fingerprint: fingerprint.as_deref(),
-            decision: &decision,
-            rule_ids: rule_ids.as_deref(),
-            monitored_rules: monitored.as_deref(),
-            message: message.as_deref(),
-            rows: n(17)?,
-            masked_columns: masked.as_deref(),
-            result: result.as_deref(),
-            duration_us: n(20)?,
-            error: error.as_deref(),
-            refs: event_refs,
-        };
-        let (stored_prev, stored_hash) = (s(22)?, s(23)?);
-        if unhex32(&stored_prev) != Some(prev) {
-            return Ok(Report {
-                events: checked,
-                head,
-                broken: Some(fail(format!(
-                    "prev_hash {stored_prev} is not the previous event's hash {}",
-                    hex(&prev)
-                ))),
+            let (groups, rule_ids, monitored, masked) = match (l(7), l(14), l(15), l(18)) {
+                (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+                (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                    return Ok(Report {
+                        events: checked,
+                        head,
+                        broken: Some(fail(e.to_string())),
+                    });
+                }
+            };
+            let no_refs = Vec::new();
+            let event_refs = refs.get(&event_id).unwrap_or(&no_refs);
+            if !event_refs.is_empty() {
+                seen_pushes += 1;
+            }
+            let (session_id, protocol, target, kind, decision) =
+                (s(1)?, s(4)?, s(5)?, s(10)?, s(13)?);
+            let (subject, client_addr, prompt, statement, fingerprint) =
+                (o(6)?, o(8)?, o(9)?, o(11)?, o(12)?);
+            let (message, result, error) = (o(16)?, o(19)?, o(21)?);
+            let fields = Fields {
+                seq,
+                event_id: &event_id,
+                session_id: &session_id,
+                ts_us: r.get(3).map_err(Error::query)?,
+                protocol: &protocol,
+                target: &target,
+                subject: subject.as_deref(),
+                groups: groups.as_deref(),
+                client_addr: client_addr.as_deref(),
+                prompt: prompt.as_deref(),
+                kind: &kind,
+                statement: statement.as_deref(),
+                fingerprint: fingerprint.as_deref(),
+                decision: &decision,
+                rule_ids: rule_ids.as_deref(),
+                monitored_rules: monitored.as_deref(),
+                message: message.as_deref(),
+                rows: n(17)?,
+                masked_columns: masked.as_deref(),
+                result: result.as_deref(),
+                duration_us: n(20)?,
+                error: error.as_deref(),
+                refs: event_refs,
+            };
+            let (stored_prev, stored_hash) = (s(22)?, s(23)?);
+            if unhex32(&stored_prev) != Some(prev) {
+                return Ok(Report {
+                    events: checked,
+                    head,
+                    broken: Some(fail(format!(
+                        "prev_hash {stored_prev} is not the previous event's hash {}",
+                        hex(&prev)
+                    ))),
+                });
+            }
+            let computed = fields.hash(&prev, &mut scratch);
+            if unhex32(&stored_hash) != Some(computed) {
+                return Ok(Report {
+                    events: checked,
+                    head,
+                    broken: Some(fail(
+                        "the row's content does not match its hash: it was edited".to_string(),
+                    )),
+                });
+            }
+            prev = computed;
+            checked += 1;
+            head = Some(Head {
+                seq,
+                hash: stored_hash,
             });
+            expected_seq += 1;
         }
-        let computed = fields.hash(&prev, &mut scratch);
-        if unhex32(&stored_hash) != Some(computed) {
-            return Ok(Report {
-                events: checked,
-                head,
-                broken: Some(fail(
-                    "the row's content does not match its hash: it was edited".to_string(),
-                )),
-            });
+        if in_chunk < chunk {
+            break;
         }
-        prev = computed;
-        checked += 1;
-        head = Some(Head {
-            seq,
-            hash: stored_hash,
-        });
-        expected_seq += 1;
     }
     if seen_pushes < refs.len() {
         // ref_updates rows whose event is not in the chain were added afterwards.
@@ -460,4 +486,69 @@ pub fn verify_connection(conn: &Connection) -> Result<Report, Error> {
         head,
         broken: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditHandle, Decision, Event, Protocol, WriterOptions};
+
+    fn store(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("a.duckdb");
+        let audit = AuditHandle::start(&path, WriterOptions::default()).expect("writer");
+        for i in 0..n {
+            let mut e = Event::new("s", Protocol::Postgres, "app", "query", Decision::Allowed);
+            e.statement = Some(format!("SELECT {i}"));
+            audit
+                .record_blocking(e)
+                .and_then(|t| t.wait())
+                .expect("recorded");
+        }
+        audit.shutdown().expect("shutdown");
+        (dir, path)
+    }
+
+    #[test]
+    fn chunks_cover_the_whole_chain_and_catch_duplicates_across_them() {
+        let (_dir, path) = store(25);
+        {
+            let conn = Connection::open(&path).expect("open");
+            for chunk in [1, 2, 7, 25, 100] {
+                let r = verify_in_chunks(&conn, chunk).expect("verify");
+                assert_eq!((r.events, r.broken), (25, None), "chunk {chunk}");
+            }
+            conn.execute_batch("INSERT INTO events SELECT * FROM events WHERE seq = 7")
+                .expect("duplicate a row");
+            for chunk in [1, 3, 7, 100] {
+                let b = verify_in_chunks(&conn, chunk)
+                    .expect("verify")
+                    .broken
+                    .expect("broken");
+                assert_eq!(b.seq, 8, "chunk {chunk}");
+                assert!(b.reason.contains("seq 7 appears again"), "{}", b.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn the_encoding_separates_null_empty_and_adjacent_fields() {
+        let e = Event::new("s", Protocol::Git, "t", "push", Decision::Denied);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut f = Fields::of(1, &e);
+        f.encode(&mut a);
+        f.groups = None;
+        f.encode(&mut b);
+        assert_ne!(a, b, "NULL list differs from an empty one");
+        let mut e2 = e.clone();
+        e2.target = "ts".into();
+        e2.session_id = String::new();
+        let mut e3 = e.clone();
+        e3.session_id = "st".into();
+        e3.target = String::new();
+        let (mut c, mut d) = (Vec::new(), Vec::new());
+        Fields::of(1, &e2).encode(&mut c);
+        Fields::of(1, &e3).encode(&mut d);
+        assert_ne!(c, d, "lengths keep field boundaries");
+    }
 }

@@ -25,6 +25,9 @@ pub const TABLES: [&str; 4] = [SESSIONS, EVENTS, APPROVALS, REF_UPDATES];
 
 pub const SCHEMA_VERSION: &str = "1";
 
+/// WAL size at which the writer's commit checkpoints (see [`Store::open_with`]).
+pub const CHECKPOINT_THRESHOLD: &str = "256MB";
+
 /// Columns of `events`, in table order (the writer's Arrow batches follow it).
 pub const EVENT_COLUMNS: [&str; 24] = [
     "event_id",
@@ -174,8 +177,15 @@ impl Store {
                 c = c.max_memory(limit)?;
             }
             match access {
+                // One thread: the writer appends and commits on its own thread, and DuckDB's
+                // idle workers would spin (sched_yield) on the cores the gateway needs.
+                // Checkpoints (WAL into the file, compressed) every 256 MB of WAL rather
+                // than DuckDB's 16 MB: each one recompresses the table's last, partial row
+                // group, so frequent ones cost the writer more than half its time.
                 Access::Write => c
                     .access_mode(AccessMode::ReadWrite)?
+                    .threads(1)?
+                    .with("checkpoint_threshold", CHECKPOINT_THRESHOLD)?
                     .enable_external_access(false),
                 Access::Query => c
                     .access_mode(AccessMode::ReadOnly)?
