@@ -815,3 +815,41 @@ fn export_writes_parquet_that_duckdb_reads_back() {
         "VARCHAR[]"
     );
 }
+
+#[test]
+fn a_failed_commit_stops_the_writer_and_every_caller_hears_why() {
+    let (_dir, path) = store();
+    // A memory limit far too small for the batch makes DuckDB's append fail at commit.
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            memory_limit: "2MB".into(),
+            max_batch: 100_000,
+            max_delay: Duration::from_secs(60),
+            ..options(Durability::Writes)
+        },
+    )
+    .expect("writer starts");
+    let mut read = statement("s", 0);
+    read.result = Some("x".repeat(200_000));
+    for _ in 0..200 {
+        let ticket = audit.record_blocking(read.clone()).expect("queued");
+        assert!(!ticket.waits());
+    }
+    let write = audit.record_blocking(statement("s", 9)).expect("queued");
+    let err = write.wait().expect_err("the commit cannot succeed");
+    assert!(
+        matches!(&err, audit::Error::Failed(reason) if reason.contains("commit of 201 records failed")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("the audit store failed"),
+        "{err}"
+    );
+    assert!(matches!(audit.check(), Err(audit::Error::Failed(_))));
+    assert!(matches!(
+        audit.record_blocking(statement("s", 1)),
+        Err(audit::Error::Failed(_))
+    ));
+    assert!(matches!(audit.shutdown(), Err(audit::Error::Failed(_))));
+}
