@@ -1,7 +1,10 @@
-//! What happened, as one clean record per statement or refusal: the audit store (a later
-//! issue) persists these; until then they are logged with `tracing` as JSON.
+//! What happened, as one clean record per statement, push, session or refusal. Each is
+//! logged with `tracing` as JSON (target `portcullis::event`) and, through a [`Recorder`],
+//! written to the DuckDB audit store.
 
 use serde::Serialize;
+
+use crate::audit::{self, AuditHandle, Decision, Protocol, Ticket};
 
 /// One judged statement (simple query, Parse, or a start-up parameter).
 #[derive(Debug, Clone, Serialize)]
@@ -74,4 +77,209 @@ pub fn record_statement(e: &StatementEvent<'_>) {
 
 pub fn record_session(e: &SessionEvent<'_>) {
     tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "session");
+}
+
+/// Sends events to the audit store. Cheap to share; one per running gateway.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    audit: Option<AuditHandle>,
+}
+
+/// Why the store cannot take an event; the gateway refuses the work it would record.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit store is unavailable ({0}); nothing is served unrecorded")]
+pub struct Unrecorded(pub String);
+
+impl Recorder {
+    pub fn new(audit: AuditHandle) -> Recorder {
+        Recorder { audit: Some(audit) }
+    }
+
+    /// A recorder that only logs (unit tests, `check` commands).
+    pub fn log_only() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Commits everything queued so far.
+    pub async fn flush(&self) -> Result<(), Unrecorded> {
+        match &self.audit {
+            Some(a) => a.flush().await.map_err(|e| Unrecorded(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// `Ok` while events can be recorded.
+    pub fn check(&self) -> Result<(), Unrecorded> {
+        match &self.audit {
+            Some(a) => a.check().map_err(|e| Unrecorded(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs a judged statement and builds its store event (`None` without a store), for
+    /// [`Recorder::submit`]. `writes` marks one that can change data or schema: with
+    /// `durability = "writes"` its ticket waits for the commit.
+    pub fn statement_event(
+        &self,
+        e: &StatementEvent<'_>,
+        client_addr: &str,
+        writes: bool,
+    ) -> Option<audit::Event> {
+        if tracing::enabled!(target: "portcullis::event", tracing::Level::INFO) {
+            record_statement(e);
+        }
+        self.audit.as_ref()?;
+        let mut ev = audit::Event::new(
+            e.session_id,
+            Protocol::Postgres,
+            e.target,
+            e.kind,
+            decision(e.decision),
+        );
+        ev.subject = Some(e.subject.to_string());
+        ev.groups = e.groups.to_vec();
+        ev.client_addr = Some(client_addr.to_string());
+        ev.prompt = e.prompt.map(str::to_string);
+        ev.statement = Some(e.statement.to_string());
+        ev.fingerprint = (!e.fingerprints.is_empty()).then(|| e.fingerprints.join(" "));
+        ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
+        ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();
+        ev.message = e.message.clone();
+        ev.duration_us = Some(e.judge_us as i64);
+        ev.must_be_durable = writes && e.decision == "allowed";
+        Some(ev)
+    }
+
+    /// Queues an event built by [`Recorder::statement_event`].
+    pub async fn submit(&self, ev: audit::Event) -> Result<Ticket, Unrecorded> {
+        match &self.audit {
+            Some(audit) => audit
+                .record(ev)
+                .await
+                .map_err(|e| Unrecorded(e.to_string())),
+            None => Err(Unrecorded("no audit store".into())),
+        }
+    }
+
+    /// Records a session's start, end or refusal.
+    pub async fn session(
+        &self,
+        e: &SessionEvent<'_>,
+        protocol: Protocol,
+        groups: &[String],
+    ) -> Result<(), Unrecorded> {
+        record_session(e);
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let fail = |e: audit::Error| Unrecorded(e.to_string());
+        let ticket = match e.state {
+            "started" => audit
+                .record(audit::SessionStart {
+                    session_id: e.session_id.to_string(),
+                    protocol,
+                    target: e.target.to_string(),
+                    subject: e.subject.map(str::to_string),
+                    groups: groups.to_vec(),
+                    client_addr: Some(e.client_addr.clone()),
+                    started_us: audit::record::now_us(),
+                })
+                .await
+                .map_err(fail)?,
+            "ended" => audit
+                .record(audit::SessionEnd {
+                    session_id: e.session_id.to_string(),
+                    ended_us: audit::record::now_us(),
+                    reason: e.reason.clone(),
+                })
+                .await
+                .map_err(fail)?,
+            _ => {
+                // A connection refused before it became a session is one event.
+                let mut ev = audit::Event::new(
+                    e.session_id,
+                    protocol,
+                    e.target,
+                    audit::record::kind::REFUSAL,
+                    Decision::Denied,
+                );
+                ev.subject = e.subject.map(str::to_string);
+                ev.client_addr = Some(e.client_addr.clone());
+                ev.message = e.reason.clone();
+                audit.record(ev).await.map_err(fail)?
+            }
+        };
+        // Immediate unless `durability = "all"`.
+        ticket.durable().await.map_err(fail)
+    }
+
+    /// Records a judged push; an allowed push waits for its event's commit (unless
+    /// `durability = "async"`) before the caller sends it upstream.
+    pub async fn push(
+        &self,
+        e: &PushEvent<'_>,
+        client_addr: Option<&str>,
+    ) -> Result<(), Unrecorded> {
+        record_push(e);
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let mut ev = audit::Event::new(
+            e.session_id,
+            Protocol::Git,
+            e.target,
+            audit::record::kind::PUSH,
+            decision(e.decision),
+        );
+        ev.subject = Some(e.subject.to_string());
+        ev.groups = e.groups.to_vec();
+        ev.client_addr = client_addr.map(str::to_string);
+        ev.prompt = e.prompt.map(str::to_string);
+        ev.statement = Some(
+            e.refs
+                .iter()
+                .map(|r| format!("{} {}..{}", r.name, short(&r.old), short(&r.new)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
+        ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();
+        ev.message = e.message.clone();
+        ev.duration_us = Some(e.duration_us as i64);
+        ev.refs = e
+            .refs
+            .iter()
+            .map(|r| audit::RefUpdate {
+                name: r.name.to_string(),
+                old_oid: r.old.clone(),
+                new_oid: r.new.clone(),
+                kind: r.kind.to_string(),
+                forced: r.forced.unwrap_or(false),
+                commits: r.commits.map(|c| c as i64),
+            })
+            .collect();
+        ev.must_be_durable = true;
+        let ticket = audit
+            .record(ev)
+            .await
+            .map_err(|e| Unrecorded(e.to_string()))?;
+        ticket
+            .durable()
+            .await
+            .map_err(|e| Unrecorded(e.to_string()))
+    }
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(10)]
+}
+
+/// The store's decision for the words the gateways log.
+fn decision(word: &str) -> Decision {
+    match word {
+        "allowed" => Decision::Allowed,
+        "error" => Decision::Error,
+        "monitored" => Decision::Monitored,
+        _ => Decision::Denied,
+    }
 }

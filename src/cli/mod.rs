@@ -1,6 +1,7 @@
 //! The `portcullis` command line: subcommands, their output and exit codes. Knows no
 //! wire bytes; every decision comes from [`crate::policy`].
 
+mod audit;
 mod check;
 mod demo;
 mod rules;
@@ -49,6 +50,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// A newcomer's first run: throwaway PostgreSQL with sample data, dev keys, the gateway.
     Demo(demo::DemoArgs),
+    /// Auditor commands on the audit store: sql, verify, replay, export.
+    Audit {
+        #[command(subcommand)]
+        what: audit::AuditCommand,
+    },
     /// Mint a test JWT, print a key's JWKS, or generate a key (for demos and tests).
     Token(token::TokenArgs),
 }
@@ -89,7 +95,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Check { .. } | Command::Rules { .. } | Command::Token(_)
+        Command::Check { .. } | Command::Rules { .. } | Command::Token(_) | Command::Audit { .. }
     ) {
         // Printing commands end quietly when their reader goes away (`... | head`), as
         // Unix tools do; the servers keep Rust's default of ignoring SIGPIPE.
@@ -104,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Token(args) => token::run(args),
+        Command::Audit { what } => audit::run(what),
     };
     match result {
         Ok(code) => ExitCode::from(code),

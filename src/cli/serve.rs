@@ -83,6 +83,20 @@ pub async fn serve_until(
         tracing::warn!(section, "this config section is not active in this version");
     }
     let rules = Arc::new(rules(&config)?);
+    // Nothing is served unrecorded: without a store the gateway does not start.
+    let recorder = match &config.audit {
+        Some(a) => {
+            let options = crate::audit::WriterOptions {
+                durability: a.durability,
+                ..crate::audit::WriterOptions::default()
+            };
+            let handle = crate::audit::AuditHandle::start(&a.path, options)
+                .map_err(|e| format!("cannot open the audit store {}: {e}", a.path.display()))?;
+            tracing::info!(path = %a.path.display(), durability = a.durability.as_str(), "audit store open");
+            crate::event::Recorder::new(handle)
+        }
+        None => crate::event::Recorder::log_only(),
+    };
     let identity = config
         .identity
         .as_ref()
@@ -101,8 +115,13 @@ pub async fn serve_until(
                 )
             })?;
         let gw = Arc::new(
-            pg::Gateway::new(target.clone(), rules.clone(), auth.clone())
-                .map_err(|e| e.to_string())?,
+            pg::Gateway::new(
+                target.clone(),
+                rules.clone(),
+                auth.clone(),
+                recorder.clone(),
+            )
+            .map_err(|e| e.to_string())?,
         );
         tracing::info!(target = %target.name, listen = %target.listen, "postgres listener ready");
         eprintln!("portcullis: {} listening on {}", target.name, target.listen);
@@ -120,6 +139,7 @@ pub async fn serve_until(
             &config.git,
             rules.clone(),
             auth.clone(),
+            recorder.clone(),
         )?);
         for repo in &config.git {
             tracing::info!(repo = %repo.name, "git repository served");
@@ -136,6 +156,10 @@ pub async fn serve_until(
     }
     ready();
     stop.await;
+    // Everything recorded so far reaches the file before the process ends.
+    if let Err(e) = recorder.flush().await {
+        tracing::error!(error = %e, "the audit store could not be flushed at shutdown");
+    }
     Ok(())
 }
 

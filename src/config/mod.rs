@@ -25,8 +25,10 @@ pub struct Config {
     pub identity: Option<Identity>,
     pub postgres: Vec<PostgresTarget>,
     pub git: Vec<GitTarget>,
-    /// Sections present in the file that later issues implement (`audit`, `approvals`):
-    /// accepted and checked, but not active yet.
+    /// The `[audit]` section, when present.
+    pub audit: Option<Audit>,
+    /// Sections present in the file that later issues implement (`approvals`): accepted
+    /// and checked, but not active yet.
     pub not_yet_active: Vec<&'static str>,
 }
 
@@ -55,6 +57,22 @@ pub enum JwksSource {
     File(PathBuf),
     Url(String),
 }
+
+/// `[audit]`: where and how events are recorded.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// The DuckDB file (`audit.path`, default `portcullis-audit.duckdb` beside the config).
+    pub path: PathBuf,
+    /// Rows of each (masked) result kept per statement (`audit.result_rows`, default 100).
+    pub result_rows: u32,
+    /// `audit.durability`: `writes` (default), `all` or `async`.
+    pub durability: crate::audit::Durability,
+}
+
+/// Default `audit.path`.
+pub const DEFAULT_AUDIT_PATH: &str = "portcullis-audit.duckdb";
+/// Default `audit.result_rows`.
+pub const DEFAULT_RESULT_ROWS: u32 = 100;
 
 /// One `[[postgres]]` entry: a listener and the database behind it.
 #[derive(Debug, Clone)]

@@ -5,9 +5,11 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{
-    Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUSH_BYTES, DEFAULT_PROTECTED, Error, GitTarget,
-    GitUpstream, Identity, JwksSource, PostgresTarget, Server, TlsFiles, Upstream,
+    Audit, Config, DEFAULT_AUDIT_PATH, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUSH_BYTES,
+    DEFAULT_PROTECTED, DEFAULT_RESULT_ROWS, Error, GitTarget, GitUpstream, Identity, JwksSource,
+    PostgresTarget, Server, TlsFiles, Upstream,
 };
+use crate::audit::Durability;
 use crate::policy::Decision;
 
 #[derive(Deserialize, Default)]
@@ -16,7 +18,6 @@ pub struct RawConfig {
     #[serde(default)]
     server: RawServer,
     identity: Option<RawIdentity>,
-    /// Read by the audit issue; accepted now so the spec's example config loads.
     audit: Option<RawAudit>,
     approvals: Option<RawApprovals>,
     #[serde(default)]
@@ -45,9 +46,8 @@ struct RawIdentity {
     hs256_secret_env: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // The audit issue reads these.
 struct RawAudit {
     path: Option<String>,
     result_rows: Option<u32>,
@@ -238,10 +238,26 @@ impl RawConfig {
                 max_message_bytes: p.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             });
         }
+        // Every gateway records into the store: without an `[audit]` section it is the
+        // default file beside the config.
+        let a = self.audit.unwrap_or_default();
+        let audit = {
+            Some(Audit {
+                path: base.join(a.path.as_deref().unwrap_or(DEFAULT_AUDIT_PATH)),
+                result_rows: a.result_rows.unwrap_or(DEFAULT_RESULT_ROWS),
+                durability: match a.durability.as_deref() {
+                    None => Durability::default(),
+                    Some(d) => Durability::parse(d).ok_or_else(|| {
+                        Error::invalid(
+                            path,
+                            "audit.durability",
+                            format!("{d:?}: expected \"writes\", \"all\" or \"async\""),
+                        )
+                    })?,
+                },
+            })
+        };
         let mut not_yet_active = Vec::new();
-        if self.audit.is_some() {
-            not_yet_active.push("audit");
-        }
         if self.approvals.is_some() {
             not_yet_active.push("approvals");
         }
@@ -251,6 +267,7 @@ impl RawConfig {
             identity,
             postgres,
             git,
+            audit,
             not_yet_active,
         })
     }

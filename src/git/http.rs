@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::push::{self, PushRequest};
 use super::upstream::{self, ByteStream, Reply, Service, Upstream};
 use crate::config::GitTarget;
+use crate::event::Recorder;
 use crate::git::facts::Protected;
 use crate::pg::Authenticator;
 use crate::policy::RuleSet;
@@ -44,6 +45,7 @@ pub struct GitGateway {
     pub repos: HashMap<String, Arc<Repo>>,
     pub rules: Arc<RuleSet>,
     pub auth: Arc<dyn Authenticator>,
+    pub recorder: Recorder,
 }
 
 impl GitGateway {
@@ -51,6 +53,7 @@ impl GitGateway {
         targets: &[GitTarget],
         rules: Arc<RuleSet>,
         auth: Arc<dyn Authenticator>,
+        recorder: Recorder,
     ) -> Result<GitGateway, String> {
         let http = http_client()?;
         let mut repos = HashMap::new();
@@ -67,7 +70,12 @@ impl GitGateway {
                 }),
             );
         }
-        Ok(GitGateway { repos, rules, auth })
+        Ok(GitGateway {
+            repos,
+            rules,
+            auth,
+            recorder,
+        })
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -85,7 +93,10 @@ impl GitGateway {
         listener: tokio::net::TcpListener,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
     }
@@ -190,6 +201,7 @@ async fn upload_pack(
 
 async fn receive_pack(
     State(gw): State<Arc<GitGateway>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(repo): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -198,11 +210,15 @@ async fn receive_pack(
         Ok(x) => x,
         Err(r) => return r,
     };
+    if let Err(e) = gw.recorder.check() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+    }
     let gzip = match content_encoding(&headers) {
         Ok(g) => g,
         Err(r) => return *r,
     };
     let request = PushRequest {
+        peer: peer.to_string(),
         agent,
         prompt: header_text(&headers, "x-portcullis-prompt"),
         body: body
@@ -211,7 +227,7 @@ async fn receive_pack(
             .boxed(),
         gzip,
     };
-    match push::receive(&gw.rules, &repo, request).await {
+    match push::receive(&gw.rules, &gw.recorder, &repo, request).await {
         Ok(body) => git_response("application/x-git-receive-pack-result", body),
         Err(e) => plain(e.status(), e.to_string().trim_start_matches("portcullis: ")),
     }

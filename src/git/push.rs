@@ -24,7 +24,7 @@ use super::intake::{self, Go};
 use super::pack::Quarantine;
 use super::receive::{self, Request};
 use super::upstream::{self, ByteStream, Service};
-use crate::event::{self, PushEvent, RefEvent};
+use crate::event::{PushEvent, Recorder, RefEvent, Unrecorded};
 use crate::policy::rule::Subject;
 use crate::policy::value::{Agent, Target};
 use crate::policy::{Decision, RuleSet, Verdict};
@@ -34,6 +34,8 @@ use crate::policy::{Decision, RuleSet, Verdict};
 pub(super) const MAX_COMMAND_SECTION: usize = 16 << 20;
 
 pub struct PushRequest {
+    /// The client's address, for the audit trail.
+    pub peer: String,
     pub agent: Agent,
     /// `X-Portcullis-Prompt`; a `prompt=` push option takes precedence.
     pub prompt: Option<String>,
@@ -71,6 +73,7 @@ impl PushError {
 /// Judges one push and returns the response body for the client.
 pub async fn receive(
     rules: &RuleSet,
+    recorder: &Recorder,
     repo: &Arc<Repo>,
     req: PushRequest,
 ) -> Result<Body, PushError> {
@@ -117,6 +120,8 @@ pub async fn receive(
         name: repo.target.name.clone(),
     };
     let mut log = PushLog {
+        recorder,
+        peer: &req.peer,
         session: &session,
         repo: &repo.target.name,
         agent: &req.agent,
@@ -127,7 +132,7 @@ pub async fn receive(
     };
     if !request.shallow.is_empty() {
         let why = "portcullis: pushes from shallow clones are not accepted (fetch the full history first)";
-        log.record("denied", &[], &[], Some(why.into()));
+        log.record("denied", &[], &[], Some(why.into())).await;
         return refuse_all(&request, Ok(()), why);
     }
 
@@ -138,14 +143,14 @@ pub async fn receive(
         Err(e) => {
             tracing::warn!(repo = %repo.target.name, error = %e, "upstream unavailable for a push");
             let why = "portcullis: the upstream is unavailable; nothing was pushed";
-            log.record("error", &[], &[], Some(e));
+            log.record("error", &[], &[], Some(e)).await;
             return refuse_all(&request, Ok(()), why);
         }
     };
     if let Err(e) = repo.upstream.refresh_mirror().await {
         tracing::warn!(repo = %repo.target.name, error = %e, "mirror refresh failed");
         let why = "portcullis: the gateway could not refresh its mirror of the upstream; nothing was pushed";
-        log.record("error", &[], &[], Some(e.to_string()));
+        log.record("error", &[], &[], Some(e.to_string())).await;
         return refuse_all(&request, Ok(()), why);
     }
 
@@ -188,12 +193,12 @@ pub async fn receive(
     let mut facts = match inspected {
         Ok(f) => f,
         Err(Failure::Unpack(why)) => {
-            log.record("error", &[], &[], Some(why.clone()));
+            log.record("error", &[], &[], Some(why.clone())).await;
             return refuse_all(&request, Err(&why), "unpacker error");
         }
         Err(Failure::Inspect(why)) => {
             let line = format!("portcullis: the push could not be inspected: {why}");
-            log.record("error", &[], &[], Some(why));
+            log.record("error", &[], &[], Some(why)).await;
             return refuse_all(&request, Ok(()), &line);
         }
     };
@@ -233,7 +238,8 @@ pub async fn receive(
         let (body, message) = refusal(&request, &facts, &verdicts);
         if request.report_status().is_none() {
             // A client that asked for no report would read silence as success.
-            log.record("denied", &deciding, &monitored, Some(message.clone()));
+            log.record("denied", &deciding, &monitored, Some(message.clone()))
+                .await;
             return Err(PushError::Refused(message));
         }
         let state = if decision == Decision::Deny {
@@ -241,7 +247,8 @@ pub async fn receive(
         } else {
             "review"
         };
-        log.record(state, &deciding, &monitored, Some(message));
+        log.record(state, &deciding, &monitored, Some(message))
+            .await;
         return Ok(Body::from(body));
     }
 
@@ -273,11 +280,17 @@ pub async fn receive(
     let forward = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
         .chain(upstream::file_stream(file))
         .boxed();
+    // The push's event is committed before anything goes upstream.
+    if let Err(e) = log.record_allowed(&deciding, &monitored).await {
+        tracing::error!(repo = %repo.target.name, error = %e, "push not recorded; refused");
+        return refuse_all(&request, Ok(()), &format!("portcullis: {e}"));
+    }
     let reply = match repo.upstream.rpc(Service::ReceivePack, None, forward).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(repo = %repo.target.name, error = %e, "upstream push failed");
-            log.record("error", &deciding, &monitored, Some(e.to_string()));
+            log.record("error", &deciding, &monitored, Some(e.to_string()))
+                .await;
             let why = "portcullis: the upstream is unavailable; nothing was pushed";
             return refuse_all(&request, Ok(()), why);
         }
@@ -289,7 +302,6 @@ pub async fn receive(
         inspect_ms = (judged - spooled).as_millis() as u64,
         "push judged; forwarding"
     );
-    log.record("allowed", &deciding, &monitored, None);
     let mut notes = Vec::new();
     for m in &monitored {
         notes.extend(receive::progress_packet(
@@ -485,6 +497,8 @@ fn dedup<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 
 /// What gets recorded about one push.
 struct PushLog<'a> {
+    recorder: &'a Recorder,
+    peer: &'a str,
     session: &'a str,
     repo: &'a str,
     agent: &'a Agent,
@@ -495,13 +509,32 @@ struct PushLog<'a> {
 }
 
 impl PushLog<'_> {
-    fn record(
+    /// Records a refused or failed push; a store failure is logged (the push is refused
+    /// anyway).
+    async fn record(
         &self,
         decision: &'static str,
         rules: &[&str],
         monitored: &[&str],
         message: Option<String>,
     ) {
+        if let Err(e) = self.send(decision, rules, monitored, message).await {
+            tracing::error!(session = %self.session, error = %e, "push event not recorded");
+        }
+    }
+
+    /// Records an allowed push, durably unless `durability = "async"`.
+    async fn record_allowed(&self, rules: &[&str], monitored: &[&str]) -> Result<(), Unrecorded> {
+        self.send("allowed", rules, monitored, None).await
+    }
+
+    async fn send(
+        &self,
+        decision: &'static str,
+        rules: &[&str],
+        monitored: &[&str],
+        message: Option<String>,
+    ) -> Result<(), Unrecorded> {
         let refs = self
             .request
             .commands
@@ -518,7 +551,7 @@ impl PushLog<'_> {
                 }
             })
             .collect();
-        event::record_push(&PushEvent {
+        let e = PushEvent {
             session_id: self.session,
             target: self.repo,
             subject: &self.agent.sub,
@@ -531,6 +564,7 @@ impl PushLog<'_> {
             monitored: monitored.to_vec(),
             message,
             duration_us: self.started.elapsed().as_micros() as u64,
-        });
+        };
+        self.recorder.push(&e, Some(self.peer)).await
     }
 }

@@ -55,6 +55,7 @@ pub struct Gateway {
     pub auth: Arc<dyn Authenticator>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancelKeys,
+    pub recorder: crate::event::Recorder,
 }
 
 impl Gateway {
@@ -62,6 +63,7 @@ impl Gateway {
         target: PostgresTarget,
         rules: Arc<RuleSet>,
         auth: Arc<dyn Authenticator>,
+        recorder: crate::event::Recorder,
     ) -> Result<Gateway, Error> {
         let tls = match &target.tls {
             Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
@@ -73,6 +75,7 @@ impl Gateway {
             auth,
             tls,
             cancel: CancelKeys::default(),
+            recorder,
         })
     }
 

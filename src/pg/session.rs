@@ -115,7 +115,7 @@ async fn serve(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr, id: &str) -> 
     let mut state = match start(gw, &mut client, &mut buf, &packet.1, peer, id).await {
         Ok(s) => s,
         Err(e) => {
-            session_event(gw, id, peer, None, "refused", Some(&e));
+            session_event(gw, id, peer, None, "refused", Some(&e)).await;
             send_fatal(&mut client, &e).await;
             return Err(e);
         }
@@ -134,11 +134,12 @@ async fn serve(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr, id: &str) -> 
         Some(&state.agent.sub),
         "ended",
         result.as_ref().err(),
-    );
+    )
+    .await;
     result
 }
 
-fn session_event(
+async fn session_event(
     gw: &Gateway,
     id: &str,
     peer: SocketAddr,
@@ -146,14 +147,50 @@ fn session_event(
     what: &'static str,
     error: Option<&Error>,
 ) {
-    event::record_session(&SessionEvent {
+    session_event_in(gw, id, peer, subject, &[], what, error)
+        .await
+        .unwrap_or_else(
+            |e| tracing::error!(session = %id, error = %e, "session event not recorded"),
+        );
+}
+
+async fn session_event_in(
+    gw: &Gateway,
+    id: &str,
+    peer: SocketAddr,
+    subject: Option<&str>,
+    groups: &[String],
+    what: &'static str,
+    error: Option<&Error>,
+) -> Result<(), event::Unrecorded> {
+    let e = SessionEvent {
         session_id: id,
         target: &gw.target.name,
         client_addr: peer.to_string(),
         subject,
         state: what,
         reason: error.map(|e| e.to_string()),
-    });
+    };
+    gw.recorder
+        .session(&e, crate::audit::Protocol::Postgres, groups)
+        .await
+}
+
+/// Sends the events judged since the last call to the audit store, waiting for those the
+/// durability setting says must be committed before their statements go upstream.
+async fn flush_events(gw: &Gateway, state: &mut State) -> Result<(), Error> {
+    for ev in state.pending.drain(..) {
+        let ticket = gw
+            .recorder
+            .submit(ev)
+            .await
+            .map_err(|e| Error::Refused(e.to_string()))?;
+        ticket
+            .durable()
+            .await
+            .map_err(|e| Error::Refused(format!("the audit store is unavailable ({e})")))?;
+    }
+    Ok(())
 }
 
 /// Per-session state shared by the judge.
@@ -165,6 +202,9 @@ struct State {
     analyzer: Analyzer,
     upstream: Option<(UpstreamStream, BytesMut)>,
     client_key: (u32, u32),
+    peer: String,
+    /// Judged statements' events not yet handed to the audit store.
+    pending: Vec<crate::audit::Event>,
 }
 
 async fn cancel(gw: &Gateway, body: &[u8]) -> Result<(), Error> {
@@ -191,6 +231,9 @@ async fn start(
     id: &str,
 ) -> Result<State, Error> {
     let params = messages::startup_params(startup)?;
+    gw.recorder
+        .check()
+        .map_err(|e| Error::Refused(e.to_string()))?;
     client.write_all(&messages::auth_cleartext()).await?;
     client.flush().await?;
     let password = loop {
@@ -224,8 +267,12 @@ async fn start(
         analyzer: Analyzer::default(),
         upstream: None,
         client_key: (0, 0),
+        peer: peer.to_string(),
+        pending: Vec::new(),
     };
-    let forwarded = judge_startup(gw, &mut state, &params)?;
+    let judged = judge_startup(gw, &mut state, &params);
+    flush_events(gw, &mut state).await?;
+    let forwarded = judged?;
     let up = upstream::connect(
         &gw.target.upstream,
         gw.target.upstream_password.as_deref(),
@@ -264,7 +311,17 @@ async fn start(
     hello.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     client.write_all(&hello).await?;
     client.flush().await?;
-    session_event(gw, id, peer, Some(&state.agent.sub), "started", None);
+    session_event_in(
+        gw,
+        id,
+        peer,
+        Some(&state.agent.sub),
+        &state.agent.groups,
+        "started",
+        None,
+    )
+    .await
+    .map_err(|e| Error::Refused(e.to_string()))?;
     state.upstream = Some((up.stream, up.leftover));
     Ok(state)
 }
@@ -308,6 +365,7 @@ fn judge_startup(
             let outcome = outcome(&verdict);
             let refusal = outcome.refusal.clone();
             record(
+                &gw.recorder,
                 state,
                 "startup",
                 &sql,
@@ -399,8 +457,10 @@ fn outcome(verdict: &Verdict<'_>) -> Outcome {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record(
-    state: &State,
+    recorder: &event::Recorder,
+    state: &mut State,
     kind: &'static str,
     text: &str,
     facts: &[SqlFacts],
@@ -408,11 +468,7 @@ fn record(
     outcome: Outcome,
     judge_us: u64,
 ) {
-    // Building the event allocates; skip it when nobody listens.
-    if !tracing::enabled!(target: "portcullis::event", tracing::Level::INFO) {
-        return;
-    }
-    event::record_statement(&StatementEvent {
+    let e = StatementEvent {
         session_id: &state.id,
         target: &state.target.name,
         subject: &state.agent.sub,
@@ -426,7 +482,25 @@ fn record(
         monitored: verdict.monitored().map(|r| r.id.as_str()).collect(),
         message: outcome.refusal.map(|m| format!("portcullis: {m}")),
         judge_us,
-    });
+    };
+    let writes = facts.iter().any(may_write);
+    let ev = recorder.statement_event(&e, &state.peer, writes);
+    if let Some(ev) = ev {
+        state.pending.push(ev);
+    }
+}
+
+/// Whether a statement can change data or schema (its event is then committed before it
+/// runs). Reads, SET/SHOW, plain EXPLAIN and transaction control cannot.
+fn may_write(f: &SqlFacts) -> bool {
+    const READ_ONLY: &[&str] = &[
+        "select", "show", "explain", "set", "begin", "commit", "rollback",
+    ];
+    !f.writes.is_empty()
+        || f.is_ddl
+        || f.explain_analyze
+        || f.kinds.iter().any(|k| !READ_ONLY.contains(k))
+        || !READ_ONLY.contains(&f.kind)
 }
 
 /// A refusal waiting for the server's error at the marker's place in the stream.
@@ -551,6 +625,7 @@ async fn relay_up(
                 }
                 b'X' => {
                     out.extend_from_slice(&f.bytes);
+                    flush_events(gw, state).await?;
                     uw.write_all(&out).await?;
                     uw.flush().await?;
                     return Ok(());
@@ -559,6 +634,8 @@ async fn relay_up(
             }
         }
         if !out.is_empty() {
+            // Nothing judged goes upstream before its event is recorded as required.
+            flush_events(gw, state).await?;
             uw.write_all(&out).await?;
             uw.flush().await?;
             out.clear();
@@ -582,6 +659,7 @@ fn judge(gw: &Gateway, state: &mut State, kind: &'static str, text: &str) -> Opt
     let outcome = outcome(&verdict);
     let refusal = outcome.refusal.clone();
     record(
+        &gw.recorder,
         state,
         kind,
         text,

@@ -1,11 +1,13 @@
 //! Integration tests: one binary, a module per feature (issue #2: rule engine).
 
+mod audit;
 mod cli;
 mod config;
 mod corpus;
 mod demo;
 mod detectors;
 mod facts;
+mod gateway_audit;
 mod gateway_git;
 mod gateway_pg;
 mod gateway_rules;

@@ -20,6 +20,15 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
 }
 
+/// Sends SIGTERM and waits for the process to exit.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) on a child this test started and has not yet reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
 /// Waits up to 20 s for a gateway to accept connections on `port`; `log` explains why not.
 pub fn wait_listening(port: u16, log: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -157,6 +166,22 @@ max_message_bytes = 1048576
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// The audit store the gateway writes (the default file beside its config).
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("portcullis-audit.duckdb")
+    }
+
+    /// Stops the gateway as Ctrl-C or SIGTERM would, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// Kills the gateway outright (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn conninfo(&self) -> String {

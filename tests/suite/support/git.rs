@@ -195,6 +195,16 @@ impl GitGateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
+
+    /// The audit store the gateway writes (the default file beside its config).
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis-audit.duckdb")
+    }
+
+    /// Stops the gateway as SIGTERM would, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        super::gateway::terminate(&mut self.child);
+    }
 }
 
 impl Drop for GitGateway {

@@ -1,0 +1,262 @@
+//! What the gateways hand the writer: owned records, one per row group.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `decision` column: what happened to a statement, push or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Allowed,
+    Denied,
+    Approved,
+    Rejected,
+    Expired,
+    Error,
+    /// Allowed, with rules that only watch (`monitored_rules`) matching.
+    Monitored,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Approved => "approved",
+            Decision::Rejected => "rejected",
+            Decision::Expired => "expired",
+            Decision::Error => "error",
+            Decision::Monitored => "monitored",
+        }
+    }
+}
+
+/// The `protocol` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Postgres,
+    Git,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Git => "git",
+        }
+    }
+}
+
+/// Values of the `kind` column the gateways write.
+pub mod kind {
+    /// A simple-protocol Query message (one event per statement in it).
+    pub const QUERY: &str = "query";
+    /// An extended-protocol Parse message.
+    pub const PARSE: &str = "parse";
+    pub const FUNCTION_CALL: &str = "function_call";
+    /// A start-up parameter judged like a `SET`.
+    pub const STARTUP: &str = "startup";
+    /// A `git push` (its ref updates go to `ref_updates`).
+    pub const PUSH: &str = "push";
+    /// A connection refused before a session could start (bad token, bad TLS, ...).
+    pub const REFUSAL: &str = "refusal";
+    /// A protocol or upstream error inside a session.
+    pub const ERROR: &str = "error";
+    /// A step of an approval (requested, approved, rejected, expired).
+    pub const APPROVAL: &str = "approval";
+}
+
+/// Microseconds since the Unix epoch (UTC), the unit of every audit timestamp.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A random event or session id: 128 bits, printed like a UUID (version 4).
+pub fn new_id() -> String {
+    let mut b = rand::random::<u128>().to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = super::chain::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// One row of `events` (and, for a push, its rows of `ref_updates`). The writer assigns
+/// `seq`, `prev_hash` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_id: String,
+    pub session_id: String,
+    /// Microseconds since the Unix epoch, UTC.
+    pub ts_us: i64,
+    pub protocol: Protocol,
+    /// The `[[postgres]]` or `[[git]]` entry's name.
+    pub target: String,
+    /// The identity's subject; `None` before one was established (a refusal).
+    pub subject: Option<String>,
+    pub groups: Vec<String>,
+    pub client_addr: Option<String>,
+    pub prompt: Option<String>,
+    /// See [`kind`].
+    pub kind: String,
+    /// The statement text, or for a push a one-line summary.
+    pub statement: Option<String>,
+    pub fingerprint: Option<String>,
+    pub decision: Decision,
+    /// The rules that decided.
+    pub rule_ids: Vec<String>,
+    /// Rules in monitor mode that matched without deciding.
+    pub monitored_rules: Vec<String>,
+    /// What the client was told (deny reason, notice).
+    pub message: Option<String>,
+    /// Rows returned or affected.
+    pub rows: Option<i64>,
+    pub masked_columns: Vec<String>,
+    /// The first `audit.result_rows` rows as sent to the client, as JSON text.
+    pub result: Option<String>,
+    pub duration_us: Option<i64>,
+    /// An upstream or protocol error, as the client saw it.
+    pub error: Option<String>,
+    /// A push's ref updates, in the order the client sent them.
+    pub refs: Vec<RefUpdate>,
+    /// This event must be committed before the statement or push it records goes
+    /// upstream (writes, DDL, pushes). Under `audit.durability = "writes"` its ticket
+    /// waits for the commit.
+    pub must_be_durable: bool,
+}
+
+impl Event {
+    /// A new event with a fresh id and the current time; everything optional empty.
+    pub fn new(
+        session_id: impl Into<String>,
+        protocol: Protocol,
+        target: impl Into<String>,
+        kind: impl Into<String>,
+        decision: Decision,
+    ) -> Event {
+        Event {
+            event_id: new_id(),
+            session_id: session_id.into(),
+            ts_us: now_us(),
+            protocol,
+            target: target.into(),
+            subject: None,
+            groups: Vec::new(),
+            client_addr: None,
+            prompt: None,
+            kind: kind.into(),
+            statement: None,
+            fingerprint: None,
+            decision,
+            rule_ids: Vec::new(),
+            monitored_rules: Vec::new(),
+            message: None,
+            rows: None,
+            masked_columns: Vec::new(),
+            result: None,
+            duration_us: None,
+            error: None,
+            refs: Vec::new(),
+            must_be_durable: false,
+        }
+    }
+}
+
+/// One row of `ref_updates`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdate {
+    /// The full ref name (`refs/heads/main`).
+    pub name: String,
+    pub old_oid: String,
+    pub new_oid: String,
+    /// `create`, `update` or `delete`.
+    pub kind: String,
+    pub forced: bool,
+    /// Commits the update adds, when known.
+    pub commits: Option<i64>,
+}
+
+/// A session that started: one row of `sessions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStart {
+    pub session_id: String,
+    pub protocol: Protocol,
+    pub target: String,
+    pub subject: Option<String>,
+    pub groups: Vec<String>,
+    pub client_addr: Option<String>,
+    pub started_us: i64,
+}
+
+/// A session that ended: sets `ended_at` and `end_reason` on its `sessions` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub session_id: String,
+    pub ended_us: i64,
+    pub reason: Option<String>,
+}
+
+/// The state of an approval: one row of `approvals`, replaced on each step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub approval_id: String,
+    /// The held statement's or push's event.
+    pub event_id: String,
+    pub requested_us: i64,
+    pub decided_us: Option<i64>,
+    pub approver: Option<String>,
+    /// `pending`, `approved`, `rejected`, `expired`.
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+/// Anything the writer stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Event(Box<Event>),
+    SessionStart(SessionStart),
+    SessionEnd(SessionEnd),
+    Approval(Approval),
+}
+
+impl Record {
+    /// Whether `audit.durability = "writes"` makes this record's ticket wait for the
+    /// commit: events flagged [`Event::must_be_durable`] and approval steps.
+    pub fn must_be_durable(&self) -> bool {
+        match self {
+            Record::Event(e) => e.must_be_durable,
+            Record::Approval(_) => true,
+            Record::SessionStart(_) | Record::SessionEnd(_) => false,
+        }
+    }
+}
+
+impl From<Event> for Record {
+    fn from(e: Event) -> Record {
+        Record::Event(Box::new(e))
+    }
+}
+
+impl From<SessionStart> for Record {
+    fn from(s: SessionStart) -> Record {
+        Record::SessionStart(s)
+    }
+}
+
+impl From<SessionEnd> for Record {
+    fn from(s: SessionEnd) -> Record {
+        Record::SessionEnd(s)
+    }
+}
+
+impl From<Approval> for Record {
+    fn from(a: Approval) -> Record {
+        Record::Approval(a)
+    }
+}

@@ -1,0 +1,717 @@
+//! The writer: one thread that owns the store's connection, fed by a bounded channel.
+//!
+//! Records arrive in the order the gateways send them; the writer gives each event the
+//! next `seq`, chains its hash, and keeps it in an open batch. A batch is appended with
+//! DuckDB's Appender (as Arrow record batches: the row appender cannot append lists) and
+//! committed in one transaction when
+//!
+//! * a caller waits for one of its records and the channel is momentarily empty (group
+//!   commit: whatever arrived while the previous commit ran goes in the same commit),
+//! * it holds [`WriterOptions::max_batch`] rows, or
+//! * its oldest record is [`WriterOptions::max_delay`] old (100 ms by default: what a
+//!   crash can lose of records nobody waited for).
+//!
+//! # When the channel is full
+//!
+//! [`AuditHandle::record`] waits (and [`AuditHandle::record_blocking`] blocks) until the
+//! writer takes a record off it: a gateway that outruns the store slows down to its pace,
+//! and no record is dropped. If the store fails (it cannot be written, a commit fails),
+//! the writer stops: every waiting ticket and every later `record` returns
+//! [`Error::Failed`] with the reason, and the gateway refuses new work.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use duckdb::Connection;
+use duckdb::arrow::array::{
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use duckdb::arrow::record_batch::RecordBatch;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::chain::{self, Fields};
+use super::record::{Approval, Event, Record, SessionEnd, SessionStart};
+use super::{Error, Store, schema};
+
+/// `audit.durability`: when a record counts as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Events flagged [`Event::must_be_durable`] (writes, DDL, pushes) and approval
+    /// steps are acknowledged once committed; the rest once queued, and committed within
+    /// [`WriterOptions::max_delay`].
+    #[default]
+    Writes,
+    /// Every record is acknowledged once committed.
+    All,
+    /// Every record is acknowledged once queued.
+    Async,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "writes" => Some(Durability::Writes),
+            "all" => Some(Durability::All),
+            "async" => Some(Durability::Async),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Writes => "writes",
+            Durability::All => "all",
+            Durability::Async => "async",
+        }
+    }
+
+    fn waits_for(self, record: &Record) -> bool {
+        match self {
+            Durability::Writes => record.must_be_durable(),
+            Durability::All => true,
+            Durability::Async => false,
+        }
+    }
+}
+
+/// How the writer runs; everything can default.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub durability: Durability,
+    /// Records the channel holds before `record` waits.
+    pub queue: usize,
+    /// Rows per commit at most.
+    pub max_batch: usize,
+    /// How long a record nobody waits for may stay uncommitted.
+    pub max_delay: Duration,
+    /// DuckDB's memory limit for the writer (its buffer cache), e.g. `"256MB"`.
+    pub memory_limit: String,
+}
+
+impl Default for WriterOptions {
+    fn default() -> WriterOptions {
+        WriterOptions {
+            durability: Durability::Writes,
+            queue: 8192,
+            max_batch: 8192,
+            max_delay: Duration::from_millis(100),
+            memory_limit: "256MB".into(),
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), Error>>;
+
+enum Msg {
+    Record(Record, Option<Ack>),
+    Flush(Ack),
+    Shutdown(Ack),
+}
+
+struct Shared {
+    failed: OnceLock<Arc<str>>,
+    committed_events: AtomicU64,
+    commits: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn error(&self) -> Error {
+        match self.failed.get() {
+            Some(reason) => Error::Failed(reason.clone()),
+            None => Error::Closed,
+        }
+    }
+}
+
+/// Counters since the writer started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    pub committed_events: u64,
+    pub commits: u64,
+    /// Records waiting in the channel.
+    pub queued: usize,
+}
+
+/// The gateways' side of the writer; clone it freely.
+#[derive(Clone)]
+pub struct AuditHandle {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    durability: Durability,
+}
+
+/// What [`AuditHandle::record`] returns: resolves once the record is as durable as
+/// `audit.durability` requires (at once for records that need not wait).
+#[must_use = "a ticket that is never awaited acknowledges nothing"]
+pub struct Ticket {
+    rx: Option<oneshot::Receiver<Result<(), Error>>>,
+    shared: Arc<Shared>,
+}
+
+impl Ticket {
+    /// Whether the record waits for a commit (false: it was acknowledged when queued).
+    pub fn waits(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Waits until the record is durable. Do not call from inside a tokio runtime; use
+    /// [`Ticket::durable`] there.
+    pub fn wait(self) -> Result<(), Error> {
+        match self.rx {
+            None => Ok(()),
+            Some(rx) => rx
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(self.shared.error())),
+        }
+    }
+
+    /// Waits until the record is durable.
+    pub async fn durable(self) -> Result<(), Error> {
+        match self.rx {
+            None => Ok(()),
+            Some(rx) => rx.await.unwrap_or_else(|_| Err(self.shared.error())),
+        }
+    }
+}
+
+impl AuditHandle {
+    /// Opens the store at `path` (creating it and its schema) on the caller's thread, so an
+    /// unusable store is reported at once, and starts the writer thread.
+    ///
+    /// ```
+    /// use portcullis::audit::{AuditHandle, Decision, Event, Protocol, WriterOptions};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("audit.duckdb");
+    /// let audit = AuditHandle::start(&path, WriterOptions::default()).unwrap();
+    /// let mut e = Event::new("s1", Protocol::Postgres, "app", "query", Decision::Allowed);
+    /// e.statement = Some("DELETE FROM t WHERE id = 1".into());
+    /// e.must_be_durable = true;
+    /// audit.record_blocking(e).unwrap().wait().unwrap(); // committed
+    /// audit.shutdown().unwrap();
+    /// assert!(portcullis::audit::verify(&path).unwrap().broken.is_none());
+    /// ```
+    pub fn start(path: &Path, options: WriterOptions) -> Result<AuditHandle, Error> {
+        let store = Store::open_with(path, schema::Access::Write, Some(&options.memory_limit))?;
+        let conn = store.into_connection();
+        let (seq, prev) = chain::head(&conn)
+            .map_err(|e| Error::open(path, e))?
+            .unwrap_or((0, chain::GENESIS));
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let shared = Arc::new(Shared {
+            failed: OnceLock::new(),
+            committed_events: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            thread: Mutex::new(None),
+        });
+        let durability = options.durability;
+        let writer = Writer {
+            conn,
+            seq,
+            prev,
+            scratch: Vec::with_capacity(1024),
+            batch: Batch::default(),
+            opened: None,
+            options,
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::open(path, format!("cannot start the writer thread: {e}")))?;
+        *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(AuditHandle {
+            tx,
+            shared,
+            durability,
+        })
+    }
+
+    fn prepare(&self, record: Record) -> Result<(Msg, Ticket), Error> {
+        self.check()?;
+        let (ack, rx) = if self.durability.waits_for(&record) {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let ticket = Ticket {
+            rx,
+            shared: self.shared.clone(),
+        };
+        Ok((Msg::Record(record, ack), ticket))
+    }
+
+    /// Queues a record, waiting while the channel is full.
+    pub async fn record(&self, record: impl Into<Record>) -> Result<Ticket, Error> {
+        let (msg, ticket) = self.prepare(record.into())?;
+        self.tx.send(msg).await.map_err(|_| self.shared.error())?;
+        Ok(ticket)
+    }
+
+    /// Queues a record, blocking while the channel is full. Not from inside a tokio
+    /// runtime (use [`AuditHandle::record`]).
+    pub fn record_blocking(&self, record: impl Into<Record>) -> Result<Ticket, Error> {
+        let (msg, ticket) = self.prepare(record.into())?;
+        self.tx
+            .blocking_send(msg)
+            .map_err(|_| self.shared.error())?;
+        Ok(ticket)
+    }
+
+    /// `Ok` while the writer runs; the reason it stopped otherwise.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.shared.failed.get().is_some() || self.tx.is_closed() {
+            return Err(self.shared.error());
+        }
+        Ok(())
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            committed_events: self.shared.committed_events.load(Ordering::Relaxed),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            queued: self.tx.max_capacity() - self.tx.capacity(),
+        }
+    }
+
+    /// Commits everything queued before this call.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| self.shared.error())?;
+        rx.await.unwrap_or_else(|_| Err(self.shared.error()))
+    }
+
+    /// Commits everything queued before this call (blocking; not inside a runtime).
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Flush(tx))
+            .map_err(|_| self.shared.error())?;
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(self.shared.error()))
+    }
+
+    /// Commits what is queued, stops the writer and waits for its thread (blocking; not
+    /// inside a runtime). Other handles' later records fail with [`Error::Closed`].
+    pub fn shutdown(self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        let result = match self.tx.blocking_send(Msg::Shutdown(tx)) {
+            Ok(()) => rx
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(self.shared.error())),
+            Err(_) => Err(self.shared.error()),
+        };
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            thread.join().ok();
+        }
+        match (result, self.shared.failed.get()) {
+            (_, Some(reason)) => Err(Error::Failed(reason.clone())),
+            (Err(Error::Closed), None) | (Ok(()), None) => Ok(()),
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+/// Records taken off the channel and not yet committed.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    /// `(seq, prev_hash, hash)` of each event, hex.
+    links: Vec<(i64, String, String)>,
+    starts: Vec<SessionStart>,
+    ends: Vec<SessionEnd>,
+    approvals: Vec<Approval>,
+    acks: Vec<Ack>,
+}
+
+impl Batch {
+    fn rows(&self) -> usize {
+        self.events.len() + self.starts.len() + self.ends.len() + self.approvals.len()
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// The last `seq` given out.
+    seq: i64,
+    /// The last hash given out.
+    prev: [u8; 32],
+    scratch: Vec<u8>,
+    batch: Batch,
+    /// When the open batch got its first record.
+    opened: Option<Instant>,
+    options: WriterOptions,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.fail(format!("cannot start the writer's timer: {e}"));
+                return;
+            }
+        };
+        runtime.block_on(self.serve(&mut rx));
+        rx.close();
+    }
+
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Msg>) {
+        loop {
+            let msg = match self.opened {
+                None => rx.recv().await,
+                Some(opened) => match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if !self.batch.acks.is_empty() {
+                            if self.commit().is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        let deadline = opened + self.options.max_delay;
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(m) => m,
+                            Err(_) => {
+                                if self.commit().is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                },
+            };
+            let outcome = match msg {
+                None => {
+                    self.commit().ok();
+                    return;
+                }
+                Some(Msg::Record(record, ack)) => {
+                    self.push(record, ack);
+                    let full = self.batch.rows() >= self.options.max_batch;
+                    let old = self
+                        .opened
+                        .is_some_and(|o| o.elapsed() >= self.options.max_delay);
+                    if full || old { self.commit() } else { Ok(()) }
+                }
+                Some(Msg::Flush(ack)) => {
+                    self.batch.acks.push(ack);
+                    self.commit()
+                }
+                Some(Msg::Shutdown(ack)) => {
+                    self.batch.acks.push(ack);
+                    self.commit().ok();
+                    return;
+                }
+            };
+            if outcome.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn push(&mut self, record: Record, ack: Option<Ack>) {
+        if self.opened.is_none() {
+            self.opened = Some(Instant::now());
+        }
+        match record {
+            Record::Event(e) => {
+                self.seq += 1;
+                let hash = Fields::of(self.seq, &e).hash(&self.prev, &mut self.scratch);
+                self.batch
+                    .links
+                    .push((self.seq, chain::hex(&self.prev), chain::hex(&hash)));
+                self.prev = hash;
+                self.batch.events.push(*e);
+            }
+            Record::SessionStart(s) => self.batch.starts.push(s),
+            Record::SessionEnd(s) => self.batch.ends.push(s),
+            Record::Approval(a) => self.batch.approvals.push(a),
+        }
+        if let Some(ack) = ack {
+            self.batch.acks.push(ack);
+        }
+    }
+
+    /// Commits the open batch and answers its waiters; on failure marks the store failed.
+    fn commit(&mut self) -> Result<(), ()> {
+        self.opened = None;
+        let batch = std::mem::take(&mut self.batch);
+        let result = if batch.rows() == 0 {
+            Ok(())
+        } else {
+            write_batch(&self.conn, &batch)
+        };
+        match result {
+            Ok(()) => {
+                self.shared
+                    .committed_events
+                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                for ack in batch.acks {
+                    ack.send(Ok(())).ok();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let error = self.fail(format!("commit of {} records failed: {e}", batch.rows()));
+                for ack in batch.acks {
+                    ack.send(Err(error.clone())).ok();
+                }
+                Err(())
+            }
+        }
+    }
+
+    fn fail(&self, reason: String) -> Error {
+        tracing::error!(target: "portcullis::audit", %reason, "the audit store failed");
+        let reason = self.shared.failed.get_or_init(|| reason.into());
+        Error::Failed(reason.clone())
+    }
+}
+
+fn write_batch(conn: &Connection, batch: &Batch) -> duckdb::Result<()> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| {
+        if !batch.starts.is_empty() {
+            let mut app = conn.appender(schema::SESSIONS)?;
+            app.append_record_batch(sessions_batch(&batch.starts)?)?;
+            app.flush()?;
+        }
+        if !batch.events.is_empty() {
+            let mut app = conn.appender(schema::EVENTS)?;
+            app.append_record_batch(events_batch(&batch.events, &batch.links)?)?;
+            app.flush()?;
+            if batch.events.iter().any(|e| !e.refs.is_empty()) {
+                let mut app = conn.appender(schema::REF_UPDATES)?;
+                app.append_record_batch(refs_batch(&batch.events)?)?;
+                app.flush()?;
+            }
+        }
+        for end in &batch.ends {
+            conn.prepare_cached(
+                "UPDATE sessions SET ended_at = make_timestamp(?), end_reason = ? \
+                 WHERE session_id = ?",
+            )?
+            .execute(duckdb::params![end.ended_us, end.reason, end.session_id])?;
+        }
+        for a in &batch.approvals {
+            conn.prepare_cached("DELETE FROM approvals WHERE approval_id = ?")?
+                .execute([&a.approval_id])?;
+            conn.prepare_cached(
+                "INSERT INTO approvals VALUES (?, ?, make_timestamp(?), make_timestamp(?), ?, ?, ?)",
+            )?
+            .execute(duckdb::params![
+                a.approval_id,
+                a.event_id,
+                a.requested_us,
+                a.decided_us,
+                a.approver,
+                a.state,
+                a.reason
+            ])?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            conn.execute_batch("ROLLBACK").ok();
+            Err(e)
+        }
+    }
+}
+
+fn text_list<'a>(b: &mut ListBuilder<StringBuilder>, items: impl IntoIterator<Item = &'a String>) {
+    for s in items {
+        b.values().append_value(s);
+    }
+    b.append(true);
+}
+
+fn arrow_error(e: duckdb::arrow::error::ArrowError) -> duckdb::Error {
+    duckdb::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn batch(columns: Vec<(&str, ArrayRef)>) -> duckdb::Result<RecordBatch> {
+    RecordBatch::try_from_iter(columns).map_err(arrow_error)
+}
+
+/// `events` rows in table order ([`schema::EVENT_COLUMNS`]).
+fn events_batch(events: &[Event], links: &[(i64, String, String)]) -> duckdb::Result<RecordBatch> {
+    let n = events.len();
+    let strings = || StringBuilder::with_capacity(n, n * 16);
+    let lists = || ListBuilder::new(StringBuilder::new());
+    let (mut event_id, mut session_id, mut protocol, mut target, mut subject) =
+        (strings(), strings(), strings(), strings(), strings());
+    let (mut client_addr, mut prompt, mut kind, mut statement, mut fingerprint) =
+        (strings(), strings(), strings(), strings(), strings());
+    let (mut decision, mut message, mut result, mut error, mut prev_hash, mut hash) = (
+        strings(),
+        strings(),
+        strings(),
+        strings(),
+        strings(),
+        strings(),
+    );
+    let (mut groups, mut rule_ids, mut monitored, mut masked) =
+        (lists(), lists(), lists(), lists());
+    let (mut seq, mut rows, mut duration) = (
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+    );
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n);
+    for (e, (s, prev, h)) in events.iter().zip(links) {
+        event_id.append_value(&e.event_id);
+        session_id.append_value(&e.session_id);
+        seq.append_value(*s);
+        ts.append_value(e.ts_us);
+        protocol.append_value(e.protocol.as_str());
+        target.append_value(&e.target);
+        subject.append_option(e.subject.as_deref());
+        text_list(&mut groups, &e.groups);
+        client_addr.append_option(e.client_addr.as_deref());
+        prompt.append_option(e.prompt.as_deref());
+        kind.append_value(&e.kind);
+        statement.append_option(e.statement.as_deref());
+        fingerprint.append_option(e.fingerprint.as_deref());
+        decision.append_value(e.decision.as_str());
+        text_list(&mut rule_ids, &e.rule_ids);
+        text_list(&mut monitored, &e.monitored_rules);
+        message.append_option(e.message.as_deref());
+        rows.append_option(e.rows);
+        text_list(&mut masked, &e.masked_columns);
+        result.append_option(e.result.as_deref());
+        duration.append_option(e.duration_us);
+        error.append_option(e.error.as_deref());
+        prev_hash.append_value(prev);
+        hash.append_value(h);
+    }
+    let columns: [ArrayRef; 24] = [
+        Arc::new(event_id.finish()),
+        Arc::new(session_id.finish()),
+        Arc::new(seq.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(protocol.finish()),
+        Arc::new(target.finish()),
+        Arc::new(subject.finish()),
+        Arc::new(groups.finish()),
+        Arc::new(client_addr.finish()),
+        Arc::new(prompt.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(statement.finish()),
+        Arc::new(fingerprint.finish()),
+        Arc::new(decision.finish()),
+        Arc::new(rule_ids.finish()),
+        Arc::new(monitored.finish()),
+        Arc::new(message.finish()),
+        Arc::new(rows.finish()),
+        Arc::new(masked.finish()),
+        Arc::new(result.finish()),
+        Arc::new(duration.finish()),
+        Arc::new(error.finish()),
+        Arc::new(prev_hash.finish()),
+        Arc::new(hash.finish()),
+    ];
+    batch(schema::EVENT_COLUMNS.into_iter().zip(columns).collect())
+}
+
+fn refs_batch(events: &[Event]) -> duckdb::Result<RecordBatch> {
+    let (mut event_id, mut name, mut old, mut new, mut kind) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut position = Int32Builder::new();
+    let mut forced = BooleanBuilder::new();
+    let mut commits = Int64Builder::new();
+    for e in events {
+        for (i, r) in e.refs.iter().enumerate() {
+            event_id.append_value(&e.event_id);
+            position.append_value(i32::try_from(i).unwrap_or(i32::MAX));
+            name.append_value(&r.name);
+            old.append_value(&r.old_oid);
+            new.append_value(&r.new_oid);
+            kind.append_value(&r.kind);
+            forced.append_value(r.forced);
+            commits.append_option(r.commits);
+        }
+    }
+    batch(vec![
+        ("event_id", Arc::new(event_id.finish()) as ArrayRef),
+        ("position", Arc::new(position.finish())),
+        ("ref", Arc::new(name.finish())),
+        ("old_oid", Arc::new(old.finish())),
+        ("new_oid", Arc::new(new.finish())),
+        ("kind", Arc::new(kind.finish())),
+        ("forced", Arc::new(forced.finish())),
+        ("commits", Arc::new(commits.finish())),
+    ])
+}
+
+fn sessions_batch(starts: &[SessionStart]) -> duckdb::Result<RecordBatch> {
+    let (mut id, mut protocol, mut target, mut subject, mut client_addr, mut reason) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut groups = ListBuilder::new(StringBuilder::new());
+    let (mut started, mut ended) = (
+        TimestampMicrosecondBuilder::new(),
+        TimestampMicrosecondBuilder::new(),
+    );
+    for s in starts {
+        id.append_value(&s.session_id);
+        protocol.append_value(s.protocol.as_str());
+        target.append_value(&s.target);
+        subject.append_option(s.subject.as_deref());
+        text_list(&mut groups, &s.groups);
+        client_addr.append_option(s.client_addr.as_deref());
+        started.append_value(s.started_us);
+        ended.append_null();
+        reason.append_null();
+    }
+    batch(vec![
+        ("session_id", Arc::new(id.finish()) as ArrayRef),
+        ("protocol", Arc::new(protocol.finish())),
+        ("target", Arc::new(target.finish())),
+        ("subject", Arc::new(subject.finish())),
+        ("groups", Arc::new(groups.finish())),
+        ("client_addr", Arc::new(client_addr.finish())),
+        ("started_at", Arc::new(started.finish())),
+        ("ended_at", Arc::new(ended.finish())),
+        ("end_reason", Arc::new(reason.finish())),
+    ])
+}

@@ -1,0 +1,159 @@
+//! `portcullis audit`: the auditor's commands on the store file (`--db FILE`, or the
+//! `audit.path` of `--config F`). Querying a running gateway through its admin API comes
+//! with the admin server; until then the file must not be open in a running gateway
+//! (DuckDB lets one process write a file at a time).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::exit;
+use crate::audit::{self, Format};
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Run one read-only query (a SELECT or WITH ... SELECT over the audit tables).
+    Sql(SqlArgs),
+    /// Check the hash chain: exit 0 when intact, 1 and the first broken event otherwise.
+    Verify(StoreArgs),
+    /// Print a session's timeline.
+    Replay {
+        /// The session id (the `session_id` column).
+        session: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write the audit tables as Parquet files (one per table) into a folder.
+    Export {
+        /// The folder to write `sessions.parquet`, `events.parquet`, ... into.
+        #[arg(long, value_name = "DIR")]
+        parquet: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store: `--db FILE` or the `audit.path` of `--config F`.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// The audit store file.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    db: Option<PathBuf>,
+    /// A gateway configuration; its `audit.path` names the store.
+    #[arg(long, value_name = "F")]
+    config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn path(&self) -> Result<PathBuf, String> {
+        match (&self.db, &self.config) {
+            (Some(db), _) => Ok(db.clone()),
+            (None, Some(config)) => {
+                let config = Config::load(config).map_err(|e| e.to_string())?;
+                config
+                    .audit
+                    .map(|a| a.path)
+                    .ok_or_else(|| format!("{} has no [audit] section", config.path.display()))
+            }
+            (None, None) => {
+                let config = PathBuf::from("portcullis.toml");
+                if config.is_file() {
+                    StoreArgs {
+                        db: None,
+                        config: Some(config),
+                    }
+                    .path()
+                } else {
+                    Err("give the store with --db FILE or --config F".into())
+                }
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SqlArgs {
+    /// The query.
+    query: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+pub fn run(command: AuditCommand) -> Result<u8, String> {
+    match command {
+        AuditCommand::Sql(args) => {
+            let path = args.store.path()?;
+            let result = audit::query(&path, &args.query).map_err(|e| e.to_string())?;
+            let format = match args.format {
+                OutputFormat::Table => Format::Table,
+                OutputFormat::Json => Format::Json,
+                OutputFormat::Csv => Format::Csv,
+            };
+            let mut out = std::io::stdout().lock();
+            result
+                .write(format, &mut out)
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string())?;
+            Ok(0)
+        }
+        AuditCommand::Verify(store) => {
+            let path = store.path()?;
+            let report = audit::verify(&path).map_err(|e| e.to_string())?;
+            match report.broken {
+                None => {
+                    match &report.head {
+                        Some(head) => println!(
+                            "intact: {} events, head seq {} hash {}",
+                            report.events, head.seq, head.hash
+                        ),
+                        None => println!("intact: no events yet"),
+                    }
+                    Ok(0)
+                }
+                Some(b) => {
+                    println!(
+                        "broken at seq {} (event {}): {}",
+                        b.seq,
+                        if b.event_id.is_empty() {
+                            "-"
+                        } else {
+                            &b.event_id
+                        },
+                        b.reason
+                    );
+                    println!("{} events before it are intact", report.events);
+                    Ok(exit::ERROR)
+                }
+            }
+        }
+        AuditCommand::Replay { session, store } => {
+            let path = store.path()?;
+            match audit::replay(&path, &session).map_err(|e| e.to_string())? {
+                Some(text) => {
+                    print!("{text}");
+                    Ok(0)
+                }
+                None => Err(format!("no session {session} in {}", path.display())),
+            }
+        }
+        AuditCommand::Export { parquet, store } => {
+            let path = store.path()?;
+            let files = audit::export_parquet(&path, &parquet).map_err(|e| e.to_string())?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,855 @@
+//! The audit store (issue #5): writer, durability, hash chain, auditor commands.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis::audit::{
+    self, Approval, AuditHandle, Decision, Durability, Event, Protocol, RefUpdate, SessionEnd,
+    SessionStart, WriterOptions,
+};
+
+use crate::support::portcullis;
+
+/// A fresh folder and the store path inside it.
+fn store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("audit.duckdb");
+    (dir, path)
+}
+
+fn options(durability: Durability) -> WriterOptions {
+    WriterOptions {
+        durability,
+        ..WriterOptions::default()
+    }
+}
+
+/// The `i`-th statement of session `session`; every tenth is a write, every seventh
+/// denied.
+fn statement(session: &str, i: usize) -> Event {
+    let denied = i % 7 == 3;
+    let mut e = Event::new(
+        session,
+        Protocol::Postgres,
+        "app",
+        audit::record::kind::QUERY,
+        if denied {
+            Decision::Denied
+        } else {
+            Decision::Allowed
+        },
+    );
+    e.subject = Some(format!("agent-{}", i % 3));
+    e.groups = vec!["dev".into(), format!("team-{}", i % 2)];
+    e.client_addr = Some("127.0.0.1:50000".into());
+    e.prompt = Some(format!("task {}", i / 10));
+    let write = i % 10 == 9;
+    e.statement = Some(if write {
+        format!("UPDATE accounts SET balance = balance - 1 WHERE id = {i}")
+    } else {
+        format!("SELECT id, email FROM users WHERE id = {i}")
+    });
+    e.fingerprint = Some(if write { "f-update" } else { "f-select" }.into());
+    e.must_be_durable = write;
+    if denied {
+        e.rule_ids = vec!["sql.no-email".into()];
+        e.message = Some("email is off limits".into());
+    } else {
+        e.rows = Some(1);
+        e.result = Some(format!(r#"[[{i},"u{i}@example.com"]]"#));
+        e.masked_columns = vec!["email".into()];
+    }
+    e.monitored_rules = if i.is_multiple_of(5) {
+        vec!["sql.watch-users".into()]
+    } else {
+        Vec::new()
+    };
+    e.duration_us = Some(100 + i as i64);
+    e
+}
+
+fn push(session: &str) -> Event {
+    let mut e = Event::new(
+        session,
+        Protocol::Git,
+        "repo",
+        audit::record::kind::PUSH,
+        Decision::Allowed,
+    );
+    e.subject = Some("agent-0".into());
+    e.statement = Some("push 2 refs".into());
+    e.must_be_durable = true;
+    e.refs = vec![
+        RefUpdate {
+            name: "refs/heads/main".into(),
+            old_oid: "a".repeat(40),
+            new_oid: "b".repeat(40),
+            kind: "update".into(),
+            forced: false,
+            commits: Some(2),
+        },
+        RefUpdate {
+            name: "refs/tags/v1".into(),
+            old_oid: "0".repeat(40),
+            new_oid: "c".repeat(40),
+            kind: "create".into(),
+            forced: false,
+            commits: None,
+        },
+    ];
+    e
+}
+
+/// Writes `n` statements of session `s1`, a push of session `g1`, session rows and an
+/// approval, and shuts the writer down.
+fn fill(path: &Path, n: usize) {
+    let audit = AuditHandle::start(path, options(Durability::Writes)).expect("writer starts");
+    audit
+        .record_blocking(SessionStart {
+            session_id: "s1".into(),
+            protocol: Protocol::Postgres,
+            target: "app".into(),
+            subject: Some("agent-0".into()),
+            groups: vec!["dev".into()],
+            client_addr: Some("127.0.0.1:50000".into()),
+            started_us: audit::record::now_us(),
+        })
+        .and_then(|t| t.wait())
+        .expect("recorded");
+    for i in 0..n {
+        let e = if i == n / 2 {
+            push("g1")
+        } else {
+            statement("s1", i)
+        };
+        audit
+            .record_blocking(e)
+            .and_then(|t| t.wait())
+            .expect("recorded");
+    }
+    audit
+        .record_blocking(Approval {
+            approval_id: "ap1".into(),
+            event_id: "e-held".into(),
+            requested_us: audit::record::now_us(),
+            decided_us: None,
+            approver: None,
+            state: "pending".into(),
+            reason: None,
+        })
+        .and_then(|t| t.wait())
+        .expect("recorded");
+    audit
+        .record_blocking(Approval {
+            approval_id: "ap1".into(),
+            event_id: "e-held".into(),
+            requested_us: audit::record::now_us(),
+            decided_us: Some(audit::record::now_us()),
+            approver: Some("dba".into()),
+            state: "approved".into(),
+            reason: Some("looks fine".into()),
+        })
+        .and_then(|t| t.wait())
+        .expect("recorded");
+    audit
+        .record_blocking(SessionEnd {
+            session_id: "s1".into(),
+            ended_us: audit::record::now_us(),
+            reason: Some("client closed".into()),
+        })
+        .and_then(|t| t.wait())
+        .expect("recorded");
+    audit.shutdown().expect("clean shutdown");
+}
+
+fn sql(path: &Path, query: &str) -> audit::QueryResult {
+    audit::query(path, query).unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+fn text(v: &duckdb::types::Value) -> String {
+    audit::query::to_text(v)
+}
+
+#[test]
+fn many_events_from_many_threads_are_all_written_in_one_chain() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            queue: 64,
+            max_batch: 500,
+            ..options(Durability::Async)
+        },
+    )
+    .expect("writer starts");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let audit = audit.clone();
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    let ticket = audit
+                        .record_blocking(statement(&format!("s{t}"), i))
+                        .expect("queued");
+                    assert!(!ticket.waits(), "async acknowledges on enqueue");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("producer");
+    }
+    audit
+        .record_blocking(push("g1"))
+        .and_then(|t| t.wait())
+        .expect("recorded");
+    audit.shutdown().expect("clean shutdown");
+
+    let r = sql(
+        &path,
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq), count(DISTINCT event_id) FROM events",
+    );
+    let row: Vec<String> = r.rows[0].iter().map(text).collect();
+    assert_eq!(row, ["20001", "20001", "1", "20001", "20001"]);
+    // Each producer's events keep their order.
+    let r = sql(
+        &path,
+        "SELECT session_id, count(*) FROM (SELECT session_id, seq, \
+         row_number() OVER (PARTITION BY session_id ORDER BY seq) AS n, \
+         CAST(regexp_extract(statement, 'id = (\\d+)', 1) AS INTEGER) AS i FROM events WHERE kind = 'query') \
+         WHERE n - 1 <> i GROUP BY 1",
+    );
+    assert!(r.rows.is_empty(), "out of order: {:?}", r.rows);
+    // Lists, timestamps, NULLs and ref updates come back as written.
+    let r = sql(
+        &path,
+        "SELECT groups, rule_ids, masked_columns, rows, message, ts <= now()::TIMESTAMP \
+         FROM events WHERE session_id = 's0' AND statement LIKE '%id = 3'",
+    );
+    let row: Vec<String> = r.rows[0].iter().map(text).collect();
+    assert_eq!(
+        row,
+        [
+            "[dev, team-1]",
+            "[sql.no-email]",
+            "[]",
+            "NULL",
+            "email is off limits",
+            "true"
+        ]
+    );
+    let r = sql(
+        &path,
+        "SELECT r.position, r.ref, r.kind, r.forced, r.commits FROM ref_updates r \
+         JOIN events e USING (event_id) WHERE e.kind = 'push' ORDER BY r.position",
+    );
+    let rows: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|row| row.iter().map(text).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["0", "refs/heads/main", "update", "false", "2"],
+            ["1", "refs/tags/v1", "create", "false", "NULL"]
+        ]
+    );
+    let report = audit::verify(&path).expect("verify runs");
+    assert_eq!(report.broken, None);
+    assert_eq!(report.events, 20001);
+}
+
+#[test]
+fn sessions_and_approvals_are_summarised() {
+    let (_dir, path) = store();
+    fill(&path, 20);
+    let r = sql(
+        &path,
+        "SELECT session_id, subject, groups, ended_at IS NOT NULL, end_reason FROM sessions",
+    );
+    let row: Vec<String> = r.rows[0].iter().map(text).collect();
+    assert_eq!(row, ["s1", "agent-0", "[dev]", "true", "client closed"]);
+    let r = sql(
+        &path,
+        "SELECT approval_id, state, approver, reason FROM approvals",
+    );
+    assert_eq!(r.rows.len(), 1, "one row per approval, its latest state");
+    let row: Vec<String> = r.rows[0].iter().map(text).collect();
+    assert_eq!(row, ["ap1", "approved", "dba", "looks fine"]);
+}
+
+#[test]
+fn a_restarted_writer_continues_the_chain() {
+    let (_dir, path) = store();
+    fill(&path, 10);
+    fill(&path, 10);
+    let report = audit::verify(&path).expect("verify runs");
+    assert_eq!(report.broken, None);
+    assert_eq!(report.events, 20);
+    assert_eq!(report.head.expect("a head").seq, 20);
+}
+
+#[test]
+fn durability_writes_waits_only_for_writes_and_commits_reads_soon() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(&path, options(Durability::Writes)).expect("writer starts");
+    let read = audit.record_blocking(statement("s", 0)).expect("queued");
+    assert!(!read.waits(), "a read is acknowledged on enqueue");
+    let write = audit.record_blocking(statement("s", 9)).expect("queued");
+    assert!(write.waits(), "a write waits for its commit");
+    write.wait().expect("committed");
+    assert_eq!(
+        audit.stats().committed_events,
+        2,
+        "the write's commit carries the read queued before it"
+    );
+    // A read alone is committed by the group-commit timer.
+    let read = audit.record_blocking(statement("s", 1)).expect("queued");
+    assert!(!read.waits());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while audit.stats().committed_events < 3 {
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    audit.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn durability_all_waits_for_every_event_and_async_for_none() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(&path, options(Durability::All)).expect("writer starts");
+    for i in 0..20 {
+        let ticket = audit.record_blocking(statement("s", i)).expect("queued");
+        assert!(ticket.waits());
+        ticket.wait().expect("committed");
+        assert_eq!(audit.stats().committed_events, i as u64 + 1);
+    }
+    audit.shutdown().expect("clean shutdown");
+
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            max_delay: Duration::from_secs(3600),
+            ..options(Durability::Async)
+        },
+    )
+    .expect("writer starts");
+    for i in 0..20 {
+        let ticket = audit.record_blocking(statement("s", i)).expect("queued");
+        assert!(!ticket.waits(), "async never waits, writes included");
+        ticket.wait().expect("acknowledged");
+    }
+    assert_eq!(
+        audit.stats().committed_events,
+        0,
+        "nothing forced a commit yet"
+    );
+    audit.flush_blocking().expect("flushed");
+    assert_eq!(audit.stats().committed_events, 20);
+    audit.shutdown().expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_callers_await_tickets_and_back_pressure_loses_nothing() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            queue: 1,
+            max_batch: 16,
+            ..options(Durability::Writes)
+        },
+    )
+    .expect("writer starts");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let audit = audit.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                let ticket = audit
+                    .record(statement(&format!("s{t}"), i))
+                    .await
+                    .expect("queued");
+                ticket.durable().await.expect("durable");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    audit.flush().await.expect("flushed");
+    assert_eq!(audit.stats().committed_events, 2000, "none dropped");
+    tokio::task::spawn_blocking(move || audit.shutdown())
+        .await
+        .expect("join")
+        .expect("clean shutdown");
+    assert_eq!(audit::verify(&path).expect("verify").events, 2000);
+}
+
+#[test]
+fn an_unusable_store_is_reported_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A folder where the file should be.
+    let err = AuditHandle::start(dir.path(), WriterOptions::default())
+        .err()
+        .expect("a folder is not a store");
+    assert!(matches!(err, audit::Error::Open { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+    // Not a DuckDB file.
+    let bogus = dir.path().join("bogus.duckdb");
+    std::fs::write(&bogus, b"not a database at all, just text").expect("write");
+    let err = AuditHandle::start(&bogus, WriterOptions::default())
+        .err()
+        .expect("garbage is not a store");
+    assert!(matches!(err, audit::Error::Open { .. }), "{err}");
+}
+
+#[test]
+fn a_writer_that_stops_refuses_new_records() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(&path, WriterOptions::default()).expect("writer starts");
+    let other = audit.clone();
+    audit.shutdown().expect("clean shutdown");
+    assert!(matches!(other.check(), Err(audit::Error::Closed)));
+    assert!(matches!(
+        other.record_blocking(statement("s", 0)),
+        Err(audit::Error::Closed)
+    ));
+}
+
+/// Opens the store behind the writer's back, as someone with the file would.
+fn tamper(path: &Path, sql: &str) {
+    let conn = duckdb::Connection::open(path).expect("open the file directly");
+    conn.execute_batch(sql).expect("tamper");
+}
+
+fn event_id_at(path: &Path, seq: i64) -> String {
+    text(
+        &sql(
+            path,
+            &format!("SELECT event_id FROM events WHERE seq = {seq}"),
+        )
+        .rows[0][0],
+    )
+}
+
+fn verify_cli(path: &Path) -> (i32, String) {
+    let (code, out, err) = portcullis(&["audit", "verify", "--db", path.to_str().expect("utf-8")]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn verify_passes_an_intact_store() {
+    let (_dir, path) = store();
+    fill(&path, 50);
+    let (code, out) = verify_cli(&path);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("intact: 50 events, head seq 50 hash "),
+        "{out}"
+    );
+}
+
+#[test]
+fn verify_finds_an_edited_statement() {
+    let (_dir, path) = store();
+    fill(&path, 50);
+    let id = event_id_at(&path, 17);
+    tamper(
+        &path,
+        "UPDATE events SET statement = 'SELECT 1' WHERE seq = 17",
+    );
+    let report = audit::verify(&path).expect("verify runs");
+    let broken = report.broken.expect("broken");
+    assert_eq!((broken.seq, broken.event_id.as_str()), (17, id.as_str()));
+    assert_eq!(report.events, 16);
+    let (code, out) = verify_cli(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("broken at seq 17 (event {id})")),
+        "{out}"
+    );
+    assert!(out.contains("edited"), "{out}");
+}
+
+#[test]
+fn verify_finds_an_edited_decision_and_list() {
+    for (edit, seq) in [
+        ("UPDATE events SET decision = 'allowed' WHERE seq = 4", 4),
+        ("UPDATE events SET rule_ids = [] WHERE seq = 4", 4),
+        (
+            "UPDATE events SET ts = ts + INTERVAL 1 SECOND WHERE seq = 4",
+            4,
+        ),
+        ("UPDATE events SET result = NULL WHERE seq = 5", 5),
+        ("UPDATE events SET groups = NULL WHERE seq = 6", 6),
+        ("UPDATE events SET hash = sha256('x') WHERE seq = 4", 4),
+    ] {
+        let (_dir, path) = store();
+        fill(&path, 10);
+        tamper(&path, edit);
+        let broken = audit::verify(&path)
+            .expect("verify runs")
+            .broken
+            .unwrap_or_else(|| panic!("not found: {edit}"));
+        assert_eq!(broken.seq, seq, "{edit}: {broken:?}");
+    }
+}
+
+#[test]
+fn verify_finds_a_deleted_event() {
+    let (_dir, path) = store();
+    fill(&path, 50);
+    tamper(&path, "DELETE FROM events WHERE seq = 23");
+    let broken = audit::verify(&path)
+        .expect("verify runs")
+        .broken
+        .expect("broken");
+    assert_eq!(broken.seq, 23);
+    assert!(broken.reason.contains("missing"), "{broken:?}");
+    let (code, out) = verify_cli(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("broken at seq 23"), "{out}");
+}
+
+#[test]
+fn verify_finds_a_deleted_event_even_with_seq_renumbered() {
+    let (_dir, path) = store();
+    fill(&path, 50);
+    let id = event_id_at(&path, 24);
+    tamper(
+        &path,
+        "DELETE FROM events WHERE seq = 23; UPDATE events SET seq = seq - 1 WHERE seq > 23",
+    );
+    let broken = audit::verify(&path)
+        .expect("verify runs")
+        .broken
+        .expect("broken");
+    assert_eq!((broken.seq, broken.event_id.as_str()), (23, id.as_str()));
+}
+
+#[test]
+fn verify_finds_swapped_events() {
+    let (_dir, path) = store();
+    fill(&path, 50);
+    let second = event_id_at(&path, 31);
+    tamper(
+        &path,
+        "UPDATE events SET seq = CASE seq WHEN 30 THEN 31 ELSE 30 END WHERE seq IN (30, 31)",
+    );
+    let broken = audit::verify(&path)
+        .expect("verify runs")
+        .broken
+        .expect("broken");
+    assert_eq!(
+        (broken.seq, broken.event_id.as_str()),
+        (30, second.as_str())
+    );
+}
+
+#[test]
+fn verify_finds_edited_and_added_ref_updates() {
+    let (_dir, path) = store();
+    fill(&path, 10);
+    let push_seq = text(&sql(&path, "SELECT seq FROM events WHERE kind = 'push'").rows[0][0]);
+    tamper(
+        &path,
+        "UPDATE ref_updates SET forced = true WHERE position = 0",
+    );
+    let broken = audit::verify(&path)
+        .expect("verify runs")
+        .broken
+        .expect("broken");
+    assert_eq!(broken.seq.to_string(), push_seq);
+
+    let (_dir, path) = store();
+    fill(&path, 10);
+    tamper(
+        &path,
+        "INSERT INTO ref_updates VALUES ('forged', 0, 'refs/heads/main', 'a', 'b', 'update', true, 1)",
+    );
+    let broken = audit::verify(&path)
+        .expect("verify runs")
+        .broken
+        .expect("broken");
+    assert_eq!(broken.event_id, "forged");
+}
+
+fn sql_cli(path: &Path, query: &str, format: &str) -> (i32, String, String) {
+    portcullis(&[
+        "audit",
+        "sql",
+        query,
+        "--db",
+        path.to_str().expect("utf-8"),
+        "--format",
+        format,
+    ])
+}
+
+#[test]
+fn audit_sql_answers_in_three_formats() {
+    let (_dir, path) = store();
+    fill(&path, 30);
+    let q = "SELECT subject, count(*) AS denied, list(DISTINCT rule_ids[1]) AS rules \
+             FROM events WHERE decision = 'denied' GROUP BY subject ORDER BY subject";
+    let (code, out, err) = sql_cli(&path, q, "table");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "subject | denied | rules");
+    assert!(lines[1].starts_with("--------+--------+"), "{out}");
+    assert_eq!(lines[2], "agent-0 | 2      | [sql.no-email]", "{out}");
+    assert_eq!(lines.last(), Some(&"(3 rows)"), "{out}");
+
+    let (code, out, err) = sql_cli(&path, q, "json");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        v[0],
+        serde_json::json!({"subject": "agent-0", "denied": 2, "rules": ["sql.no-email"]})
+    );
+    assert_eq!(v.as_array().map(Vec::len), Some(3));
+
+    let (code, out, err) = sql_cli(
+        &path,
+        "SELECT seq, statement, 'say \"hi\", ok' AS quote FROM events WHERE seq = 1",
+        "csv",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "seq,statement,quote\n1,\"SELECT id, email FROM users WHERE id = 0\",\"say \"\"hi\"\", ok\"\n"
+    );
+}
+
+#[test]
+fn audit_sql_refuses_anything_but_a_query() {
+    let (_dir, path) = store();
+    fill(&path, 5);
+    for q in [
+        "COPY events TO '/tmp/portcullis-audit-x.csv'",
+        "ATTACH '/tmp/portcullis-audit-x.duckdb' AS x",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SELECT 1; SELECT 2",
+        "SELECT 1; DROP TABLE events",
+        "CREATE TABLE t (x INT)",
+        "UPDATE events SET statement = 'x'",
+        "DELETE FROM events",
+        "PRAGMA enable_profiling",
+        "SET enable_external_access = true",
+        "SELECT * FROM 'https://example.com/x.csv'",
+    ] {
+        let (code, out, err) = sql_cli(&path, q, "table");
+        assert_eq!(code, 1, "{q}: {out}");
+        assert!(
+            err.contains("refused") || err.contains("cannot parse"),
+            "{q}: {err}"
+        );
+    }
+    assert!(!Path::new("/tmp/portcullis-audit-x.csv").exists());
+    // The store is untouched.
+    assert_eq!(audit::verify(&path).expect("verify").events, 5);
+}
+
+#[test]
+fn duckdb_itself_refuses_what_slipped_past_the_parser() {
+    let (_dir, path) = store();
+    fill(&path, 5);
+    let store = audit::Store::open_read_only(&path).expect("opens read-only");
+    let conn = store.connection();
+    for q in [
+        "COPY events TO '/tmp/portcullis-audit-y.csv'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+        "ATTACH '/tmp/portcullis-audit-y.duckdb' AS y",
+        "SET enable_external_access = true",
+        "INSTALL httpfs",
+        "DELETE FROM events",
+    ] {
+        let r = audit::query::query_connection(conn, q);
+        assert!(r.is_err(), "{q}: DuckDB ran it");
+    }
+    assert!(!Path::new("/tmp/portcullis-audit-y.csv").exists());
+}
+
+#[test]
+fn audit_sql_finds_the_store_through_the_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(&dir.path().join("trail.duckdb"), 3);
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        "[audit]\npath = \"trail.duckdb\"\ndurability = \"all\"\n",
+    )
+    .expect("write config");
+    let (code, out, err) = portcullis(&[
+        "audit",
+        "sql",
+        "SELECT count(*) AS n FROM events",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "n\n3\n");
+
+    std::fs::write(&config, "[audit]\ndurability = \"sometimes\"\n").expect("write config");
+    let (code, _, err) = portcullis(&[
+        "audit",
+        "verify",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("audit.durability"), "{err}");
+}
+
+#[test]
+fn replay_prints_a_session_timeline() {
+    let (_dir, path) = store();
+    fill(&path, 12);
+    let (code, out, err) = portcullis(&[
+        "audit",
+        "replay",
+        "s1",
+        "--db",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("session s1: postgres app as agent-0 [dev] from 127.0.0.1:50000"),
+        "{out}"
+    );
+    assert!(out.contains("(client closed)"), "{out}");
+    assert!(out.contains("  prompt: task 0\n"), "{out}");
+    assert!(
+        out.contains("query DENIED SELECT id, email FROM users WHERE id = 3\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rules: sql.no-email; message: email is off limits"),
+        "{out}"
+    );
+    assert!(out.contains("query ALLOWED UPDATE accounts"), "{out}");
+    assert!(out.contains("(11 events)"), "{out}");
+    let first = out.find("WHERE id = 1\n").expect("statement 1");
+    let second = out.find("WHERE id = 2\n").expect("statement 2");
+    assert!(first < second, "in seq order");
+
+    let (code, out, _) = portcullis(&[
+        "audit",
+        "replay",
+        "g1",
+        "--db",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "ref refs/heads/main {}..{} update",
+            "a".repeat(40),
+            "b".repeat(40)
+        )),
+        "{out}"
+    );
+
+    let (code, _, err) = portcullis(&[
+        "audit",
+        "replay",
+        "nope",
+        "--db",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no session nope"), "{err}");
+}
+
+#[test]
+fn export_writes_parquet_that_duckdb_reads_back() {
+    let (dir, path) = store();
+    fill(&path, 40);
+    let out_dir = dir.path().join("parquet");
+    let (code, out, err) = portcullis(&[
+        "audit",
+        "export",
+        "--parquet",
+        out_dir.to_str().expect("utf-8"),
+        "--db",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let conn = duckdb::Connection::open_in_memory().expect("in-memory DuckDB");
+    let read = |table: &str, q: &str| -> String {
+        let file = out_dir.join(format!("{table}.parquet"));
+        let q = q.replace("{t}", &format!("read_parquet('{}')", file.display()));
+        conn.query_row(&q, [], |r| r.get::<_, String>(0))
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    assert_eq!(
+        read(
+            "events",
+            "SELECT count(*) || ' ' || max(seq) || ' ' || min(hash = prev_hash)::VARCHAR FROM {t}"
+        ),
+        "40 40 false"
+    );
+    let head = audit::verify(&path).expect("verify").head.expect("head");
+    assert_eq!(
+        read("events", "SELECT hash FROM {t} ORDER BY seq DESC LIMIT 1"),
+        head.hash
+    );
+    assert_eq!(
+        read("ref_updates", "SELECT count(*)::VARCHAR FROM {t}"),
+        "2"
+    );
+    assert_eq!(read("sessions", "SELECT session_id FROM {t}"), "s1");
+    assert_eq!(read("approvals", "SELECT state FROM {t}"), "approved");
+    assert_eq!(
+        read("events", "SELECT typeof(rule_ids) FROM {t} LIMIT 1"),
+        "VARCHAR[]"
+    );
+}
+
+#[test]
+fn a_failed_commit_stops_the_writer_and_every_caller_hears_why() {
+    let (_dir, path) = store();
+    // A memory limit far too small for the batch makes DuckDB's append fail at commit.
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            memory_limit: "2MB".into(),
+            max_batch: 100_000,
+            max_delay: Duration::from_secs(60),
+            ..options(Durability::Writes)
+        },
+    )
+    .expect("writer starts");
+    let mut read = statement("s", 0);
+    read.result = Some("x".repeat(200_000));
+    for _ in 0..200 {
+        let ticket = audit.record_blocking(read.clone()).expect("queued");
+        assert!(!ticket.waits());
+    }
+    let write = audit.record_blocking(statement("s", 9)).expect("queued");
+    let err = write.wait().expect_err("the commit cannot succeed");
+    assert!(
+        matches!(&err, audit::Error::Failed(reason) if reason.contains("commit of 201 records failed")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("the audit store failed"),
+        "{err}"
+    );
+    assert!(matches!(audit.check(), Err(audit::Error::Failed(_))));
+    assert!(matches!(
+        audit.record_blocking(statement("s", 1)),
+        Err(audit::Error::Failed(_))
+    ));
+    assert!(matches!(audit.shutdown(), Err(audit::Error::Failed(_))));
+}
