@@ -79,10 +79,12 @@ pub fn record_session(e: &SessionEvent<'_>) {
     tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "session");
 }
 
-/// Sends events to the audit store. Cheap to share; one per running gateway.
+/// Sends events to the audit store and counts them for `/metrics`. Cheap to share; one
+/// per running gateway.
 #[derive(Clone, Default)]
 pub struct Recorder {
     audit: Option<AuditHandle>,
+    metrics: std::sync::Arc<crate::admin::Metrics>,
 }
 
 /// Why the store cannot take an event; the gateway refuses the work it would record.
@@ -92,7 +94,19 @@ pub struct Unrecorded(pub String);
 
 impl Recorder {
     pub fn new(audit: AuditHandle) -> Recorder {
-        Recorder { audit: Some(audit) }
+        Recorder {
+            audit: Some(audit),
+            metrics: Default::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &crate::admin::Metrics {
+        &self.metrics
+    }
+
+    /// The writer's counters, when there is a store.
+    pub fn audit_stats(&self) -> Option<audit::WriterStats> {
+        self.audit.as_ref().map(|a| a.stats())
     }
 
     /// A recorder that only logs (unit tests, `check` commands).
@@ -128,6 +142,7 @@ impl Recorder {
         if tracing::enabled!(target: "portcullis::event", tracing::Level::INFO) {
             record_statement(e);
         }
+        self.metrics.statement(e.decision, &e.rule_ids, e.judge_us);
         self.audit.as_ref()?;
         let mut ev = audit::Event::new(
             e.session_id,
@@ -169,6 +184,7 @@ impl Recorder {
         groups: &[String],
     ) -> Result<(), Unrecorded> {
         record_session(e);
+        self.metrics.session(e.state);
         let Some(audit) = &self.audit else {
             return Ok(());
         };
@@ -221,6 +237,7 @@ impl Recorder {
         client_addr: Option<&str>,
     ) -> Result<(), Unrecorded> {
         record_push(e);
+        self.metrics.push(e.decision, &e.rule_ids, e.duration_us);
         let Some(audit) = &self.audit else {
             return Ok(());
         };

@@ -5,6 +5,7 @@
 //! the decision goes back to the protocol module, which turns it into bytes. This crate is
 //! one binary (`portcullis`, see [`cli`]) and this library.
 
+pub mod admin;
 pub mod audit;
 pub mod cases;
 pub mod cli;

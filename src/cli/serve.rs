@@ -154,6 +154,18 @@ pub async fn serve_until(
             }
         });
     }
+    if let Some(addr) = config.server.admin_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for the admin API: {e}"))?;
+        eprintln!("portcullis: admin (/healthz, /metrics) at http://{addr}");
+        let app = crate::admin::router(recorder.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "admin listener stopped");
+            }
+        });
+    }
     ready();
     stop.await;
     // Everything recorded so far reaches the file before the process ends.

@@ -226,3 +226,46 @@ fn the_gateway_refuses_to_start_without_its_audit_store() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("audit store"), "{err}");
 }
+
+#[test]
+fn the_admin_api_reports_health_and_metrics() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    let upstream = seeded_upstream(root.path(), "app");
+    let admin = crate::support::gateway::free_port();
+    let gw = GitGateway::start_with_admin(
+        &[("app", UpstreamSpec::Local(upstream))],
+        None,
+        Some(admin),
+    );
+    crate::support::gateway::wait_listening(admin, || gw.log());
+    let url = gw.url("app", &gw.token("agent-9"));
+    let work = root.path().join("work");
+    git_ok(root.path(), &["clone", "-q", &url, work.to_str().unwrap()]);
+    git_ok(&work, &["checkout", "-q", "-b", "t", "origin/feature"]);
+    std::fs::write(work.join("t.txt"), "t\n").unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "t"]);
+    git_ok(&work, &["push", "-q", "origin", "t:refs/heads/t"]);
+    let out = git(&work, &["push", "--force", "origin", "HEAD~2:main"]);
+    assert!(!out.status.success());
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let health = get("/healthz");
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    let metrics = get("/metrics");
+    for line in [
+        "portcullis_pushes_total{decision=\"allowed\"} 1",
+        "portcullis_pushes_total{decision=\"denied\"} 1",
+        "portcullis_rule_matches_total{subject=\"git\",rule=\"git.protected-force\"} 1",
+        "portcullis_push_seconds_count 2",
+        "portcullis_audit_queue_depth",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}

@@ -111,6 +111,15 @@ pub struct GitGateway {
 impl GitGateway {
     /// Serves `repos` (name → upstream) with the built-in rules, or `rules` when given.
     pub fn start(repos: &[(&str, UpstreamSpec)], rules: Option<&str>) -> GitGateway {
+        GitGateway::start_with_admin(repos, rules, None)
+    }
+
+    /// As [`GitGateway::start`], with the admin API on `admin_port`.
+    pub fn start_with_admin(
+        repos: &[(&str, UpstreamSpec)],
+        rules: Option<&str>,
+        admin_port: Option<u16>,
+    ) -> GitGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let key_pem = identity::generate_key(KeyAlg::Es256).expect("key");
         let jwks = identity::jwks_for(&key_pem).expect("jwks");
@@ -123,8 +132,11 @@ impl GitGateway {
             }
             None => "",
         };
+        let admin_line = admin_port
+            .map(|p| format!("admin_listen = \"127.0.0.1:{p}\"\n"))
+            .unwrap_or_default();
         let mut config = format!(
-            "[server]\ngit_listen = \"127.0.0.1:{port}\"\n{rules_line}\n\
+            "[server]\ngit_listen = \"127.0.0.1:{port}\"\n{admin_line}{rules_line}\n\
              [identity]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_path = \"jwks.json\"\n"
         );
         let mut envs = Vec::new();
