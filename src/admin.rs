@@ -1,18 +1,25 @@
-//! The admin HTTP server on `server.admin_listen`: `/healthz` and `/metrics` (Prometheus
-//! text). Counters live in [`Metrics`], which the [`Recorder`] updates as events pass.
+//! The admin HTTP server on `server.admin_listen`: `/healthz`, `/metrics` (Prometheus
+//! text) and `/api/audit/query` (read-only SQL over the live audit store, for tokens of
+//! the auditor group). Counters live in [`Metrics`], which the [`Recorder`] updates as
+//! events pass.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::audit::Format;
 use crate::event::Recorder;
+use crate::pg::Authenticator;
 
 /// Upper bounds (µs) of the latency histograms' buckets.
 const BUCKETS_US: [u64; 10] = [5, 10, 25, 50, 100, 250, 1_000, 10_000, 100_000, 1_000_000];
@@ -169,25 +176,94 @@ impl Metrics {
     }
 }
 
+/// What the admin routes share.
+#[derive(Clone)]
+pub struct Admin {
+    pub recorder: Recorder,
+    pub auth: Arc<dyn Authenticator>,
+    /// Tokens carrying this group may query the audit store.
+    pub auditor_group: String,
+}
+
 /// The admin routes.
-pub fn router(recorder: Recorder) -> Router {
+pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(recorder)
+        .route("/api/audit/query", post(audit_query))
+        .with_state(admin)
 }
 
-async fn healthz(State(recorder): State<Recorder>) -> Response {
-    match recorder.check() {
+async fn healthz(State(admin): State<Admin>) -> Response {
+    match admin.recorder.check() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
-async fn metrics(State(recorder): State<Recorder>) -> Response {
+async fn metrics(State(admin): State<Admin>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        recorder.metrics().render(&recorder),
+        admin.recorder.metrics().render(&admin.recorder),
     )
         .into_response()
+}
+
+/// `POST /api/audit/query?format=json|csv|table` with the SQL as the body and an auditor's
+/// JWT as `Authorization: Bearer`.
+async fn audit_query(
+    State(admin): State<Admin>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    sql: String,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "an auditor's token is required (Bearer)",
+        );
+    };
+    let agent = match admin.auth.authenticate(token.trim()).await {
+        Ok(a) => a,
+        Err((message, _)) => return text(StatusCode::UNAUTHORIZED, &message),
+    };
+    if !agent.groups.contains(&admin.auditor_group) {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!("{} is not in the {} group", agent.sub, admin.auditor_group),
+        );
+    }
+    let format = match params.get("format").map(String::as_str) {
+        None | Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some("table") => Format::Table,
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown format {other:?}"),
+            );
+        }
+    };
+    tracing::info!(target: "portcullis::event", auditor = %agent.sub, query = %sql, "audit query");
+    match admin.recorder.query(&sql).await {
+        Ok(result) => {
+            let mut out = Vec::new();
+            if let Err(e) = result.write(format, &mut out) {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            }
+            (StatusCode::OK, out).into_response()
+        }
+        Err(e @ (crate::audit::Error::NotReadOnly(_) | crate::audit::Error::Parse(_))) => {
+            text(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    }
+}
+
+fn text(status: StatusCode, message: &str) -> Response {
+    (status, format!("portcullis: {message}\n")).into_response()
 }

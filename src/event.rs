@@ -114,6 +114,14 @@ impl Recorder {
         Recorder::default()
     }
 
+    /// Runs an auditor's read-only query on the live store.
+    pub async fn query(&self, sql: &str) -> Result<audit::QueryResult, audit::Error> {
+        match &self.audit {
+            Some(a) => a.query(sql).await,
+            None => Err(audit::Error::Closed),
+        }
+    }
+
     /// Commits everything queued so far.
     pub async fn flush(&self) -> Result<(), Unrecorded> {
         match &self.audit {

@@ -111,6 +111,9 @@ enum Msg {
     Record(Record, Option<Ack>),
     Flush(Ack),
     Shutdown(Ack),
+    /// An auditor's query (already checked read-only), run after a commit so it sees
+    /// everything queued before it.
+    Query(String, oneshot::Sender<Result<super::QueryResult, Error>>),
 }
 
 struct Shared {
@@ -263,6 +266,19 @@ impl AuditHandle {
             .blocking_send(msg)
             .map_err(|_| self.shared.error())?;
         Ok(ticket)
+    }
+
+    /// Runs a read-only query on the live store (the writer's own connection, which has no
+    /// file or network access), after committing what is queued. Rejects anything but a
+    /// single query over the audit tables, as `portcullis audit sql` does.
+    pub async fn query(&self, sql: &str) -> Result<super::QueryResult, Error> {
+        super::check_read_only(sql)?;
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Query(sql.to_string(), tx))
+            .await
+            .map_err(|_| self.shared.error())?;
+        rx.await.unwrap_or_else(|_| Err(self.shared.error()))
     }
 
     /// `Ok` while the writer runs; the reason it stopped otherwise.
@@ -428,6 +444,11 @@ impl Writer {
                     self.batch.acks.push(ack);
                     self.commit().ok();
                     return;
+                }
+                Some(Msg::Query(sql, reply)) => {
+                    let committed = self.commit();
+                    let _ = reply.send(super::query::query_connection(&self.conn, &sql));
+                    committed
                 }
             };
             if outcome.is_err() {

@@ -1,7 +1,8 @@
 //! `portcullis audit`: the auditor's commands on the store file (`--db FILE`, or the
-//! `audit.path` of `--config F`). Querying a running gateway through its admin API comes
-//! with the admin server; until then the file must not be open in a running gateway
-//! (DuckDB lets one process write a file at a time).
+//! `audit.path` of `--config F`). `audit sql --config F` goes through the running
+//! gateway's admin API (`server.admin_listen`, with an auditor's JWT in
+//! `PORTCULLIS_TOKEN`) when it answers, since DuckDB lets one process open a file for
+//! writing at a time; the other commands need the gateway stopped.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -93,6 +94,10 @@ enum OutputFormat {
 pub fn run(command: AuditCommand) -> Result<u8, String> {
     match command {
         AuditCommand::Sql(args) => {
+            if let Some(text) = through_admin_api(&args)? {
+                print!("{text}");
+                return Ok(0);
+            }
             let path = args.store.path()?;
             let result = audit::query(&path, &args.query).map_err(|e| e.to_string())?;
             let format = match args.format {
@@ -156,4 +161,57 @@ pub fn run(command: AuditCommand) -> Result<u8, String> {
             Ok(0)
         }
     }
+}
+
+/// Runs the query through a running gateway's admin API when `--config` names one that
+/// answers; `None` to read the file instead.
+fn through_admin_api(args: &SqlArgs) -> Result<Option<String>, String> {
+    if args.store.db.is_some() {
+        return Ok(None);
+    }
+    let path = args
+        .store
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("portcullis.toml"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let Some(addr) = config.server.admin_listen else {
+        return Ok(None);
+    };
+    if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_err() {
+        return Ok(None);
+    }
+    let token = std::env::var("PORTCULLIS_TOKEN").map_err(|_| {
+        format!(
+            "the gateway is running (admin API at {addr}): set PORTCULLIS_TOKEN to an auditor's JWT"
+        )
+    })?;
+    let format = match args.format {
+        OutputFormat::Table => "table",
+        OutputFormat::Json => "json",
+        OutputFormat::Csv => "csv",
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let resp = crate::git::http::http_client()?
+            .post(format!("http://{addr}/api/audit/query?format={format}"))
+            .bearer_auth(token.trim())
+            .body(args.query.clone())
+            .send()
+            .await
+            .map_err(|e| format!("the admin API at {addr} did not answer: {e}"))?;
+        let ok = resp.status().is_success();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if ok {
+            Ok(Some(text))
+        } else {
+            Err(text.trim().trim_start_matches("portcullis: ").to_string())
+        }
+    })
 }

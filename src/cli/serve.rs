@@ -158,8 +158,15 @@ pub async fn serve_until(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} for the admin API: {e}"))?;
-        eprintln!("portcullis: admin (/healthz, /metrics) at http://{addr}");
-        let app = crate::admin::router(recorder.clone());
+        eprintln!("portcullis: admin (/healthz, /metrics, /api/audit/query) at http://{addr}");
+        let app = crate::admin::router(crate::admin::Admin {
+            recorder: recorder.clone(),
+            auth: auth.clone(),
+            auditor_group: config
+                .audit
+                .as_ref()
+                .map_or_else(|| "auditors".into(), |a| a.auditor_group.clone()),
+        });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "admin listener stopped");

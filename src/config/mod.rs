@@ -67,6 +67,9 @@ pub struct Audit {
     pub result_rows: u32,
     /// `audit.durability`: `writes` (default), `all` or `async`.
     pub durability: crate::audit::Durability,
+    /// The group (`groups` claim) whose tokens may query the store through the admin API
+    /// (`audit.auditor_group`, default `auditors`).
+    pub auditor_group: String,
 }
 
 /// Default `audit.path`.

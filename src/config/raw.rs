@@ -52,6 +52,7 @@ struct RawAudit {
     path: Option<String>,
     result_rows: Option<u32>,
     durability: Option<String>,
+    auditor_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +246,7 @@ impl RawConfig {
             Some(Audit {
                 path: base.join(a.path.as_deref().unwrap_or(DEFAULT_AUDIT_PATH)),
                 result_rows: a.result_rows.unwrap_or(DEFAULT_RESULT_ROWS),
+                auditor_group: a.auditor_group.clone().unwrap_or_else(|| "auditors".into()),
                 durability: match a.durability.as_deref() {
                     None => Durability::default(),
                     Some(d) => Durability::parse(d).ok_or_else(|| {

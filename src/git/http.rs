@@ -363,8 +363,8 @@ fn upstream_failed(repo: &str, error: &dyn std::fmt::Display) -> Response {
     )
 }
 
-/// The client for HTTP(S) upstreams.
-fn http_client() -> Result<reqwest::Client, String> {
+/// The client for HTTP(S) upstreams (and the CLI's admin API calls).
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
     let tls = crate::identity::public_tls_config()?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)

@@ -233,11 +233,8 @@ fn the_admin_api_reports_health_and_metrics() {
     let root = tempfile::tempdir().unwrap();
     let upstream = seeded_upstream(root.path(), "app");
     let admin = crate::support::gateway::free_port();
-    let gw = GitGateway::start_with_admin(
-        &[("app", UpstreamSpec::Local(upstream))],
-        None,
-        Some(admin),
-    );
+    let gw =
+        GitGateway::start_with_admin(&[("app", UpstreamSpec::Local(upstream))], None, Some(admin));
     crate::support::gateway::wait_listening(admin, || gw.log());
     let url = gw.url("app", &gw.token("agent-9"));
     let work = root.path().join("work");
@@ -251,14 +248,60 @@ fn the_admin_api_reports_health_and_metrics() {
     assert!(!out.status.success());
     let get = |path: &str| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
     };
     let health = get("/healthz");
-    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
     let metrics = get("/metrics");
+    // An auditor queries the live store through the admin API with `audit sql --config`.
+    let config = gw.config_path();
+    let audit_sql = |token: &str, sql: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["audit", "sql", "--format", "json", "--config"])
+            .arg(&config)
+            .arg(sql)
+            .env("PORTCULLIS_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let auditor = gw.token_in("carol", &["auditors"]);
+    let (ok, out, err) = audit_sql(
+        &auditor,
+        "SELECT subject, decision FROM events WHERE protocol = 'git' ORDER BY seq",
+    );
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[0]["decision"], "allowed");
+    assert_eq!(rows[1]["decision"], "denied");
+    // A developer's token is not an auditor's; writes and file access are refused.
+    let (ok, _, err) = audit_sql(&gw.token("agent-9"), "SELECT 1");
+    assert!(!ok && err.contains("auditors"), "{err}");
+    for bad in [
+        "COPY events TO '/tmp/portcullis-exfil.csv'",
+        "DELETE FROM events",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT 1; DROP TABLE events",
+    ] {
+        let (ok, _, err) = audit_sql(&auditor, bad);
+        assert!(!ok, "{bad} must be refused");
+        assert!(!err.is_empty(), "{bad}: a reason is given");
+    }
     for line in [
         "portcullis_pushes_total{decision=\"allowed\"} 1",
         "portcullis_pushes_total{decision=\"denied\"} 1",

@@ -177,11 +177,15 @@ impl GitGateway {
     }
 
     pub fn token(&self, sub: &str) -> String {
+        self.token_in(sub, &["developers"])
+    }
+
+    pub fn token_in(&self, sub: &str, groups: &[&str]) -> String {
         identity::mint(
             &self.key_pem,
             MintOptions {
                 sub: sub.into(),
-                groups: vec!["developers".into()],
+                groups: groups.iter().map(|g| g.to_string()).collect(),
                 ttl: Duration::from_secs(600),
                 issuer: ISSUER.into(),
                 audience: AUDIENCE.into(),
@@ -206,6 +210,10 @@ impl GitGateway {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.toml")
     }
 
     /// The audit store the gateway writes (the default file beside its config).
