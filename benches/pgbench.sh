@@ -12,6 +12,8 @@
 #   CLIENTS         client counts to run (default "1 8"); -j is min(N, 2)
 #   MODES           pgbench protocols (default "simple prepared")
 #   WARMUP          seconds of an untimed direct run before measuring (default 3; 0 = none)
+#   DURABILITIES    audit.durability modes to run, one gateway each (default "writes";
+#                   "async writes all" adds a table comparing them in the same run)
 #   PORTCULLIS_BIN  use this binary instead of `cargo build --release`
 #   CARGO_TARGET_DIR  (default /var/tmp/portcullis-target)
 #   KEEP_TMP=1      keep the temp dir (logs, configs) instead of deleting it
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 COMMAND_LINE="$(
-    for v in DURATION SCALE CLIENTS MODES WARMUP PORTCULLIS_BIN; do
+    for v in DURATION SCALE CLIENTS MODES WARMUP DURABILITIES PORTCULLIS_BIN; do
         [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
     done
     printf '%q' "$0"
@@ -32,6 +34,13 @@ SCALE="${SCALE:-10}"
 CLIENTS="${CLIENTS:-1 8}"
 MODES="${MODES:-simple prepared}"
 WARMUP="${WARMUP:-3}"
+DURABILITIES="${DURABILITIES:-writes}"
+for d in $DURABILITIES; do
+    [[ "$d" == async || "$d" == writes || "$d" == all ]] || {
+        echo "DURABILITIES entries must be async, writes or all (got '$d')" >&2
+        exit 1
+    }
+done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portcullis-target}"
 
 BENCH_PASSWORD="bench-$RANDOM$RANDOM"
@@ -74,6 +83,7 @@ as_pg() {
 TMP=""
 PG_STARTED=0
 GATEWAY_PID=""
+GATEWAY_PIDS=()
 BOUNCER_PID=""
 
 stop_pid() { # pid name
@@ -94,14 +104,16 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     if ((rc != 0)) && [[ -n "$TMP" && -d "$TMP" ]]; then
-        for f in postgres.log pgbouncer.log gateway.log; do
+        for f in postgres.log pgbouncer.log gateway-writes.log gateway-async.log gateway-all.log; do
             if [[ -s "$TMP/$f" ]]; then
                 log "last lines of $f:"
                 tail -n 15 "$TMP/$f" >&2
             fi
         done
     fi
-    stop_pid "$GATEWAY_PID" "portcullis"
+    for pid in "${GATEWAY_PIDS[@]}"; do
+        stop_pid "$pid" "portcullis"
+    done
     if [[ -n "$TMP" && -s "$TMP/pgbouncer.pid" ]]; then
         stop_pid "$(cat "$TMP/pgbouncer.pid")" "pgbouncer"
     fi
@@ -300,27 +312,38 @@ fi
 # ---------------------------------------------------------------------------------------
 # Portcullis
 # ---------------------------------------------------------------------------------------
-GW_PORT="$(free_port)"
 "$BIN" token --generate-key "$TMP/key.pem" 2>"$TMP/token.err" ||
     die "portcullis token --generate-key failed: $(cat "$TMP/token.err") (is $BIN an up-to-date build with the gateway?)"
 "$BIN" token --jwks "$TMP/key.pem" >"$TMP/jwks.json" || die "portcullis token --jwks failed"
-cat >"$TMP/portcullis.toml" <<EOF
+# One gateway per audit durability mode, each with its own store.
+declare -A GW_PORTS=()
+for d in $DURABILITIES; do
+    GW_PORTS[$d]="$(free_port)"
+    cat >"$TMP/portcullis-$d.toml" <<EOF
 [identity]
 issuer = "$ISSUER"
 audience = "$AUDIENCE"
 jwks_path = "$TMP/jwks.json"
 
+[audit]
+path = "$TMP/audit-$d.duckdb"
+durability = "$d"
+
 [[postgres]]
 name = "bench"
-listen = "127.0.0.1:$GW_PORT"
+listen = "127.0.0.1:${GW_PORTS[$d]}"
 upstream = "postgres://bench@127.0.0.1:$PG_PORT/bench?sslmode=disable"
 upstream_password_env = "PORTCULLIS_BENCH_UPSTREAM_PASSWORD"
 EOF
-log "starting Portcullis on port $GW_PORT (PORTCULLIS_LOG=warn)"
-PORTCULLIS_LOG=warn PORTCULLIS_BENCH_UPSTREAM_PASSWORD="$BENCH_PASSWORD" \
-    "$BIN" serve --config "$TMP/portcullis.toml" >"$TMP/gateway.out" 2>"$TMP/gateway.log" &
-GATEWAY_PID=$!
-wait_port "$GW_PORT" "portcullis serve" "$GATEWAY_PID"
+    log "starting Portcullis (audit durability $d) on port ${GW_PORTS[$d]} (PORTCULLIS_LOG=warn)"
+    PORTCULLIS_LOG=warn PORTCULLIS_BENCH_UPSTREAM_PASSWORD="$BENCH_PASSWORD" \
+        "$BIN" serve --config "$TMP/portcullis-$d.toml" >"$TMP/gateway-$d.out" 2>"$TMP/gateway-$d.log" &
+    GATEWAY_PID=$!
+    GATEWAY_PIDS+=("$GATEWAY_PID")
+    wait_port "${GW_PORTS[$d]}" "portcullis serve" "$GATEWAY_PID"
+done
+FIRST_DURABILITY="${DURABILITIES%% *}"
+GW_PORT="${GW_PORTS[writes]:-${GW_PORTS[$FIRST_DURABILITY]}}"
 TOKEN="$("$BIN" token --key "$TMP/key.pem" --sub bench --issuer "$ISSUER" \
     --audience "$AUDIENCE" --agent pgbench --ttl 1h)" || die "portcullis token --key failed"
 
@@ -331,16 +354,20 @@ target_port() {
     case "$1" in
     direct) echo "$PG_PORT" ;;
     gateway) echo "$GW_PORT" ;;
+    gw-*) echo "${GW_PORTS[${1#gw-}]}" ;;
     pgbouncer) echo "$BOUNCER_PORT" ;;
     esac
 }
 target_password() {
     case "$1" in
-    gateway) echo "$TOKEN" ;;
+    gateway | gw-*) echo "$TOKEN" ;;
     *) echo "$BENCH_PASSWORD" ;;
     esac
 }
 TARGETS="direct gateway"
+for d in $DURABILITIES; do
+    [[ "${GW_PORTS[$d]}" == "$GW_PORT" ]] || TARGETS+=" gw-$d"
+done
 [[ -n "$BOUNCER_PORT" ]] && TARGETS+=" pgbouncer"
 for t in $TARGETS; do
     got="$(PGPASSWORD="$(target_password "$t")" "$PSQL" -X -At -h 127.0.0.1 -p "$(target_port "$t")" \
@@ -395,8 +422,10 @@ for cfg in "${CONFIGS[@]}"; do
     done
 done
 
-# The gateway must still be the same process (a crash would have shown as FAIL rows).
-kill -0 "$GATEWAY_PID" 2>/dev/null || log "WARNING: portcullis exited during the runs"
+# The gateways must still be the same processes (a crash would have shown as FAIL rows).
+for pid in "${GATEWAY_PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || log "WARNING: a portcullis gateway exited during the runs"
+done
 
 # ---------------------------------------------------------------------------------------
 # Report
@@ -452,6 +481,29 @@ for cfg in "${CONFIGS[@]}"; do
         "$mode c=$c" "$(fmt_tps "$d")" "$(fmt_tps "$g")" "$(ratio "$g" "$d")" \
         "$(fmt_tps "$b")" "$(ratio "$b" "$d")" "$v1" "$v2"
 done
+if [[ "$DURABILITIES" == *" "* ]]; then
+    echo
+    echo "== audit durability (same run): TPS, ratio to direct, ratio to async =="
+    printf '%-16s %10s' "configuration" "direct"
+    for d in $DURABILITIES; do printf ' %12s %7s %7s' "$d" "/dir" "/async"; done
+    echo
+    for cfg in "${CONFIGS[@]}"; do
+        mode="${cfg%/*}"
+        c="${cfg#*/}"
+        d0="${TPS["$cfg/direct"]}"
+        printf '%-16s %10s' "$mode c=$c" "$(fmt_tps "$d0")"
+        for d in $DURABILITIES; do
+            key="gw-$d"
+            [[ "${GW_PORTS[$d]}" == "$GW_PORT" ]] && key=gateway
+            a_key="gw-async"
+            [[ "${GW_PORTS[async]:-}" == "$GW_PORT" ]] && a_key=gateway
+            g="${TPS["$cfg/$key"]}"
+            a="${TPS["$cfg/$a_key"]:-}"
+            printf ' %12s %7s %7s' "$(fmt_tps "$g")" "$(ratio "$g" "$d0")" "$(ratio "$g" "$a")"
+        done
+        echo
+    done
+fi
 echo
 echo "TPS = pgbench 'tps = ... (without initial connection time)'; ratio = TPS / direct TPS."
 echo "On a machine with few cores pgbench, PostgreSQL and the proxy compete for the same CPUs,"
