@@ -246,6 +246,7 @@ pub fn write_gateway_files(
     cluster: &Cluster,
     listen_port: u16,
     git_port: u16,
+    admin_port: u16,
 ) -> Result<(PathBuf, String), String> {
     let key =
         crate::identity::generate_key(crate::identity::KeyAlg::Es256).map_err(|e| e.to_string())?;
@@ -253,7 +254,8 @@ pub fn write_gateway_files(
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).map_err(|e| e.to_string())?;
     let config = format!(
         "# Written by `portcullis demo`; deleted when the demo stops.\n\
-         [server]\nunparsed = \"deny\"\ngit_listen = \"127.0.0.1:{git_port}\"\n\n\
+         [server]\nunparsed = \"deny\"\ngit_listen = \"127.0.0.1:{git_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\n\
+         [audit]\npath = \"audit.duckdb\"\n\n\
          [identity]\nissuer = \"{DEMO_ISSUER}\"\naudience = \"{DEMO_AUDIENCE}\"\njwks_path = \"jwks.json\"\n\n\
          [[postgres]]\nname = \"app\"\nlisten = \"127.0.0.1:{listen_port}\"\n\
          upstream = \"postgres://{}@127.0.0.1:{}/app?sslmode=disable\"\nupstream_password_env = \"{DEMO_PASSWORD_ENV}\"\n\n\

@@ -34,8 +34,10 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
     };
     let port = pick(args.port)?;
     let git_port = pick(args.git_port)?;
+    let admin_port = pick(args.git_port.wrapping_add(1).max(1024))?;
     demo::seed_repository(&cluster.dir)?;
-    let (config_path, key) = demo::write_gateway_files(&cluster.dir, &cluster, port, git_port)?;
+    let (config_path, key) =
+        demo::write_gateway_files(&cluster.dir, &cluster, port, git_port, admin_port)?;
     let env = |name: &str| (name == DEMO_PASSWORD_ENV).then(|| cluster.password.clone());
     let text = std::fs::read_to_string(&config_path).map_err(|e| e.to_string())?;
     let config = Config::parse(&config_path, &text, &env).map_err(|e| e.to_string())?;
@@ -55,6 +57,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         .map_err(|e| e.to_string())
     };
     let agent_token = token("agent@demo", &["dev"])?;
+    let auditor_token = token("auditor@demo", &["auditors"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,7 +68,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         let result = runtime.block_on(async {
             tokio::select! {
                 r = super::serve::serve_until(config, || {}, std::future::pending::<()>()) => r.map(|_| Vec::new()),
-                checks = self_test(&psql, &conninfo, &agent_token, port, git_port, &cluster.dir) => Ok(checks),
+                checks = self_test(&psql, &conninfo, &agent_token, port, git_port, &cluster.dir, (admin_port, &auditor_token)) => Ok(checks),
             }
         })?;
         let mut failed = false;
@@ -89,11 +92,19 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
          git push origin HEAD:main                    # held for review (git.protected-push)\n  \
          git reset --hard origin/main && git commit --amend -m rewritten\n  \
          git push --force origin HEAD:main            # refused by git.protected-force\n\n\
+         Audit: everything above is in a DuckDB store; ask it with SQL (as an auditor):\n\n  \
+         PORTCULLIS_TOKEN='{auditor_token}' {exe} audit sql --config {config} \\\n    \
+         \"SELECT ts, subject, prompt, statement, decision, rule_ids FROM events ORDER BY seq\"\n\n\
+         Health and metrics: http://127.0.0.1:{admin_port}/healthz, /metrics\n\n\
          Mint more tokens with: portcullis token --key {}/demo-key.pem --sub you --issuer {DEMO_ISSUER}\n\
          Config: {}\nPress Ctrl-C to stop; everything is deleted.\n",
         psql.display(),
         cluster.dir.display(),
-        config_path.display()
+        config_path.display(),
+        config = config_path.display(),
+        exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "portcullis".into()),
     );
     std::fs::write(cluster.dir.join("demo-key.pem"), &key).map_err(|e| e.to_string())?;
     // The lines are printed only once the listener accepts connections.
@@ -115,6 +126,7 @@ async fn self_test(
     port: u16,
     git_port: u16,
     dir: &std::path::Path,
+    (admin_port, auditor_token): (u16, &str),
 ) -> Vec<(&'static str, bool, String)> {
     for p in [port, git_port] {
         for _ in 0..200 {
@@ -163,6 +175,31 @@ async fn self_test(
         ),
     ];
     checks.extend(git);
+    // The auditor sees the refused DELETE in the store, through the admin API.
+    let audit = async {
+        let resp = crate::git::http::http_client()?
+            .post(format!(
+                "http://127.0.0.1:{admin_port}/api/audit/query?format=csv"
+            ))
+            .bearer_auth(auditor_token)
+            .body("SELECT decision, rule_ids FROM events WHERE statement = 'DELETE FROM users'")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        resp.text().await.map_err(|e| e.to_string())
+    };
+    let (ok, detail) = match audit.await {
+        Ok(text) => (
+            text.contains("denied") && text.contains("sql.unbounded-write"),
+            text,
+        ),
+        Err(e) => (false, e),
+    };
+    checks.push((
+        "the refusal is in the audit store",
+        ok,
+        detail.lines().last().unwrap_or("").to_string(),
+    ));
     checks
 }
 

@@ -11,6 +11,7 @@ use crate::support::pg::PgCluster;
 fn demo_self_test_passes() {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["demo", "--self-test", "--port", &free_port().to_string()])
+        .args(["--git-port", &free_port().to_string()])
         .output()
         .expect("demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -27,6 +28,14 @@ fn demo_self_test_passes() {
         stdout.contains("ok   DELETE without WHERE refused"),
         "{stdout}"
     );
+    for check in [
+        "ok   git clone through the gateway",
+        "ok   git push of a feature branch",
+        "ok   git force-push to main refused",
+        "ok   the refusal is in the audit store",
+    ] {
+        assert!(stdout.contains(check), "{check} missing:\n{stdout}");
+    }
 }
 
 #[test]
@@ -34,6 +43,7 @@ fn demo_prints_lines_that_work_and_cleans_up_on_ctrl_c() {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["demo", "--port", &port.to_string()])
+        .args(["--git-port", &free_port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
