@@ -692,3 +692,37 @@ fn check_push_judges_a_local_ref_update() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no-such-rev"), "{err}");
 }
+
+#[test]
+fn an_unreachable_upstream_gets_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let dead = crate::support::gateway::free_port();
+    let gw = GitGateway::start(
+        &[(
+            "gone",
+            UpstreamSpec::Http {
+                url: format!("http://127.0.0.1:{dead}/gone.git"),
+                token: "t".into(),
+            },
+        )],
+        None,
+    );
+    let token = gw.token("agent-1");
+    let resp = http(
+        gw.port,
+        "GET",
+        "/git/gone.git/info/refs?service=git-upload-pack",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    assert!(resp.contains("upstream") && !resp.contains(&dead.to_string()), "{resp}");
+    let out = git(root.path(), &["ls-remote", &gw.url("gone", &token)]);
+    assert!(!out.status.success());
+    // The gateway keeps serving: a local repository next to it still works.
+    let upstream = seeded_upstream(root.path(), "app");
+    let gw2 = GitGateway::start(&[("app", UpstreamSpec::Local(upstream))], None);
+    let out = git(root.path(), &["ls-remote", &gw2.url("app", &gw2.token("a"))]);
+    assert!(out.status.success());
+}
