@@ -85,6 +85,7 @@ pub fn record_session(e: &SessionEvent<'_>) {
 pub struct Recorder {
     audit: Option<AuditHandle>,
     metrics: std::sync::Arc<crate::admin::Metrics>,
+    result_rows: usize,
 }
 
 /// Why the store cannot take an event; the gateway refuses the work it would record.
@@ -93,11 +94,25 @@ pub struct Recorder {
 pub struct Unrecorded(pub String);
 
 impl Recorder {
-    pub fn new(audit: AuditHandle) -> Recorder {
+    pub fn new(audit: AuditHandle, result_rows: usize) -> Recorder {
         Recorder {
             audit: Some(audit),
             metrics: Default::default(),
+            result_rows,
         }
+    }
+
+    /// Rows of each result kept with its event (`audit.result_rows`).
+    pub fn result_rows(&self) -> usize {
+        self.result_rows
+    }
+
+    /// Whether a read's event may wait for its results before it is queued: not when
+    /// `durability = "all"` (every event is committed before its response).
+    pub fn can_defer_reads(&self) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|a| a.durability() != audit::Durability::All)
     }
 
     pub fn metrics(&self) -> &crate::admin::Metrics {

@@ -93,7 +93,7 @@ pub async fn serve_until(
             let handle = crate::audit::AuditHandle::start(&a.path, options)
                 .map_err(|e| format!("cannot open the audit store {}: {e}", a.path.display()))?;
             tracing::info!(path = %a.path.display(), durability = a.durability.as_str(), "audit store open");
-            crate::event::Recorder::new(handle)
+            crate::event::Recorder::new(handle, a.result_rows as usize)
         }
         None => crate::event::Recorder::log_only(),
     };

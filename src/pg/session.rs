@@ -179,7 +179,27 @@ async fn session_event_in(
 /// Sends the events judged since the last call to the audit store, waiting for those the
 /// durability setting says must be committed before their statements go upstream.
 async fn flush_events(gw: &Gateway, state: &mut State) -> Result<(), Error> {
-    for ev in state.pending.drain(..) {
+    flush_events_to(gw, state, None).await
+}
+
+/// As [`flush_events`]; allowed reads go to `reads` to be completed with their results
+/// (when the durability setting lets a read's event wait that long).
+async fn flush_events_to(
+    gw: &Gateway,
+    state: &mut State,
+    reads: Option<&Shared>,
+) -> Result<(), Error> {
+    let defer = reads.is_some() && gw.recorder.can_defer_reads();
+    for (ev, sync_index) in state.pending.drain(..) {
+        if defer
+            && sync_index > 0
+            && !ev.must_be_durable
+            && ev.decision == crate::audit::Decision::Allowed
+            && let Some(shared) = reads
+        {
+            lock(shared).reads.push_back((ev, sync_index));
+            continue;
+        }
         let ticket = gw
             .recorder
             .submit(ev)
@@ -203,8 +223,11 @@ struct State {
     upstream: Option<(UpstreamStream, BytesMut)>,
     client_key: (u32, u32),
     peer: String,
-    /// Judged statements' events not yet handed to the audit store.
-    pending: Vec<crate::audit::Event>,
+    /// Judged statements' events not yet handed to the audit store, with the
+    /// ReadyForQuery that ends their results (0: none to wait for).
+    pending: Vec<(crate::audit::Event, u64)>,
+    /// The ReadyForQuery index the statement being judged will complete at.
+    sync_index: u64,
 }
 
 async fn cancel(gw: &Gateway, body: &[u8]) -> Result<(), Error> {
@@ -269,6 +292,7 @@ async fn start(
         client_key: (0, 0),
         peer: peer.to_string(),
         pending: Vec::new(),
+        sync_index: 0,
     };
     let judged = judge_startup(gw, &mut state, &params);
     flush_events(gw, &mut state).await?;
@@ -486,7 +510,7 @@ fn record(
     let writes = facts.iter().any(may_write);
     let ev = recorder.statement_event(&e, &state.peer, writes);
     if let Some(ev) = ev {
-        state.pending.push(ev);
+        state.pending.push((ev, state.sync_index));
     }
 }
 
@@ -515,6 +539,9 @@ struct Marker {
 struct Markers {
     queue: VecDeque<Marker>,
     syncs_sent: u64,
+    /// Allowed reads whose events wait for their results (rows, a sample) before they are
+    /// recorded; each completes at the ReadyForQuery numbered `.1`.
+    reads: VecDeque<(crate::audit::Event, u64)>,
 }
 
 type Shared = Arc<Mutex<Markers>>;
@@ -531,11 +558,11 @@ async fn relay(
     let (ur, uw) = tokio::io::split(ustream);
     let markers: Shared = Arc::default();
     let (fatal_tx, fatal_rx) = oneshot::channel::<Bytes>();
-    let down = relay_down(ur, cw, ubuf, markers.clone(), fatal_rx);
-    let up = relay_up(gw, cr, uw, cbuf, markers, state);
+    let down = relay_down(ur, cw, ubuf, markers.clone(), fatal_rx, &gw.recorder);
+    let up = relay_up(gw, cr, uw, cbuf, markers.clone(), state);
     tokio::pin!(down);
     tokio::pin!(up);
-    tokio::select! {
+    let result = tokio::select! {
         r = &mut up => {
             if let Err(e) = &r
                 && let Some(resp) = e.response()
@@ -546,7 +573,15 @@ async fn relay(
             r
         }
         r = &mut down => r,
+    };
+    // Reads that went upstream but whose results never completed are still recorded.
+    let unfinished: Vec<_> = lock(&markers).reads.drain(..).map(|(ev, _)| ev).collect();
+    for ev in unfinished {
+        if let Err(e) = gw.recorder.submit(ev).await {
+            tracing::error!(error = %e, "read event not recorded");
+        }
     }
+    result
 }
 
 fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Markers> {
@@ -570,7 +605,11 @@ async fn relay_up(
             match f.tag {
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
-                    lock(&markers).syncs_sent += 1;
+                    state.sync_index = {
+                        let mut m = lock(&markers);
+                        m.syncs_sent += 1;
+                        m.syncs_sent
+                    };
                     match judge(gw, state, "query", text) {
                         None => out.extend_from_slice(&f.bytes),
                         Some(message) => {
@@ -588,6 +627,7 @@ async fn relay_up(
                 }
                 b'P' => {
                     let (name, text) = messages::parse_body(f.body())?;
+                    state.sync_index = lock(&markers).syncs_sent + 1;
                     match judge(gw, state, "parse", text) {
                         None => out.extend_from_slice(&f.bytes),
                         Some(message) => {
@@ -625,7 +665,7 @@ async fn relay_up(
                 }
                 b'X' => {
                     out.extend_from_slice(&f.bytes);
-                    flush_events(gw, state).await?;
+                    flush_events_to(gw, state, Some(&markers)).await?;
                     uw.write_all(&out).await?;
                     uw.flush().await?;
                     return Ok(());
@@ -635,7 +675,7 @@ async fn relay_up(
         }
         if !out.is_empty() {
             // Nothing judged goes upstream before its event is recorded as required.
-            flush_events(gw, state).await?;
+            flush_events_to(gw, state, Some(&markers)).await?;
             uw.write_all(&out).await?;
             uw.flush().await?;
             out.clear();
@@ -686,12 +726,17 @@ async fn relay_down(
     mut ubuf: BytesMut,
     markers: Shared,
     mut fatal: oneshot::Receiver<Bytes>,
+    recorder: &event::Recorder,
 ) -> Result<(), Error> {
     let mut syncs_seen: u64 = 0;
+    let mut results = crate::pg::results::Results::new(recorder.result_rows());
+    let mut done: Vec<crate::audit::Event> = Vec::new();
     loop {
         // Find the complete frames at the front; note where a rewrite is needed.
         let mut end = 0;
         let mut rewrite: Option<(usize, usize, Bytes)> = None;
+        // Reads waiting for their results are queued before their query goes upstream.
+        let mut capturing = !lock(&markers).reads.is_empty();
         while let Some(len) = complete_len(&ubuf[end..]) {
             let tag = ubuf[end];
             if tag == b'E' {
@@ -703,6 +748,7 @@ async fn relay_down(
                         .find(|(c, _)| *c == b'M')
                         .map_or("", |(_, t)| t.as_str());
                     if let Some(i) = m.queue.iter().position(|mk| text.contains(&mk.token)) {
+                        // A refusal, not a server error: nothing for the results.
                         let mk = m.queue.remove(i).expect("index from position()");
                         rewrite = Some((
                             end,
@@ -714,6 +760,10 @@ async fn relay_down(
                         break;
                     }
                 }
+                drop(m);
+                if capturing {
+                    results.observe(tag, &ubuf[end + 5..end + len]);
+                }
             } else if tag == b'Z' {
                 syncs_seen += 1;
                 let mut m = lock(&markers);
@@ -724,6 +774,19 @@ async fn relay_down(
                 {
                     m.queue.pop_front();
                 }
+                let (rows, sample) = results.take();
+                let error = results.take_error();
+                while m.reads.front().is_some_and(|(_, i)| *i <= syncs_seen) {
+                    if let Some((mut ev, _)) = m.reads.pop_front() {
+                        ev.rows = rows;
+                        ev.result = sample.clone();
+                        ev.error = error.clone();
+                        done.push(ev);
+                    }
+                }
+                capturing = !m.reads.is_empty();
+            } else if capturing {
+                results.observe(tag, &ubuf[end + 5..end + len]);
             }
             end += len;
         }
@@ -736,6 +799,12 @@ async fn relay_down(
                     cw.write_all(&chunk[at + len..]).await?;
                 }
                 None => cw.write_all(&chunk).await?,
+            }
+            // Reads are recorded once their results are complete.
+            for ev in done.drain(..) {
+                if let Err(e) = recorder.submit(ev).await {
+                    tracing::error!(error = %e, "read event not recorded");
+                }
             }
             // More complete frames may already be buffered: handle them before flushing.
             if complete_len(&ubuf).is_some() {

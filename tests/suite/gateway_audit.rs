@@ -48,6 +48,8 @@ fn psql_sessions_are_recorded_with_identity_prompt_statement_and_decision() {
     assert!(ok, "{err}\n{}", gw.log());
     let (ok, _, err) = gw.psql(&token, &["-c", "DELETE FROM users"]);
     assert!(!ok && err.contains("sql.unbounded-write"), "{err}");
+    let (ok, _, _) = gw.psql(&token, &["-c", "SELECT * FROM no_such_table"]);
+    assert!(!ok, "the server's own error");
     let (ok, _, _) = gw.psql("not-a-token", &["-c", "SELECT 1"]);
     assert!(!ok);
     gw.terminate();
@@ -55,7 +57,7 @@ fn psql_sessions_are_recorded_with_identity_prompt_statement_and_decision() {
 
     let rows = audit_rows(
         &db,
-        "SELECT subject, groups, prompt, kind, statement, decision, rule_ids, protocol \
+        "SELECT subject, groups, prompt, kind, statement, decision, rule_ids, protocol, rows, result \
          FROM events WHERE kind <> 'refusal' ORDER BY seq",
     );
     let find = |text: &str| {
@@ -69,8 +71,25 @@ fn psql_sessions_are_recorded_with_identity_prompt_statement_and_decision() {
     assert_eq!(select["protocol"], "postgres");
     assert_eq!(select["prompt"], "how many users are there?");
     assert_eq!(select["groups"], serde_json::json!(["dev"]));
+    // What the agent saw: the row count and the rows as sent.
+    assert_eq!(select["rows"], 1);
+    let seen: serde_json::Value =
+        serde_json::from_str(select["result"].as_str().expect("a result sample")).unwrap();
+    assert_eq!(seen["columns"], serde_json::json!(["count"]));
+    assert_eq!(seen["rows"], serde_json::json!([["2"]]));
     let update = find("UPDATE users SET email");
     assert_eq!(update["decision"], "allowed");
+    let missing = audit_rows(
+        &db,
+        "SELECT decision, error FROM events WHERE statement = 'SELECT * FROM no_such_table'",
+    );
+    assert_eq!(missing[0]["decision"], "allowed");
+    assert!(
+        missing[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("42P01")),
+        "the server's error is recorded: {missing:?}"
+    );
     let delete = find("DELETE FROM users");
     assert_eq!(delete["decision"], "denied");
     assert_eq!(
@@ -84,7 +103,7 @@ fn psql_sessions_are_recorded_with_identity_prompt_statement_and_decision() {
         "SELECT subject, started_at IS NOT NULL AS started, ended_at IS NOT NULL AS ended \
          FROM sessions WHERE subject = 'agent-42'",
     );
-    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
     assert!(
         sessions
             .iter()

@@ -717,12 +717,18 @@ fn an_unreachable_upstream_gets_a_clear_error() {
         b"",
     );
     assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
-    assert!(resp.contains("upstream") && !resp.contains(&dead.to_string()), "{resp}");
+    assert!(
+        resp.contains("upstream") && !resp.contains(&dead.to_string()),
+        "{resp}"
+    );
     let out = git(root.path(), &["ls-remote", &gw.url("gone", &token)]);
     assert!(!out.status.success());
     // The gateway keeps serving: a local repository next to it still works.
     let upstream = seeded_upstream(root.path(), "app");
     let gw2 = GitGateway::start(&[("app", UpstreamSpec::Local(upstream))], None);
-    let out = git(root.path(), &["ls-remote", &gw2.url("app", &gw2.token("a"))]);
+    let out = git(
+        root.path(),
+        &["ls-remote", &gw2.url("app", &gw2.token("a"))],
+    );
     assert!(out.status.success());
 }
