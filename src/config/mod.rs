@@ -106,6 +106,20 @@ pub struct GitTarget {
     pub mirror: PathBuf,
     /// Largest push body accepted, in bytes.
     pub max_push_bytes: u64,
+    /// How an allowed push reaches a local upstream (`apply`).
+    pub apply: GitApply,
+}
+
+/// How an allowed push is applied to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitApply {
+    /// The upstream's own `git receive-pack` (hooks and its own checks run; it indexes the
+    /// pack again).
+    ReceivePack,
+    /// Local upstreams only: the gateway moves the pack it already indexed into the
+    /// repository and updates the refs in one transaction (`git update-ref --stdin`). No
+    /// second indexing pass, and no upstream hooks.
+    Direct,
 }
 
 /// Where a repository really lives.

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::{
     Audit, Config, DEFAULT_AUDIT_PATH, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUSH_BYTES,
-    DEFAULT_PROTECTED, DEFAULT_RESULT_ROWS, Error, GitTarget, GitUpstream, Identity, JwksSource,
-    PostgresTarget, Server, TlsFiles, Upstream,
+    DEFAULT_PROTECTED, DEFAULT_RESULT_ROWS, Error, GitApply, GitTarget, GitUpstream, Identity,
+    JwksSource, PostgresTarget, Server, TlsFiles, Upstream,
 };
 use crate::audit::Durability;
 use crate::policy::Decision;
@@ -84,6 +84,7 @@ struct RawGit {
     protected: Option<Vec<String>>,
     mirror: Option<String>,
     max_push_bytes: Option<u64>,
+    apply: Option<String>,
 }
 
 impl RawConfig {
@@ -328,6 +329,7 @@ fn validate_git(
                 ));
             }
         }
+        let upstream_kind_is_local = matches!(upstream, GitUpstream::Local(_));
         let mirror = match (&upstream, g.mirror) {
             (_, Some(m)) => base.join(m),
             (GitUpstream::Local(dir), None) => dir.clone(),
@@ -343,6 +345,24 @@ fn validate_git(
             protected,
             mirror,
             max_push_bytes: g.max_push_bytes.unwrap_or(DEFAULT_MAX_PUSH_BYTES),
+            apply: match (g.apply.as_deref(), &upstream_kind_is_local) {
+                (None | Some("receive-pack"), _) => GitApply::ReceivePack,
+                (Some("direct"), true) => GitApply::Direct,
+                (Some("direct"), false) => {
+                    return Err(Error::invalid(
+                        path,
+                        &key("apply"),
+                        "\"direct\" applies only to a local upstream",
+                    ));
+                }
+                (Some(other), _) => {
+                    return Err(Error::invalid(
+                        path,
+                        &key("apply"),
+                        format!("{other:?}: expected \"receive-pack\" or \"direct\""),
+                    ));
+                }
+            },
         });
     }
     Ok(git)

@@ -24,6 +24,7 @@ use super::intake::{self, Go};
 use super::pack::Quarantine;
 use super::receive::{self, Request};
 use super::upstream::{self, ByteStream, Service};
+use crate::config::{GitApply, GitUpstream};
 use crate::event::{PushEvent, Recorder, RefEvent, Unrecorded};
 use crate::policy::rule::Subject;
 use crate::policy::value::{Agent, Target};
@@ -177,6 +178,11 @@ pub async fn receive(
         None => Ok(None),
     };
     let spooled = started.elapsed();
+    // The indexed pack, for `apply = "direct"` (the quarantine folder lives in `spool`).
+    let indexed_pack = match &quarantine {
+        Ok(Some(q)) => q.pack_path().map(Path::to_path_buf),
+        _ => None,
+    };
     let inspected = match quarantine {
         Ok(quarantine) => {
             let protected = repo.protected.clone();
@@ -273,6 +279,18 @@ pub async fn receive(
     }
     let options = upstream_caps.iter().any(|c| c == "push-options")
         && caps.iter().any(|c| c == "push-options");
+    if let (GitApply::Direct, GitUpstream::Local(dir)) = (repo.target.apply, &repo.target.upstream)
+    {
+        return apply_direct(
+            repo,
+            dir,
+            indexed_pack.as_deref(),
+            &request,
+            &mut log,
+            (&deciding, &monitored),
+        )
+        .await;
+    }
     let head = receive::encode_commands(&request, &caps, options);
     let mut file = tokio::fs::File::open(&body_path).await?;
     file.seek(SeekFrom::Start(request.pack_offset as u64))
@@ -327,6 +345,56 @@ enum Failure {
     Unpack(String),
     /// The objects are there but the push could not be judged (missing objects, ...).
     Inspect(String),
+}
+
+/// `apply = "direct"`: records the push, moves the already-indexed pack into the local
+/// upstream and updates its refs in one transaction, then reports as receive-pack would.
+async fn apply_direct(
+    repo: &Repo,
+    dir: &Path,
+    pack: Option<&Path>,
+    request: &Request,
+    log: &mut PushLog<'_>,
+    (deciding, monitored): (&[&str], &[&str]),
+) -> Result<Body, PushError> {
+    if let Err(e) = log.record_allowed(deciding, monitored).await {
+        tracing::error!(repo = %repo.target.name, error = %e, "push not recorded; refused");
+        return refuse_all(request, Ok(()), &format!("portcullis: {e}"));
+    }
+    let updates: Vec<(String, String, String)> = request
+        .commands
+        .iter()
+        .map(|c| (c.name.clone(), c.old.to_string(), c.new.to_string()))
+        .collect();
+    match upstream::apply_pack(dir, pack, &updates).await {
+        Ok(()) => {
+            let refs: Vec<(&str, Option<&str>)> = request
+                .commands
+                .iter()
+                .map(|c| (c.name.as_str(), None))
+                .collect();
+            let notes: Vec<String> = monitored
+                .iter()
+                .map(|m| format!("portcullis: monitor: this push would be refused by {m}\n"))
+                .collect();
+            Ok(Body::from(receive::encode_report(
+                request,
+                Ok(()),
+                &refs,
+                &notes,
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(repo = %repo.target.name, error = %e, "direct apply failed");
+            log.record("error", deciding, monitored, Some(e.clone()))
+                .await;
+            refuse_all(
+                request,
+                Ok(()),
+                &format!("portcullis: the refs could not be updated: {e}"),
+            )
+        }
+    }
 }
 
 /// Indexes the pack of a spooled body (the gzip path) into `quarantine`.

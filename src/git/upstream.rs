@@ -402,3 +402,76 @@ pub async fn collect(mut body: ByteStream, limit: usize) -> std::io::Result<Vec<
 pub fn file_stream<R: AsyncRead + Send + 'static>(reader: R) -> ByteStream {
     tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10).boxed()
 }
+
+/// Applies an already-judged push to a local bare repository without `receive-pack`: the
+/// indexed pack (and its index) are linked or copied into `objects/pack`, then every ref
+/// moves in one `git update-ref --stdin` transaction that checks each old value, so a ref
+/// that moved since the verdict fails the whole push. `updates` are (ref, old, new) hex.
+pub async fn apply_pack(
+    dir: &Path,
+    pack: Option<&Path>,
+    updates: &[(String, String, String)],
+) -> Result<(), String> {
+    if let Some(pack) = pack {
+        let (pack, dir) = (pack.to_path_buf(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || install_pack(&pack, &dir))
+            .await
+            .map_err(|e| e.to_string())??;
+    }
+    let zero = "0".repeat(40);
+    let mut script = String::from("start\n");
+    for (name, old, new) in updates {
+        if *old == zero {
+            script.push_str(&format!("create {name} {new}\n"));
+        } else if *new == zero {
+            script.push_str(&format!("delete {name} {old}\n"));
+        } else {
+            script.push_str(&format!("update {name} {new} {old}\n"));
+        }
+    }
+    script.push_str("prepare\ncommit\n");
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(["update-ref", "--stdin"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run git update-ref: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    stdin
+        .write_all(script.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Hard-links (or copies) `pack` and its `.idx` into `dir/objects/pack`, the index last so
+/// no reader sees an index without its pack.
+fn install_pack(pack: &Path, dir: &Path) -> Result<(), String> {
+    let target = dir.join("objects").join("pack");
+    for ext in ["pack", "idx"] {
+        let from = pack.with_extension(ext);
+        let name = from.file_name().ok_or("a pack without a name")?;
+        let to = target.join(name);
+        if to.exists() {
+            continue;
+        }
+        let staged = target.join(format!(".portcullis-{}.tmp", rand::random::<u64>()));
+        if std::fs::hard_link(&from, &staged).is_err() {
+            std::fs::copy(&from, &staged).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        std::fs::rename(&staged, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    Ok(())
+}

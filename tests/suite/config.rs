@@ -114,3 +114,50 @@ fn invalid_values_are_named() {
         assert!(e.contains(expect), "{e}");
     }
 }
+
+#[test]
+fn git_entries_are_validated() {
+    let base = "[server]\ngit_listen = \"127.0.0.1:8081\"\n\n[identity]\nissuer = \"i\"\naudience = \"a\"\njwks_path = \"j.json\"\n";
+    let parse = |git: &str| {
+        Config::parse(
+            Path::new("/srv/p/portcullis.toml"),
+            &format!("{base}\n[[git]]\n{git}"),
+            &|n: &str| (n == "GIT_TOKEN").then(|| "t".to_string()),
+        )
+    };
+    let c = parse("name = \"app\"\nupstream = \"repos/app.git\"\napply = \"direct\"\n").unwrap();
+    let g = &c.git[0];
+    assert_eq!(
+        g.upstream,
+        portcullis::config::GitUpstream::Local("/srv/p/repos/app.git".into())
+    );
+    assert_eq!(g.protected, vec!["main", "master", "release/*"]);
+    assert_eq!(g.apply, portcullis::config::GitApply::Direct);
+    let c = parse("name = \"svc\"\nupstream = \"https://git.example.com/o/svc.git\"\nupstream_token_env = \"GIT_TOKEN\"\n").unwrap();
+    assert_eq!(c.git[0].upstream_token.as_deref(), Some("t"));
+    assert!(c.git[0].mirror.ends_with(".portcullis/mirrors/svc.git"));
+    for (bad, says) in [
+        (
+            "name = \"s\"\nupstream = \"https://h/s.git\"\napply = \"direct\"\n",
+            "local upstream",
+        ),
+        (
+            "name = \"s\"\nupstream = \"https://user:pw@h/s.git\"\n",
+            "credentials in the URL",
+        ),
+        ("name = \"s\"\nupstream = \"ssh://h/s.git\"\n", "http(s)"),
+        ("name = \"../x\"\nupstream = \"a.git\"\n", "letters"),
+        (
+            "name = \"s\"\nupstream = \"a.git\"\nprotected = [\"[\"]\n",
+            "bad glob",
+        ),
+        (
+            "name = \"s\"\nupstream = \"https://h/s.git\"\nupstream_token_env = \"NOPE\"\n",
+            "NOPE",
+        ),
+        ("name = \"s\"\nupstream = \"a.git\"\nfoo = 1\n", "foo"),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

@@ -732,3 +732,119 @@ fn an_unreachable_upstream_gets_a_clear_error() {
     );
     assert!(out.status.success());
 }
+
+#[test]
+fn direct_apply_moves_the_judged_pack_into_a_local_upstream() {
+    let root = tempfile::tempdir().unwrap();
+    let upstream = seeded_upstream(root.path(), "app");
+    let gw = GitGateway::start(
+        &[("app", UpstreamSpec::LocalDirect(upstream.clone()))],
+        None,
+    );
+    let work = root.path().join("work");
+    git_ok(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            &gw.url("app", &gw.token("a")),
+            work.to_str().unwrap(),
+        ],
+    );
+    // A two-ref push (a new branch and a tag) arrives, objects and refs.
+    git_ok(&work, &["checkout", "-q", "-b", "topic", "origin/feature"]);
+    for i in 0..3 {
+        std::fs::write(work.join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
+        git_ok(&work, &["add", "."]);
+        git_ok(&work, &["commit", "-qm", &format!("c{i}")]);
+    }
+    git_ok(&work, &["tag", "v7"]);
+    let head = git_ok(&work, &["rev-parse", "HEAD"]);
+    let out = git(
+        &work,
+        &["push", "origin", "topic:refs/heads/topic", "refs/tags/v7"],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert_eq!(git_ok(&upstream, &["rev-parse", "topic"]), head);
+    assert_eq!(git_ok(&upstream, &["rev-parse", "v7"]), head);
+    git_ok(&upstream, &["fsck", "--strict", "--no-dangling"]);
+    // A fast-forward of an existing branch, then its deletion.
+    git_ok(&work, &["checkout", "-q", "-b", "f2", "origin/feature"]);
+    std::fs::write(work.join("ff.txt"), "ff\n").unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "ff"]);
+    git_ok(&work, &["push", "-q", "origin", "f2:feature"]);
+    assert_eq!(
+        git_ok(&upstream, &["rev-parse", "feature"]),
+        git_ok(&work, &["rev-parse", "f2"])
+    );
+    git_ok(&work, &["push", "-q", "origin", "--delete", "topic"]);
+    assert!(
+        !git(
+            &upstream,
+            &["rev-parse", "--verify", "-q", "refs/heads/topic"]
+        )
+        .status
+        .success()
+    );
+    // Refusals are unchanged.
+    let before = refs(&upstream);
+    git_ok(&work, &["reset", "-q", "--hard", "origin/main~1"]);
+    let out = git(&work, &["push", "--force", "origin", "HEAD:main"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("git.protected-force"),
+        "{err}"
+    );
+    assert_eq!(refs(&upstream), before);
+    // A stale old value (the ref moved upstream since the verdict's basis) fails the whole
+    // push: the gateway's ref transaction checks every old value.
+    let stale = git_ok(&upstream, &["rev-parse", "feature"]);
+    let seed = root.path().join("app-seed");
+    std::fs::write(seed.join("race.txt"), "race\n").unwrap();
+    git_ok(&seed, &["add", "."]);
+    git_ok(&seed, &["commit", "-qm", "race"]);
+    git_ok(
+        &seed,
+        &[
+            "push",
+            "-q",
+            "--force",
+            upstream.to_str().unwrap(),
+            "HEAD:refs/heads/feature",
+        ],
+    );
+    let before = refs(&upstream);
+    git_ok(&work, &["checkout", "-q", "f2"]);
+    std::fs::write(work.join("late.txt"), "late\n").unwrap();
+    git_ok(&work, &["add", "."]);
+    git_ok(&work, &["commit", "-qm", "late"]);
+    let new = git_ok(&work, &["rev-parse", "HEAD"]);
+    let pack = pack_objects(&work, &new, &stale);
+    let command = pkt(&format!(
+        "{stale} {new} refs/heads/feature\0report-status agent=test\n"
+    ));
+    let token = gw.token("a");
+    let auth = format!("Bearer {token}");
+    let resp = http(
+        gw.port,
+        "POST",
+        "/git/app.git/git-receive-pack",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/x-git-receive-pack-request"),
+        ],
+        &[command.as_bytes(), b"0000", &pack].concat(),
+    );
+    assert!(
+        resp.contains("ng refs/heads/feature"),
+        "{resp}\n{}",
+        gw.log()
+    );
+    assert_eq!(refs(&upstream), before);
+}

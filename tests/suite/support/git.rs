@@ -97,7 +97,12 @@ pub fn seeded_upstream(root: &Path, name: &str) -> PathBuf {
 /// Where a `[[git]]` entry's upstream lives.
 pub enum UpstreamSpec {
     Local(PathBuf),
-    Http { url: String, token: String },
+    /// A local upstream with `apply = "direct"`.
+    LocalDirect(PathBuf),
+    Http {
+        url: String,
+        token: String,
+    },
 }
 
 /// A gateway serving git repositories; killed on drop.
@@ -144,6 +149,10 @@ impl GitGateway {
             match spec {
                 UpstreamSpec::Local(path) => config.push_str(&format!(
                     "\n[[git]]\nname = \"{name}\"\nupstream = {:?}\n",
+                    path.to_str().unwrap()
+                )),
+                UpstreamSpec::LocalDirect(path) => config.push_str(&format!(
+                    "\n[[git]]\nname = \"{name}\"\nupstream = {:?}\napply = \"direct\"\n",
                     path.to_str().unwrap()
                 )),
                 UpstreamSpec::Http { url, token } => {
