@@ -24,12 +24,47 @@ use crate::pg::Authenticator;
 /// Upper bounds (µs) of the latency histograms' buckets.
 const BUCKETS_US: [u64; 10] = [5, 10, 25, 50, 100, 250, 1_000, 10_000, 100_000, 1_000_000];
 
+/// The words the gateways count by: decisions and session states.
+const LABELS: [&str; 8] = [
+    "allowed",
+    "denied",
+    "review",
+    "error",
+    "monitored",
+    "started",
+    "ended",
+    "refused",
+];
+
+/// One counter per label, lock-free: bumped once per statement on the hot path.
+#[derive(Default)]
+struct Counters([AtomicU64; LABELS.len()]);
+
+impl Counters {
+    fn bump(&self, label: &str) {
+        if let Some(i) = LABELS.iter().position(|l| *l == label) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str, label: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (l, n) in LABELS.iter().zip(&self.0) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {n}");
+            }
+        }
+    }
+}
+
 /// Counters and latency histograms for `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
-    statements: Mutex<BTreeMap<&'static str, u64>>,
-    pushes: Mutex<BTreeMap<&'static str, u64>>,
-    sessions: Mutex<BTreeMap<&'static str, u64>>,
+    statements: Counters,
+    pushes: Counters,
+    sessions: Counters,
+    /// Per rule: only requests a rule decided take this lock.
     rules: Mutex<BTreeMap<(&'static str, String), u64>>,
     judge: Histogram,
     push: Histogram,
@@ -70,67 +105,52 @@ impl Histogram {
     }
 }
 
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+fn bump_rule(map: &Mutex<BTreeMap<(&'static str, String), u64>>, key: (&'static str, &str)) {
     if let Ok(mut m) = map.lock() {
-        *m.entry(key).or_default() += 1;
+        *m.entry((key.0, key.1.to_string())).or_default() += 1;
     }
 }
 
 impl Metrics {
     pub fn statement(&self, decision: &'static str, rules: &[&str], judge_us: u64) {
-        bump(&self.statements, decision);
+        self.statements.bump(decision);
         for r in rules {
-            bump(&self.rules, ("sql", r.to_string()));
+            bump_rule(&self.rules, ("sql", r));
         }
         self.judge.observe(judge_us);
     }
 
     pub fn push(&self, decision: &'static str, rules: &[&str], duration_us: u64) {
-        bump(&self.pushes, decision);
+        self.pushes.bump(decision);
         for r in rules {
-            bump(&self.rules, ("git", r.to_string()));
+            bump_rule(&self.rules, ("git", r));
         }
         self.push.observe(duration_us);
     }
 
     pub fn session(&self, state: &'static str) {
-        bump(&self.sessions, state);
+        self.sessions.bump(state);
     }
 
     /// The Prometheus text exposition of every counter, plus the audit writer's.
     pub fn render(&self, recorder: &Recorder) -> String {
         let mut out = String::new();
-        let counters = |out: &mut String,
-                        name: &str,
-                        help: &str,
-                        map: &Mutex<BTreeMap<&'static str, u64>>,
-                        label: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            if let Ok(m) = map.lock() {
-                for (k, v) in m.iter() {
-                    let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
-                }
-            }
-        };
-        counters(
+        self.statements.write(
             &mut out,
             "portcullis_statements_total",
             "SQL statements judged, by decision.",
-            &self.statements,
             "decision",
         );
-        counters(
+        self.pushes.write(
             &mut out,
             "portcullis_pushes_total",
             "Git pushes judged, by decision.",
-            &self.pushes,
             "decision",
         );
-        counters(
+        self.sessions.write(
             &mut out,
             "portcullis_connections_total",
             "PostgreSQL sessions, by state (started, ended, refused).",
-            &self.sessions,
             "state",
         );
         let _ = writeln!(

@@ -310,7 +310,7 @@ impl Recorder {
     }
 }
 
-fn short(oid: &str) -> &str {
+pub(crate) fn short(oid: &str) -> &str {
     &oid[..oid.len().min(10)]
 }
 

@@ -38,15 +38,8 @@ pub struct PushArgs {
     /// A push option (`-o`), repeatable.
     #[arg(long = "push-option", short = 'o')]
     options: Vec<String>,
-    /// The identity's subject (`agent.sub`).
-    #[arg(long, default_value = "cli")]
-    sub: String,
-    /// The identity's groups, comma-separated (`agent.groups`).
-    #[arg(long, value_delimiter = ',')]
-    groups: Vec<String>,
-    /// The target's name (`target.name`).
-    #[arg(long, default_value = "")]
-    target: String,
+    #[command(flatten)]
+    who: Who,
     /// Print every fact as JSON.
     #[arg(long)]
     json: bool,
@@ -58,6 +51,16 @@ pub struct SqlArgs {
     sql: String,
     #[command(flatten)]
     rules: RuleOptions,
+    #[command(flatten)]
+    who: Who,
+    /// Print every fact as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Who asks and of what: the `agent.*` and `target.*` facts of a check.
+#[derive(Args)]
+struct Who {
     /// The identity's subject (`agent.sub`).
     #[arg(long, default_value = "cli")]
     sub: String,
@@ -67,9 +70,19 @@ pub struct SqlArgs {
     /// The target's name (`target.name`).
     #[arg(long, default_value = "")]
     target: String,
-    /// Print every fact as JSON.
-    #[arg(long)]
-    json: bool,
+}
+
+impl Who {
+    fn into_facts(self) -> (Agent, Target) {
+        (
+            Agent {
+                sub: self.sub,
+                groups: self.groups,
+                name: None,
+            },
+            Target { name: self.target },
+        )
+    }
 }
 
 pub fn run(command: CheckCommand) -> Result<u8, String> {
@@ -123,12 +136,7 @@ fn push(args: PushArgs) -> Result<u8, String> {
     let mut push_facts = push_facts;
     push_facts.set_options(args.options.clone());
     push_facts.set_refs(1);
-    let agent = Agent {
-        sub: args.sub,
-        groups: args.groups,
-        name: None,
-    };
-    let target = Target { name: args.target };
+    let (agent, target) = args.who.into_facts();
     let verdict = rules.judge(
         Subject::Git,
         &[
@@ -139,14 +147,9 @@ fn push(args: PushArgs) -> Result<u8, String> {
         ],
     );
     if args.json {
-        let out = serde_json::json!({
-            "decision": verdict.decision,
-            "rules": verdict.rule_ids().collect::<Vec<_>>(),
-            "reason": verdict.reason(),
-            "monitored": verdict.monitored().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            "ref": ref_facts.to_json(),
-            "push": push_facts.to_json(),
-        });
+        let mut out = verdict_json(&verdict);
+        out["ref"] = ref_facts.to_json();
+        out["push"] = push_facts.to_json();
         println!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
@@ -165,7 +168,11 @@ fn push(args: PushArgs) -> Result<u8, String> {
         } else {
             ""
         },
-        format_args!("{}..{}", short(&ref_facts.old), short(&ref_facts.new)),
+        format_args!(
+            "{}..{}",
+            crate::event::short(&ref_facts.old),
+            crate::event::short(&ref_facts.new)
+        ),
     );
     println!(
         "commits:  {} new; files: {}; largest blob: {} bytes",
@@ -179,8 +186,14 @@ fn push(args: PushArgs) -> Result<u8, String> {
     Ok(decision_exit(verdict.decision))
 }
 
-fn short(oid: &str) -> &str {
-    &oid[..oid.len().min(10)]
+/// The decision, its rules and reason, and the monitor-mode matches, as JSON.
+fn verdict_json(verdict: &crate::policy::Verdict<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "decision": verdict.decision,
+        "rules": verdict.rule_ids().collect::<Vec<_>>(),
+        "reason": verdict.reason(),
+        "monitored": verdict.monitored().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+    })
 }
 
 fn print_rules(verdict: &crate::policy::Verdict<'_>) {
@@ -204,12 +217,7 @@ fn print_rules(verdict: &crate::policy::Verdict<'_>) {
 
 fn sql(args: SqlArgs) -> Result<u8, String> {
     let rules = args.rules.load().map_err(|e| e.to_string())?;
-    let agent = Agent {
-        sub: args.sub,
-        groups: args.groups,
-        name: None,
-    };
-    let target = Target { name: args.target };
+    let (agent, target) = args.who.into_facts();
     let analysis = sql::analyze(&args.sql);
     let mut verdict = crate::policy::Verdict::default();
     let mut per_statement = Vec::new();
@@ -232,13 +240,8 @@ fn sql(args: SqlArgs) -> Result<u8, String> {
                 })
             })
             .collect();
-        let out = serde_json::json!({
-            "decision": verdict.decision,
-            "rules": verdict.rule_ids().collect::<Vec<_>>(),
-            "reason": verdict.reason(),
-            "monitored": verdict.monitored().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            "statements": statements,
-        });
+        let mut out = verdict_json(&verdict);
+        out["statements"] = statements.into();
         println!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?

@@ -440,41 +440,32 @@ impl Inspector<'_> {
             let blob = self.blobs.get(&f.blob).ok_or(InspectError::Scanner)?;
             let size = i64::try_from(blob.size).unwrap_or(i64::MAX);
             let hex = f.blob.to_hex().to_string();
-            if f.moved {
-                // Content the upstream already has, under a new path.
-                push.files.push(FileFact {
-                    path: f.path,
-                    size,
-                    blob: hex,
-                    commit: commit.to_owned(),
-                    kind: f.kind,
-                    mode: f.mode,
-                });
-                continue;
-            }
-            if size > push.largest_blob || push.largest_blob_path.is_none() {
-                push.largest_blob = size;
-                push.largest_blob_path = Some(f.path.clone());
-            }
-            match &blob.scan {
-                Scan::Findings(found) => {
-                    for finding in found {
-                        push.secrets.push(SecretFact {
-                            detector: finding.detector,
-                            path: f.path.clone(),
-                            commit: commit.to_owned(),
-                            line: finding.line as i64,
-                            column: finding.column as i64,
-                            blob: hex.clone(),
-                        });
-                    }
+            // Moved or copied content is already upstream: its path counts, not its bytes.
+            if !f.moved {
+                if size > push.largest_blob || push.largest_blob_path.is_none() {
+                    push.largest_blob = size;
+                    push.largest_blob_path = Some(f.path.clone());
                 }
-                Scan::TooLarge => push.unscanned.push(UnscannedFact {
-                    path: f.path.clone(),
-                    blob: hex.clone(),
-                    size,
-                    reason: TOO_LARGE,
-                }),
+                match &blob.scan {
+                    Scan::Findings(found) => {
+                        for finding in found {
+                            push.secrets.push(SecretFact {
+                                detector: finding.detector,
+                                path: f.path.clone(),
+                                commit: commit.to_owned(),
+                                line: finding.line as i64,
+                                column: finding.column as i64,
+                                blob: hex.clone(),
+                            });
+                        }
+                    }
+                    Scan::TooLarge => push.unscanned.push(UnscannedFact {
+                        path: f.path.clone(),
+                        blob: hex.clone(),
+                        size,
+                        reason: TOO_LARGE,
+                    }),
+                }
             }
             push.files.push(FileFact {
                 path: f.path,

@@ -50,7 +50,8 @@ pub async fn start(
     let (head_tx, head_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel();
     let index = tokio::task::spawn_blocking(move || read_and_index(chunk_rx, head_tx, go_rx));
-    let spool = tokio::spawn(spool_and_feed(body, path.to_path_buf(), limit, chunk_tx));
+    let path = path.to_path_buf();
+    let spool = tokio::spawn(async move { spool(body, &path, limit, Some(&chunk_tx)).await });
     let parsed = head_rx.await;
     let request = match parsed {
         Ok(Ok(request)) => request,
@@ -96,35 +97,40 @@ impl Drop for Intake {
     }
 }
 
-/// Writes every chunk to the spool file and offers it to the indexer, which may have
-/// stopped listening (no pack, or a bad command list): the file is written regardless.
-async fn spool_and_feed(
+/// Writes the body to `path`, refusing more than `limit` bytes, and offers each chunk to
+/// `tx` (the indexer), which may have stopped listening (no pack, or a bad command list):
+/// the file is written regardless. A failure is passed on to `tx` too.
+pub async fn spool(
     mut body: ByteStream,
-    path: PathBuf,
+    path: &Path,
     limit: u64,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    tx: Option<&mpsc::Sender<std::io::Result<Bytes>>>,
 ) -> Result<(), PushError> {
-    let mut file = tokio::fs::File::create(&path).await?;
+    let mut file = tokio::fs::File::create(path).await?;
     let mut written = 0u64;
-    while let Some(chunk) = body.next().await {
+    let failure = loop {
+        let Some(chunk) = body.next().await else {
+            file.flush().await?;
+            return Ok(());
+        };
         let Ok(chunk) = chunk else {
-            let _ = tx
-                .send(Err(std::io::Error::other("the body ended early")))
-                .await;
-            return Err(PushError::Truncated);
+            break PushError::Truncated;
         };
         written += chunk.len() as u64;
         if written > limit {
-            let _ = tx
-                .send(Err(std::io::Error::other("the push is too large")))
-                .await;
-            return Err(PushError::TooLarge(limit));
+            break PushError::TooLarge(limit);
         }
         file.write_all(&chunk).await?;
-        let _ = tx.send(Ok(chunk)).await;
+        if let Some(tx) = tx {
+            let _ = tx.send(Ok(chunk)).await;
+        }
+    };
+    if let Some(tx) = tx {
+        let _ = tx
+            .send(Err(std::io::Error::other(failure.to_string())))
+            .await;
     }
-    file.flush().await?;
-    Ok(())
+    Err(failure)
 }
 
 /// The indexer thread: the command list first, then (after the go-ahead) the pack.

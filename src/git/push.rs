@@ -7,7 +7,7 @@
 //! `report-status` naming the ref and the rule, and the upstream sees nothing.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 
 use super::facts::{PushFacts, RefFacts};
 use super::history::{self, Hidden, InspectOptions, Update};
@@ -88,7 +88,7 @@ pub async fn receive(
     // then unpacked; a plain one is indexed as it arrives.
     let (request, intake) = if req.gzip {
         let raw = spool.path().join("body.gz");
-        spool_body(req.body, &raw, limit).await?;
+        intake::spool(req.body, &raw, limit, None).await?;
         let (from, to) = (raw.clone(), body_path.clone());
         tokio::task::spawn_blocking(move || gunzip(&from, &to, limit))
             .await
@@ -524,21 +524,6 @@ async fn upstream_capabilities(repo: &Repo) -> Result<Vec<String>, String> {
         .map_err(|e| e.to_string())?;
     let ad = receive::parse_advertisement(&body).map_err(|e| e.to_string())?;
     Ok(ad.capabilities)
-}
-
-async fn spool_body(mut body: ByteStream, path: &PathBuf, limit: u64) -> Result<(), PushError> {
-    let mut file = tokio::fs::File::create(path).await?;
-    let mut written = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|_| PushError::Truncated)?;
-        written += chunk.len() as u64;
-        if written > limit {
-            return Err(PushError::TooLarge(limit));
-        }
-        file.write_all(&chunk).await?;
-    }
-    file.flush().await?;
-    Ok(())
 }
 
 fn gunzip(from: &Path, to: &Path, limit: u64) -> Result<(), PushError> {

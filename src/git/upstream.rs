@@ -260,17 +260,16 @@ impl Upstream {
 
 /// A reqwest error without the URL (which names the upstream's internals).
 fn without_url(e: &reqwest::Error) -> String {
-    let mut e2 = String::new();
-    if e.is_connect() {
-        e2.push_str("connection failed");
+    let what = if e.is_connect() {
+        "connection failed"
     } else if e.is_timeout() {
-        e2.push_str("timed out");
+        "timed out"
     } else if e.is_body() || e.is_decode() {
-        e2.push_str("broken response body");
+        "broken response body"
     } else {
-        e2.push_str("request failed");
-    }
-    e2
+        "request failed"
+    };
+    what.to_string()
 }
 
 pub fn empty_stream() -> ByteStream {

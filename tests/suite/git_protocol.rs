@@ -302,29 +302,8 @@ fn run_git(home: &Path, args: &[&str], dir: &Path, stdin: &[u8]) -> Vec<u8> {
 }
 
 fn git_command(home: &Path, dir: &Path) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.current_dir(dir)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "Agent Smith")
-        .env("GIT_AUTHOR_EMAIL", "agent@example.com")
-        .env("GIT_COMMITTER_NAME", "Agent Smith")
-        .env("GIT_COMMITTER_EMAIL", "agent@example.com")
-        .env("LC_ALL", "C")
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*");
-    for var in [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "http_proxy",
-        "HTTP_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = crate::support::git::git_command(dir);
+    cmd.env("HOME", home).env_remove("GIT_ASKPASS");
     cmd
 }
 

@@ -22,11 +22,21 @@ pub fn git(dir: &Path, args: &[&str]) -> Output {
 }
 
 pub fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = git_command(dir);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("git runs")
+}
+
+/// `git` in `dir` with a private configuration, a fixed identity, the C locale (so its
+/// messages can be matched) and no proxies (tests talk to 127.0.0.1).
+pub fn git_command(dir: &Path) -> Command {
     let home = std::env::temp_dir().join("portcullis-test-git-home");
     std::fs::create_dir_all(&home).expect("git home");
     let mut cmd = Command::new("git");
     cmd.current_dir(dir)
-        .args(args)
         .env("HOME", &home)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -36,13 +46,20 @@ pub fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("GIT_COMMITTER_NAME", "Agent Smith")
         .env("GIT_COMMITTER_EMAIL", "agent@example.com")
         .env("GIT_ASKPASS", "/bin/false")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
+        .env("LC_ALL", "C")
+        .env("NO_PROXY", "*")
+        .env("no_proxy", "*");
+    for var in [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
     }
-    cmd.output().expect("git runs")
+    cmd
 }
 
 /// Runs git and insists it succeeds; returns stdout, trimmed.
