@@ -13,12 +13,13 @@
 //! assert!(!s.has_where);
 //! ```
 
+mod bounds;
 mod fallback;
 mod fingerprint;
+mod fold;
 mod ident;
 pub mod kind;
 mod split;
-mod tautology;
 mod walk;
 
 use sqlparser::dialect::PostgreSqlDialect;
@@ -27,7 +28,7 @@ use sqlparser::tokenizer::Token;
 
 use crate::policy::value::{List, Record, Records, Value};
 
-pub use tautology::always_true;
+pub use bounds::always_true;
 
 /// The facts of one statement: what `sql` rules see as `stmt.*`.
 #[derive(Debug, Clone, Default, serde::Serialize)]

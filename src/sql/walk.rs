@@ -7,12 +7,13 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, Expr, FromTable, FunctionArg,
-    FunctionArgExpr, FunctionArguments, LimitClause, MergeAction, ObjectName, Query, Reset, Set,
-    Statement, TableFactor, TableObject, UpdateTableFromKind, Value, Visit, Visitor,
+    FunctionArgExpr, FunctionArguments, Ident, LimitClause, MergeAction, MergeClauseKind,
+    ObjectName, OnConflictAction, OnInsert, Query, Reset, Set, Statement, TableFactor, TableObject,
+    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
 };
 
+use super::bounds::Scope;
 use super::ident::{base_name, ident, object_name};
-use super::tautology::judge;
 use super::{SetFact, SqlFacts, Write, kind};
 
 /// Nested function bodies parsed in turn; deeper nesting is left unread (and reviewed as DDL).
@@ -25,6 +26,7 @@ pub fn collect(stmt: &Statement, facts: &mut SqlFacts, body_depth: usize) {
         planned_only: 0,
         explain_stack: Vec::new(),
         ctes: Vec::new(),
+        with_stack: Vec::new(),
         table_functions: Vec::new(),
         relations: Vec::new(),
         body_depth,
@@ -51,6 +53,9 @@ struct Walker<'f> {
     planned_only: usize,
     explain_stack: Vec<bool>,
     ctes: Vec<String>,
+    /// The queries with a `WITH` that enclose the node being visited (their CTEs are in
+    /// scope), outermost first.
+    with_stack: Vec<*const Query>,
     /// `FROM f(...)`: names visited as relations that are really functions.
     table_functions: Vec<*const ObjectName>,
     relations: Vec<String>,
@@ -68,26 +73,104 @@ impl Walker<'_> {
         push_unique(&mut self.facts.tables_written, object_name(name));
     }
 
-    fn write(
-        &mut self,
-        kind: &'static str,
-        table: String,
-        selection: Option<&Expr>,
-        same_table: &[String],
-    ) {
-        if self.planned_only > 0 {
-            return;
-        }
-        let (where_always_true, read_literal) =
-            selection.map_or((false, false), |e| judge(e, &table, same_table));
-        self.facts.literal_dependent |= read_literal;
+    /// Records an UPDATE, DELETE, MERGE or upsert of `table` and whether `condition`
+    /// bounds it to some of the table's rows.
+    fn write(&mut self, kind: &'static str, table: String, has_where: bool, unbounded: bool) {
         push_unique(&mut self.facts.tables_written, table.clone());
         self.facts.writes.push(Write {
             kind,
             table,
-            has_where: selection.is_some(),
-            where_always_true,
+            has_where,
+            where_always_true: unbounded,
         });
+    }
+
+    /// An UPDATE or DELETE of `target` with `others` in its FROM/USING.
+    fn filtered_write(
+        &mut self,
+        kind: &'static str,
+        target: &TableFactor,
+        others: &[&TableFactor],
+        selection: Option<&Expr>,
+    ) {
+        if self.planned_only > 0 {
+            return;
+        }
+        let table = table_factor_name(target);
+        let ctes = self.ctes_in_scope();
+        let scope = Scope::new(&table, factor_alias(target), others, &ctes);
+        let unbounded = selection.is_some_and(|w| !scope.restricts(w));
+        self.facts.literal_dependent |= scope.read_literal();
+        self.write(kind, table, selection.is_some(), unbounded);
+    }
+
+    /// A MERGE changes the rows its `WHEN MATCHED` clauses reach through `ON` (and their
+    /// own condition), and for `WHEN NOT MATCHED BY SOURCE` every row the source lacks:
+    /// only that clause's own condition bounds those.
+    fn merge(&mut self, m: &sqlparser::ast::Merge) {
+        if self.planned_only > 0 {
+            return;
+        }
+        let table = table_factor_name(&m.table);
+        let ctes = self.ctes_in_scope();
+        let scope = Scope::new(&table, factor_alias(&m.table), &[&m.source], &ctes);
+        let mut changes = false;
+        let mut unbounded = false;
+        let mut on_restricts = None;
+        for c in &m.clauses {
+            if !matches!(
+                c.action,
+                MergeAction::Update(_) | MergeAction::Delete { .. }
+            ) {
+                continue;
+            }
+            changes = true;
+            let own = c.predicate.as_ref().is_some_and(|p| scope.restricts(p));
+            let bounded = match c.clause_kind {
+                MergeClauseKind::NotMatchedBySource => own,
+                _ => own || *on_restricts.get_or_insert_with(|| scope.restricts(&m.on)),
+            };
+            unbounded |= !bounded;
+        }
+        self.facts.literal_dependent |= scope.read_literal();
+        if changes {
+            self.write("merge", table, true, unbounded);
+        }
+    }
+
+    /// `INSERT ... ON CONFLICT DO UPDATE` rewrites the existing rows its source collides
+    /// with: every row when the source is the table itself, unless the DO UPDATE's own
+    /// WHERE narrows them.
+    fn upsert(&mut self, i: &sqlparser::ast::Insert, name: &ObjectName) {
+        let Some(OnInsert::OnConflict(c)) = &i.on else {
+            return;
+        };
+        let OnConflictAction::DoUpdate(update) = &c.action else {
+            return;
+        };
+        if self.planned_only > 0 {
+            return;
+        }
+        let table = object_name(name);
+        let ctes = self.ctes_in_scope();
+        let scope = Scope::new(&table, i.table_alias.as_ref().map(|a| &a.alias), &[], &ctes);
+        let narrowed = update
+            .selection
+            .as_ref()
+            .is_some_and(|w| scope.restricts(w));
+        let whole = i.source.as_ref().is_some_and(|q| scope.copies_target(q));
+        self.facts.literal_dependent |= scope.read_literal();
+        self.write("upsert", table, true, whole && !narrowed);
+    }
+
+    fn ctes_in_scope(&self) -> Vec<&Query> {
+        self.with_stack
+            .iter()
+            // SAFETY: each pointer is to a query enclosing the node being visited; the
+            // statement is borrowed immutably for the whole walk, so it is alive and
+            // unchanged while its descendants are visited.
+            .map(|q| unsafe { &**q })
+            .collect()
     }
 
     fn set(&mut self, name: String, value: Option<String>) {
@@ -121,51 +204,31 @@ impl Walker<'_> {
                 if matches!(table.as_str(), "pg_settings" | "pg_catalog.pg_settings") {
                     self.settings_update(u);
                 }
-                let mut factors = vec![&u.table.relation];
+                let mut others = joined(std::slice::from_ref(&u.table));
+                others.retain(|f| !std::ptr::eq(*f, &u.table.relation));
                 if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) =
                     &u.from
                 {
-                    factors.extend(f.iter().map(|t| &t.relation));
+                    others.extend(joined(f));
                 }
-                let aliases = aliases_of(&table, factors);
-                self.write("update", table, u.selection.as_ref(), &aliases);
+                self.filtered_write("update", &u.table.relation, &others, u.selection.as_ref());
             }
             Statement::Delete(d) => {
                 let tables = match &d.from {
                     FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
                 };
+                let using = d.using.as_deref().map(joined).unwrap_or_default();
                 for t in tables {
-                    let table = table_factor_name(&t.relation);
-                    let mut factors = vec![&t.relation];
-                    factors.extend(d.using.iter().flatten().map(|u| &u.relation));
-                    let aliases = aliases_of(&table, factors);
-                    self.write("delete", table, d.selection.as_ref(), &aliases);
+                    let mut others = using.clone();
+                    others.extend(t.joins.iter().map(|j| &j.relation));
+                    self.filtered_write("delete", &t.relation, &others, d.selection.as_ref());
                 }
             }
-            Statement::Merge(m) => {
-                let table = table_factor_name(&m.table);
-                let changes = m.clauses.iter().any(|c| {
-                    matches!(
-                        c.action,
-                        MergeAction::Update(_) | MergeAction::Delete { .. }
-                    )
-                });
-                if changes && self.planned_only == 0 {
-                    let aliases = aliases_of(&table, [&m.table, &m.source]);
-                    let (unbounded, read_literal) = judge(&m.on, &table, &aliases);
-                    self.facts.literal_dependent |= read_literal;
-                    push_unique(&mut self.facts.tables_written, table.clone());
-                    self.facts.writes.push(Write {
-                        kind: "merge",
-                        table,
-                        has_where: true,
-                        where_always_true: unbounded,
-                    });
-                }
-            }
+            Statement::Merge(m) => self.merge(m),
             Statement::Insert(i) => {
                 if let TableObject::TableName(name) = &i.table {
                     self.written(name);
+                    self.upsert(i, name);
                 }
             }
             Statement::Truncate(t) => {
@@ -418,6 +481,14 @@ impl Visitor for Walker<'_> {
             for cte in &with.cte_tables {
                 push_unique(&mut self.ctes, ident(&cte.alias.name));
             }
+            self.with_stack.push(query as *const Query);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if query.with.is_some() {
+            self.with_stack.pop();
         }
         ControlFlow::Continue(())
     }
@@ -493,18 +564,20 @@ impl Visitor for Walker<'_> {
     }
 }
 
-/// The aliases under which `table` appears among `factors` (itself and self-joins).
-fn aliases_of<'a>(table: &str, factors: impl IntoIterator<Item = &'a TableFactor>) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in factors {
-        if let TableFactor::Table { name, alias, .. } = f
-            && object_name(name) == table
-            && let Some(a) = alias
-        {
-            out.push(ident(&a.name));
+/// Every relation of a FROM list, joined ones included.
+fn joined(from: &[TableWithJoins]) -> Vec<&TableFactor> {
+    from.iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .collect()
+}
+
+fn factor_alias(f: &TableFactor) -> Option<&Ident> {
+    match f {
+        TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => {
+            alias.as_ref().map(|a| &a.name)
         }
+        _ => None,
     }
-    out
 }
 
 fn table_factor_name(t: &TableFactor) -> String {
