@@ -321,6 +321,8 @@ impl<'q> Scope<'q> {
                 ..
             } => match subquery_of(right) {
                 Some(q) => self.member_of(left, q, *compare_op != B::Eq),
+                // `= ANY(<array built from every row of the table>)`.
+                None if *compare_op == B::Eq && self.refs(right).whole => false,
                 None => self.compares(left, right),
             },
             Expr::AllOp { left, right, .. } => match subquery_of(right) {
@@ -404,7 +406,7 @@ impl<'q> Scope<'q> {
         let Some(column) = self.target_column(x) else {
             return false;
         };
-        if q.limit_clause.is_some() || q.fetch.is_some() {
+        if self.limited(q) {
             return false;
         }
         let ctes: Vec<&Query> = self.ctes.iter().copied().chain([q]).collect();
@@ -422,11 +424,7 @@ impl<'q> Scope<'q> {
 
     fn body_yields(&self, body: &SetExpr, column: &str, outer: &Scope<'_>) -> bool {
         match body {
-            SetExpr::Query(q) => {
-                q.limit_clause.is_none()
-                    && q.fetch.is_none()
-                    && self.body_yields(&q.body, column, outer)
-            }
+            SetExpr::Query(q) => !self.limited(q) && self.body_yields(&q.body, column, outer),
             SetExpr::SetOperation {
                 left, op, right, ..
             } => match op {
@@ -454,14 +452,14 @@ impl<'q> Scope<'q> {
                 let Some(inner) = self.copy_scope(&s.from, outer) else {
                     return false;
                 };
-                let named = match strip(e) {
-                    Expr::Identifier(i) => ident(i) == column,
-                    Expr::CompoundIdentifier(p) => p.last().is_some_and(|i| ident(i) == column),
-                    _ => false,
-                };
-                named
-                    && !s.selection.as_ref().is_some_and(|w| inner.restricts(w))
-                    && s.having.is_none()
+                // The column itself or any expression of it alone (`id + 0`, `unnest(
+                // array_agg(id))`): near enough every value of it. HAVING is not taken as a
+                // filter (`HAVING count(*) > 0` keeps every group).
+                let r = inner.refs(peel(e));
+                let only_column = !r.outside
+                    && !r.columns.is_empty()
+                    && r.columns.iter().all(|(c, _)| c == column);
+                only_column && !s.selection.as_ref().is_some_and(|w| inner.restricts(w))
             }
             _ => false,
         }
@@ -526,7 +524,7 @@ impl<'q> Scope<'q> {
         if self.depth >= MAX_DEPTH {
             return true;
         }
-        if q.limit_clause.is_some() || q.fetch.is_some() {
+        if self.limited(q) {
             return false;
         }
         let ctes: Vec<&Query> = self.ctes.iter().copied().chain([q]).collect();
@@ -600,6 +598,20 @@ impl<'q> Scope<'q> {
             }
             _ => false,
         }
+    }
+
+    /// Whether a query returns at most some rows: `LIMIT n` or `FETCH FIRST n` (a batch is
+    /// a bound), but not `LIMIT ALL`, `LIMIT NULL` or an OFFSET alone.
+    fn limited(&self, q: &Query) -> bool {
+        use sqlparser::ast::LimitClause;
+        let by_limit = match &q.limit_clause {
+            Some(LimitClause::LimitOffset { limit: Some(l), .. }) => {
+                !matches!(self.fold.eval(l), Some(Const::Null))
+            }
+            Some(LimitClause::OffsetCommaLimit { .. }) => true,
+            _ => false,
+        };
+        by_limit || q.fetch.is_some()
     }
 
     /// The target column `e` names (through parentheses, COLLATE, casts), if any.
@@ -1108,6 +1120,8 @@ struct Refs {
     outside: bool,
     /// Some subquery in it is correlated with the target.
     correlated: bool,
+    /// Some subquery in it reads every row of the target.
+    whole: bool,
 }
 
 struct RefFinder<'s, 'q, 'r> {
@@ -1123,6 +1137,7 @@ impl Visitor for RefFinder<'_, '_, '_> {
         if self.depth == 0 {
             self.refs.outside = true;
             self.refs.correlated |= self.scope.correlated(q);
+            self.refs.whole |= self.scope.copies_target(q);
         }
         self.depth += 1;
         ControlFlow::Continue(())
@@ -1285,6 +1300,13 @@ mod tests {
             "id IN (SELECT u.id FROM users u WHERE u.id = users.id)",
             "EXISTS (SELECT 1 FROM users u2 WHERE u2.id = users.id)",
             "id IN (SELECT id)",
+            "id IN (SELECT id FROM users LIMIT ALL)",
+            "id IN (SELECT id FROM users OFFSET 1)",
+            "id IN (SELECT id FROM users GROUP BY id HAVING count(*) > 0)",
+            "id IN (SELECT id + 0 FROM users)",
+            "id IN (SELECT unnest(array_agg(id)) FROM users)",
+            "id = ANY((SELECT array_agg(id) FROM users)::int[])",
+            "id = 1 OR current_user = 'x'",
         ] {
             assert!(unbounded(c), "{c} should hold for every row");
         }
@@ -1307,6 +1329,8 @@ mod tests {
             "email IS NOT NULL",
             "NOT (id = 1 OR id = 2)",
             "lower(email) = 'x'",
+            "id IN (SELECT id FROM users ORDER BY created_at LIMIT 100)",
+            "id = (SELECT max(id) FROM users)",
         ] {
             assert!(!unbounded(c), "{c} should restrict the rows");
         }
