@@ -289,11 +289,11 @@ impl<'q> Scope<'q> {
     fn leaf(&self, e: &Expr) -> bool {
         use BinaryOperator as B;
         match e {
-            Expr::BinaryOp { left, op, right }
-                if matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq) =>
-            {
-                self.compares(left, right)
-            }
+            Expr::BinaryOp {
+                left,
+                op: B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq,
+                right,
+            } => self.compares(left, right),
             Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b) => self.compares(a, b),
             Expr::IsNotNull(x) if self.key_like(x) => false,
             Expr::In {
@@ -732,7 +732,7 @@ impl<'q> Scope<'q> {
                 Negated::Pushed(n) => self.canonical(&n),
                 Negated::Wrapped(n) => n,
             };
-            if arms[i + 1..].iter().any(|b| *b == not_a) {
+            if arms[i + 1..].contains(&not_a) {
                 return true;
             }
         }
