@@ -203,12 +203,15 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Logs to stderr at `PORTCULLIS_LOG` (an env-filter directive), else `default`.
+/// Logs to stderr at `PORTCULLIS_LOG` (an env-filter directive), else `default`; in
+/// colour only when stderr is a terminal (a file or a pipe gets plain text).
 pub fn init_tracing_at(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

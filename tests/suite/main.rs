@@ -16,5 +16,6 @@ mod git_inspect;
 mod git_protocol;
 mod identity;
 mod language;
+mod logs;
 mod pg_harness;
 mod support;
