@@ -18,6 +18,7 @@ mod cancel;
 mod error;
 mod frame;
 mod messages;
+mod reading;
 pub mod results;
 mod session;
 mod stream;

@@ -304,17 +304,12 @@ async fn start(
     )
     .await?;
     // The gateway reads SQL as PostgreSQL does only with these settings.
-    for (name, want) in [
-        ("standard_conforming_strings", "on"),
-        ("client_encoding", "UTF8"),
-    ] {
-        if let Some((_, got)) = up.settings.iter().find(|(n, _)| n == name)
-            && !got.eq_ignore_ascii_case(want)
-        {
-            return Err(Error::Refused(format!(
-                "the database runs with {name} = {got}; the gateway needs {want}"
-            )));
-        }
+    if let Some(why) = up
+        .settings
+        .iter()
+        .find_map(|(name, value)| super::reading::misreading(name, value))
+    {
+        return Err(Error::Refused(why));
     }
     let (pid, secret) = up.key.unwrap_or_default();
     state.client_key = gw.cancel.issue(UpstreamKey {
@@ -764,6 +759,23 @@ async fn relay_down(
                 if capturing {
                     results.observe(tag, &ubuf[end + 5..end + len]);
                 }
+            } else if tag == b'S'
+                && let Some(why) = super::reading::parameter_status(&ubuf[end + 5..end + len])
+                    .and_then(|(name, value)| super::reading::misreading(name, value))
+            {
+                // A setting changed under the session (a function, a role's or
+                // database's default): nothing more is judged by a reading the server
+                // no longer shares. The frames before it go out; the session ends.
+                cw.write_all(&ubuf[..end]).await?;
+                let message = format!("portcullis: {why}; the session is closed");
+                cw.write_all(&messages::error_response(
+                    Severity::Fatal,
+                    "42501",
+                    &message,
+                ))
+                .await?;
+                cw.flush().await?;
+                return Err(Error::Refused(why));
             } else if tag == b'Z' {
                 syncs_seen += 1;
                 let mut m = lock(&markers);

@@ -37,6 +37,8 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.temporary",
     "stmt.concurrently",
     "stmt.explain_analyze",
+    "stmt.lock_mode",
+    "stmt.vacuum_full",
 ];
 
 /// Facts about one ref update of a push (`git` rules). Keep in step with `git::facts`.

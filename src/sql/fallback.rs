@@ -40,12 +40,45 @@ pub fn words_only(facts: &mut SqlFacts, text: &str, body_depth: usize) {
     if facts.kind == kind::UNKNOWN {
         writes_in_words(facts, &tokens);
     }
+    if facts.kind == "alter_table" {
+        alter_table_drops(facts, &tokens);
+    }
     if is(0, Keyword::SET) {
         set_words(facts, &tokens);
     } else if is(0, Keyword::COPY) {
         copy_words(facts, &tokens);
     } else if is(0, Keyword::CREATE) {
         routine_body(facts, &tokens, body_depth);
+    }
+}
+
+/// `ALTER TABLE t DROP [COLUMN] c, ALTER COLUMN d SET ...`: any action (at parenthesis
+/// depth 0) that drops a column, wherever it stands in the list. `DROP DEFAULT`, `DROP NOT
+/// NULL`, `DROP EXPRESSION` and `DROP IDENTITY` belong to `ALTER COLUMN` and drop no data;
+/// `DROP CONSTRAINT` drops none either.
+fn alter_table_drops(facts: &mut SqlFacts, tokens: &[Token]) {
+    let mut depth = 0usize;
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(w)
+                if depth == 0 && w.quote_style.is_none() && w.keyword == Keyword::DROP =>
+            {
+                let next = match tokens.get(i + 1) {
+                    Some(Token::Word(n)) if n.quote_style.is_none() => n.value.to_lowercase(),
+                    _ => String::new(),
+                };
+                if !matches!(
+                    next.as_str(),
+                    "default" | "not" | "expression" | "identity" | "constraint"
+                ) {
+                    facts.drop_kind = Some("column".into());
+                    return;
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -47,10 +47,22 @@ pub fn fingerprint(tokens: &[TokenWithSpan]) -> (String, String, String) {
         if piece == Piece::Placeholder {
             shape.push_str(literal_tag(token));
         } else if let Token::Word(w) = token {
-            if w.quote_style.is_some() {
-                shape.push('"');
+            match w.quote_style {
+                // A quoted name is written back quoted, its quote character doubled, so
+                // it can never read as other tokens (`"id = ""id"` is one name, not
+                // `"id" = "id"`).
+                Some(q) => {
+                    shape.push(q);
+                    for c in w.value.chars() {
+                        shape.push(c);
+                        if c == q {
+                            shape.push(c);
+                        }
+                    }
+                    shape.push(q);
+                }
+                None => shape.push_str(&w.value),
             }
-            shape.push_str(&w.value);
         } else {
             push_symbol(&mut shape, token);
         }
@@ -69,7 +81,7 @@ pub fn fingerprint(tokens: &[TokenWithSpan]) -> (String, String, String) {
             _ if piece == Piece::Placeholder => out.push_str(PLACEHOLDER),
             Token::Word(w) if w.quote_style.is_some() => {
                 out.push('"');
-                out.push_str(&w.value);
+                out.push_str(&w.value.replace('"', "\"\""));
                 out.push('"');
             }
             Token::Word(w) if w.value.is_ascii() => {

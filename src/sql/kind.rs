@@ -128,8 +128,8 @@ pub fn classify_words(tokens: &[Token]) -> (&'static str, bool, Option<String>) 
         Keyword::START if kw(1) == Keyword::TRANSACTION => ("begin", false, None),
         Keyword::BEGIN => ("begin", false, None),
         Keyword::PREPARE if kw(1) == Keyword::TRANSACTION => ("prepare_transaction", false, None),
-        Keyword::COMMIT if word(1) == "prepared" => ("commit", false, None),
-        Keyword::ROLLBACK if word(1) == "prepared" => ("rollback", false, None),
+        Keyword::COMMIT if word(1) == "prepared" => ("commit_prepared", false, None),
+        Keyword::ROLLBACK if word(1) == "prepared" => ("rollback_prepared", false, None),
         Keyword::ANALYZE => ("analyze", false, None),
         // `TABLE name` is `SELECT * FROM name`; anything more is not settled by words.
         Keyword::TABLE

@@ -19,6 +19,7 @@ mod fingerprint;
 mod fold;
 mod ident;
 pub mod kind;
+mod maintenance;
 mod split;
 mod walk;
 
@@ -65,6 +66,10 @@ pub struct SqlFacts {
     pub temporary: bool,
     pub concurrently: bool,
     pub explain_analyze: bool,
+    /// The lock mode a `LOCK` statement takes (`access exclusive` without `IN ... MODE`).
+    pub lock_mode: Option<String>,
+    /// `VACUUM FULL` (rewrites the table under an exclusive lock).
+    pub vacuum_full: bool,
     /// Some fact was read from a literal or parameter value, so statements of the same
     /// shape may differ: not reusable by [`Analyzer`].
     #[serde(skip)]
@@ -246,10 +251,12 @@ fn statement(
             {
                 facts.parse_error = Some("WHERE CURRENT OF outside UPDATE or DELETE".into());
                 fallback::words_only(&mut facts, text, body_depth);
+                maintenance::collect(&mut facts, text);
             }
             Ok(stmt) => {
                 facts.parsed = true;
                 walk::collect(&stmt, &mut facts, body_depth);
+                maintenance::collect(&mut facts, text);
                 if current_of {
                     for w in &mut facts.writes {
                         w.has_where = true;
@@ -268,6 +275,7 @@ fn statement(
             Err(e) => {
                 facts.parse_error = Some(e.to_string());
                 fallback::words_only(&mut facts, text, body_depth);
+                maintenance::collect(&mut facts, text);
             }
         }
         facts
@@ -369,6 +377,8 @@ impl Record for SqlFacts {
             "temporary" => Value::Bool(self.temporary),
             "concurrently" => Value::Bool(self.concurrently),
             "explain_analyze" => Value::Bool(self.explain_analyze),
+            "lock_mode" => opt_str(&self.lock_mode),
+            "vacuum_full" => Value::Bool(self.vacuum_full),
             _ => Value::Null,
         }
     }

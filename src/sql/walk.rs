@@ -174,6 +174,9 @@ impl Walker<'_> {
     }
 
     fn set(&mut self, name: String, value: Option<String>) {
+        // PostgreSQL reads setting names without regard to case, quoted or not
+        // (`SET "STANDARD_CONFORMING_STRINGS"` is `standard_conforming_strings`).
+        let name = name.to_ascii_lowercase();
         self.facts.literal_dependent = true;
         push_unique(&mut self.facts.settings, name.clone());
         let raw_value = value;
@@ -201,7 +204,13 @@ impl Walker<'_> {
         match stmt {
             Statement::Update(u) => {
                 let table = table_factor_name(&u.table.relation);
-                if matches!(table.as_str(), "pg_settings" | "pg_catalog.pg_settings") {
+                // By its last name part, in any case: `app.pg_catalog.pg_settings` too.
+                if table
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&table)
+                    .eq_ignore_ascii_case("pg_settings")
+                {
                     self.settings_update(u);
                 }
                 let mut others = joined(std::slice::from_ref(&u.table));
@@ -352,7 +361,12 @@ impl Walker<'_> {
         let value = u
             .assignments
             .iter()
-            .find(|a| a.target.to_string().eq_ignore_ascii_case("setting"))
+            .find(|a| {
+                a.target
+                    .to_string()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("setting")
+            })
             .and_then(|a| setting_value(&a.value));
         self.set(name.unwrap_or_else(|| "*".into()), value);
     }
@@ -557,8 +571,19 @@ impl Visitor for Walker<'_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = expr {
-            self.function_call(&f.name, Some(&f.args));
+        match expr {
+            Expr::Function(f) => self.function_call(&f.name, Some(&f.args)),
+            // `(x).f` is PostgreSQL's functional notation for `f(x)` when `x` has no
+            // field `f`: `(pid).pg_terminate_backend` calls it. Each name selected from
+            // an expression counts as a call.
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                for a in access_chain {
+                    if let sqlparser::ast::AccessExpr::Dot(Expr::Identifier(i)) = a {
+                        push_unique(&mut self.facts.functions, ident(i));
+                    }
+                }
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }
