@@ -1,0 +1,264 @@
+//! Issue #9, the SQL side beside the writes, through the gateway against a real
+//! PostgreSQL and judged by the data: setting names in any case, `pg_settings` by a
+//! three-part name, `SET "ROLE"`, the fact-cache key, `(x).f` calls, the replication
+//! role, and a setting changed under the session (ParameterStatus).
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::support::gateway::{Gateway, setup};
+use crate::support::pg::{DATABASE, PgCluster, USER};
+
+const REFUSED: &str = "42501";
+
+fn direct(pg: &PgCluster, sql: &str) -> String {
+    let out = pg.psql(USER, pg.user_password(), DATABASE, sql);
+    assert!(
+        out.status.success(),
+        "direct query {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn users(pg: &PgCluster) -> String {
+    direct(
+        pg,
+        "SELECT string_agg(id || ':' || email, ',' ORDER BY id) FROM users",
+    )
+}
+
+async fn connect(gw: &Gateway, token: &str) -> Client {
+    let conn_str = format!("{} password={token}", gw.conninfo());
+    let (client, connection) = tokio_postgres::connect(&conn_str, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect through the gateway: {e}\n{}", gw.log()));
+    tokio::spawn(connection);
+    client
+}
+
+/// The single value a simple query returns, as text.
+async fn value(client: &Client, sql: &str) -> String {
+    let rows = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql:?}: {e}"));
+    rows.into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql:?} returned no row"))
+}
+
+#[track_caller]
+fn assert_refused(result: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>, rule: &str) {
+    let err = result.expect_err("refused");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), REFUSED, "{}", db.message());
+    assert!(
+        db.message().contains(&format!("denied by {rule}")),
+        "expected {rule}: {}",
+        db.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_setting_names_in_any_case_cannot_change_how_sql_is_read() {
+    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    tokio::task::block_in_place(|| direct(&pg, "CREATE TABLE orders (id int)"));
+    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    for sql in [
+        "SET \"STANDARD_CONFORMING_STRINGS\" = off",
+        "SET SESSION Standard_Conforming_Strings TO 'off'",
+        "UPDATE app.pg_catalog.pg_settings SET setting = 'off' \
+         WHERE name = 'standard_conforming_strings'",
+        "SELECT set_config('STANDARD_CONFORMING_STRINGS', 'off', false)",
+        "SET \"CLIENT_ENCODING\" = 'SJIS'",
+        "SET \"BACKSLASH_QUOTE\" = on",
+    ] {
+        assert_refused(client.simple_query(sql).await, "sql.parser-setting");
+    }
+    // A name the gateway cannot pin down is every setting: refused by both rules.
+    let err = client
+        .simple_query(
+            "UPDATE pg_settings SET \"SETTING\" = 'off' WHERE 'standard_conforming_strings' = name",
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.as_db_error().map(|d| d.code().code()),
+        Some(REFUSED),
+        "{err}"
+    );
+    assert_eq!(
+        value(&client, "SHOW standard_conforming_strings").await,
+        "on"
+    );
+    assert_eq!(value(&client, "SHOW client_encoding").await, "UTF8");
+    // What the setting was for: read with conforming strings, this is one SELECT of two
+    // string literals, and it runs as exactly that.
+    let trick = "SELECT 'a\\' , ' ; DROP TABLE orders CASCADE; -- '";
+    client
+        .simple_query(trick)
+        .await
+        .unwrap_or_else(|e| panic!("{trick:?}: {e}"));
+    assert_eq!(
+        tokio::task::block_in_place(|| direct(&pg, "SELECT to_regclass('orders') IS NOT NULL")),
+        "t\n",
+        "the table must still exist"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_a_quoted_role_name_is_still_set_role() {
+    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let before = value(&client, "SELECT current_user").await;
+    for sql in [
+        "SET \"ROLE\" = postgres",
+        "SET Role postgres",
+        "SELECT set_config('ROLE', 'postgres', false)",
+        "UPDATE pg_settings SET setting = 'postgres' WHERE name = 'ROLE'",
+    ] {
+        assert_refused(client.simple_query(sql).await, "sql.privilege");
+    }
+    assert_eq!(value(&client, "SELECT current_user").await, before);
+}
+
+/// A statement that fails at PostgreSQL must not leave facts behind for another
+/// statement whose tokens it only resembles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_the_fact_cache_cannot_be_poisoned_by_a_quoted_name() {
+    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let before = tokio::task::block_in_place(|| users(&pg));
+    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    // One quoted column name `id = "id`: PostgreSQL says it does not exist.
+    let decoy = client
+        .simple_query("DELETE FROM users WHERE \"id = \"\"id\"")
+        .await
+        .expect_err("no such column");
+    assert_ne!(
+        decoy.as_db_error().map(|d| d.code().code()),
+        Some(REFUSED),
+        "{decoy}"
+    );
+    assert_refused(
+        client
+            .simple_query("DELETE FROM users WHERE \"id\" = \"id\"")
+            .await,
+        "sql.unbounded-write",
+    );
+    // One quoted column named like the call's tokens once read.
+    let _ = client
+        .simple_query("SELECT \"pg_read_file ( ?s )\"")
+        .await
+        .expect_err("no such column");
+    assert_refused(
+        client
+            .simple_query("SELECT \"pg_read_file\"('/etc/hostname')")
+            .await,
+        "sql.server-escape",
+    );
+    assert_eq!(tokio::task::block_in_place(|| users(&pg)), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_functional_notation_is_a_call() {
+    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let victim = connect(&gw, &gw.token("victim", &["dev"])).await;
+    let victim_pid = value(&victim, "SELECT pg_backend_pid()").await;
+    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    assert_refused(
+        client
+            .simple_query(&format!("SELECT ({victim_pid}).pg_terminate_backend"))
+            .await,
+        "sql.server-escape",
+    );
+    assert_refused(
+        client
+            .simple_query(
+                "SELECT (pid).pg_terminate_backend FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            )
+            .await,
+        "sql.server-escape",
+    );
+    assert_refused(
+        client
+            .simple_query("SELECT ('/etc/hostname'::text).pg_read_file")
+            .await,
+        "sql.server-escape",
+    );
+    // The other session is alive and still served.
+    assert_eq!(value(&victim, "SELECT 41 + 1").await, "42");
+    // A composite field is not a call.
+    tokio::task::block_in_place(|| {
+        direct(
+            &pg,
+            "CREATE TYPE addr AS (city text); CREATE TABLE places (a addr);
+             INSERT INTO places VALUES (ROW('Oslo'))",
+        )
+    });
+    assert_eq!(value(&client, "SELECT (a).city FROM places").await, "Oslo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_triggers_stay_on() {
+    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    for sql in [
+        "SET session_replication_role = replica",
+        "SET \"SESSION_REPLICATION_ROLE\" TO 'replica'",
+        "SELECT set_config('session_replication_role', 'replica', false)",
+    ] {
+        assert_refused(client.simple_query(sql).await, "sql.replication-role");
+    }
+    assert_eq!(
+        value(&client, "SHOW session_replication_role").await,
+        "origin"
+    );
+    drop(pg);
+}
+
+/// A setting changed where the gateway cannot see it (here a function the DBA created)
+/// ends the session: nothing more is judged by a reading the server no longer shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_a_setting_changed_under_the_session_ends_it() {
+    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    tokio::task::block_in_place(|| {
+        direct(
+            &pg,
+            "CREATE FUNCTION loosen() RETURNS text LANGUAGE sql
+               AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$;
+             CREATE TABLE orders (id int)",
+        )
+    });
+    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let err = client
+        .simple_query("SELECT loosen()")
+        .await
+        .expect_err("the session ends");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), REFUSED);
+    assert!(
+        db.message().contains("standard_conforming_strings = off"),
+        "{}",
+        db.message()
+    );
+    assert!(
+        client
+            .simple_query("SELECT 'a\\' , ' ; DROP TABLE orders CASCADE; -- '")
+            .await
+            .is_err(),
+        "the session must be closed"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| direct(&pg, "SELECT to_regclass('orders') IS NOT NULL")),
+        "t\n"
+    );
+    assert!(
+        gw.log().contains("standard_conforming_strings = off"),
+        "the session's end is recorded with its reason\n{}",
+        gw.log()
+    );
+}
