@@ -111,7 +111,7 @@ async fn issue_9_setting_names_in_any_case_cannot_change_how_sql_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_a_quoted_role_name_is_still_set_role() {
-    let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
+    let (_pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
     let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
     let before = value(&client, "SELECT current_user").await;
     for sql in [
