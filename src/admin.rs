@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 
 use crate::audit::Format;
 use crate::event::Recorder;
-use crate::pg::Authenticator;
+use crate::identity::Authenticator;
 
 /// Upper bounds (µs) of the latency histograms' buckets.
 const BUCKETS_US: [u64; 10] = [5, 10, 25, 50, 100, 250, 1_000, 10_000, 100_000, 1_000_000];
@@ -203,6 +203,10 @@ pub struct Admin {
     pub auth: Arc<dyn Authenticator>,
     /// Tokens carrying this group may query the audit store.
     pub auditor_group: String,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
+    /// Tokens carrying this group (or the auditor group) may read `/metrics`.
+    pub metrics_group: String,
 }
 
 /// The admin routes.
@@ -221,7 +225,13 @@ async fn healthz(State(admin): State<Admin>) -> Response {
     }
 }
 
-async fn metrics(State(admin): State<Admin>) -> Response {
+async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if !admin.metrics_public {
+        let groups = [admin.metrics_group.as_str(), admin.auditor_group.as_str()];
+        if let Err(refusal) = bearer_in_groups(&admin, &headers, &groups).await {
+            return refusal;
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         admin.recorder.metrics().render(&admin.recorder),
@@ -237,26 +247,10 @@ async fn audit_query(
     headers: HeaderMap,
     sql: String,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "an auditor's token is required (Bearer)",
-        );
-    };
-    let agent = match admin.auth.authenticate(token.trim()).await {
+    let agent = match bearer_in_groups(&admin, &headers, &[admin.auditor_group.as_str()]).await {
         Ok(a) => a,
-        Err((message, _)) => return text(StatusCode::UNAUTHORIZED, &message),
+        Err(refusal) => return refusal,
     };
-    if !agent.groups.contains(&admin.auditor_group) {
-        return text(
-            StatusCode::FORBIDDEN,
-            &format!("{} is not in the {} group", agent.sub, admin.auditor_group),
-        );
-    }
     let format = match params.get("format").map(String::as_str) {
         None | Some("json") => Format::Json,
         Some("csv") => Format::Csv,
@@ -280,8 +274,45 @@ async fn audit_query(
         Err(e @ (crate::audit::Error::NotReadOnly(_) | crate::audit::Error::Parse(_))) => {
             text(StatusCode::BAD_REQUEST, &e.to_string())
         }
+        Err(e @ crate::audit::Error::TimedOut(_)) => {
+            text(StatusCode::GATEWAY_TIMEOUT, &e.to_string())
+        }
         Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
+}
+
+/// The identity behind `Authorization: Bearer <JWT>` when it is in one of `groups`; the
+/// response to send otherwise (401 without a valid token, 403 outside the groups).
+async fn bearer_in_groups(
+    admin: &Admin,
+    headers: &HeaderMap,
+    groups: &[&str],
+) -> Result<crate::identity::Identity, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return Err(text(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "a token of the {} group is required (Bearer)",
+                groups.join(" or ")
+            ),
+        ));
+    };
+    let agent = admin
+        .auth
+        .authenticate(token.trim())
+        .await
+        .map_err(|(message, _)| text(StatusCode::UNAUTHORIZED, &message))?;
+    if !groups.iter().any(|g| agent.groups.iter().any(|a| a == g)) {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            &format!("{} is not in the {} group", agent.sub, groups.join(" or ")),
+        ));
+    }
+    Ok(agent)
 }
 
 fn text(status: StatusCode, message: &str) -> Response {

@@ -24,6 +24,9 @@ pub enum Error {
     /// DuckDB refused or failed a query.
     #[error("{0}")]
     Query(String),
+    /// An auditor's query ran past `audit.query_timeout` and was cancelled.
+    #[error("the query ran longer than {0:?} (audit.query_timeout) and was cancelled")]
+    TimedOut(std::time::Duration),
     /// A file or folder the command needs.
     #[error("{}: {message}", path.display())]
     Io { path: PathBuf, message: String },

@@ -227,6 +227,16 @@ pub fn query(path: &Path, sql: &str) -> Result<QueryResult, Error> {
 }
 
 /// Runs an already checked query on `conn`.
+/// Runs `sql` inside a read-only transaction (rolled back), so that DuckDB itself refuses
+/// a write that got past [`check_read_only`].
+pub fn read_only(conn: &Connection, sql: &str) -> Result<QueryResult, Error> {
+    conn.execute_batch("BEGIN TRANSACTION READ ONLY")
+        .map_err(Error::query)?;
+    let result = query_connection(conn, sql);
+    let _ = conn.execute_batch("ROLLBACK");
+    result
+}
+
 pub fn query_connection(conn: &Connection, sql: &str) -> Result<QueryResult, Error> {
     let mut stmt = conn.prepare(sql).map_err(Error::query)?;
     let mut rows = stmt.query([]).map_err(Error::query)?;
@@ -541,5 +551,20 @@ mod tests {
                 check_read_only(sql)
             );
         }
+    }
+
+    #[test]
+    fn a_write_in_the_read_only_transaction_is_refused_by_duckdb() {
+        let conn = Connection::open_in_memory().expect("in-memory DuckDB");
+        conn.execute_batch("CREATE TABLE events (x int); INSERT INTO events VALUES (1)")
+            .expect("setup");
+        let reader = conn.try_clone().expect("second connection");
+        assert!(super::read_only(&reader, "DELETE FROM events").is_err());
+        let n = super::read_only(&reader, "SELECT count(*) FROM events").expect("reads");
+        assert_eq!(n.rows.len(), 1);
+        assert_eq!(
+            format!("{:?}", n.rows[0][0]),
+            format!("{:?}", duckdb::types::Value::BigInt(1))
+        );
     }
 }

@@ -91,6 +91,8 @@ pub struct WriterOptions {
     pub max_delay: Duration,
     /// DuckDB's memory limit for the writer (its buffer cache), e.g. `"256MB"`.
     pub memory_limit: String,
+    /// How long an auditor's query may run before it is cancelled.
+    pub query_timeout: Duration,
 }
 
 impl Default for WriterOptions {
@@ -101,6 +103,7 @@ impl Default for WriterOptions {
             max_batch: 8192,
             max_delay: Duration::from_millis(100),
             memory_limit: "256MB".into(),
+            query_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -111,9 +114,6 @@ enum Msg {
     Record(Record, Option<Ack>),
     Flush(Ack),
     Shutdown(Ack),
-    /// An auditor's query (already checked read-only), run after a commit so it sees
-    /// everything queued before it.
-    Query(String, oneshot::Sender<Result<super::QueryResult, Error>>),
 }
 
 struct Shared {
@@ -147,7 +147,22 @@ pub struct AuditHandle {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
     durability: Durability,
+    reader: Arc<Reader>,
 }
+
+/// The connection auditors' queries run on: never the writer's, so a long query cannot
+/// hold up the agents' writes, and each query runs in a read-only transaction.
+struct Reader {
+    conn: Mutex<duckdb::Connection>,
+    interrupt: Arc<duckdb::InterruptHandle>,
+    timeout: Duration,
+}
+
+/// Where one auditor's query is: waiting for the reader, running, or given up on.
+const WAITING: u8 = 0;
+const RUNNING: u8 = 1;
+const GIVEN_UP: u8 = 2;
+const DONE: u8 = 3;
 
 /// What [`AuditHandle::record`] returns: resolves once the record is as durable as
 /// `audit.durability` requires (at once for records that need not wait).
@@ -203,6 +218,12 @@ impl AuditHandle {
     pub fn start(path: &Path, options: WriterOptions) -> Result<AuditHandle, Error> {
         let store = Store::open_with(path, schema::Access::Write, Some(&options.memory_limit))?;
         let conn = store.into_connection();
+        let reader_conn = conn.try_clone().map_err(|e| Error::open(path, e))?;
+        let reader = Arc::new(Reader {
+            interrupt: reader_conn.interrupt_handle(),
+            conn: Mutex::new(reader_conn),
+            timeout: options.query_timeout,
+        });
         let (seq, prev) = chain::head(&conn)
             .map_err(|e| Error::open(path, e))?
             .unwrap_or((0, chain::GENESIS));
@@ -233,6 +254,7 @@ impl AuditHandle {
             tx,
             shared,
             durability,
+            reader,
         })
     }
 
@@ -268,17 +290,40 @@ impl AuditHandle {
         Ok(ticket)
     }
 
-    /// Runs a read-only query on the live store (the writer's own connection, which has no
-    /// file or network access), after committing what is queued. Rejects anything but a
-    /// single query over the audit tables, as `portcullis audit sql` does.
+    /// Runs an auditor's read-only query on the live store, after committing what is
+    /// queued, on a connection of its own inside a read-only transaction, cancelled
+    /// after `query_timeout`. Rejects anything but a single query over the audit tables,
+    /// as `portcullis audit sql` does.
     pub async fn query(&self, sql: &str) -> Result<super::QueryResult, Error> {
         super::check_read_only(sql)?;
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Query(sql.to_string(), tx))
-            .await
-            .map_err(|_| self.shared.error())?;
-        rx.await.unwrap_or_else(|_| Err(self.shared.error()))
+        self.flush().await?;
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(WAITING));
+        let task = {
+            let (reader, state, sql) = (self.reader.clone(), state.clone(), sql.to_string());
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.conn.lock().unwrap_or_else(|p| p.into_inner());
+                if state
+                    .compare_exchange(WAITING, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    return Err(Error::TimedOut(reader.timeout));
+                }
+                let result = super::query::read_only(&conn, &sql);
+                let _ = state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst);
+                result
+            })
+        };
+        match tokio::time::timeout(self.reader.timeout, task).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(Error::Query(e.to_string()))),
+            Err(_) => {
+                // Interrupt only a query of ours that is still running; one still
+                // waiting for the reader will not start.
+                if state.swap(GIVEN_UP, Ordering::SeqCst) == RUNNING {
+                    self.reader.interrupt.interrupt();
+                }
+                Err(Error::TimedOut(self.reader.timeout))
+            }
+        }
     }
 
     /// `Ok` while the writer runs; the reason it stopped otherwise.
@@ -444,11 +489,6 @@ impl Writer {
                     self.batch.acks.push(ack);
                     self.commit().ok();
                     return;
-                }
-                Some(Msg::Query(sql, reply)) => {
-                    let committed = self.commit();
-                    let _ = reply.send(super::query::query_connection(&self.conn, &sql));
-                    committed
                 }
             };
             if outcome.is_err() {

@@ -52,11 +52,9 @@ impl StoreArgs {
         match (&self.db, &self.config) {
             (Some(db), _) => Ok(db.clone()),
             (None, Some(config)) => {
-                let config = Config::load(config).map_err(|e| e.to_string())?;
-                config
-                    .audit
-                    .map(|a| a.path)
-                    .ok_or_else(|| format!("{} has no [audit] section", config.path.display()))
+                // Reading the audit needs none of the gateway's secrets.
+                let view = Config::load_store_view(config).map_err(|e| e.to_string())?;
+                Ok(view.audit_path)
             }
             (None, None) => {
                 let config = PathBuf::from("portcullis.toml");
@@ -177,8 +175,8 @@ fn through_admin_api(args: &SqlArgs) -> Result<Option<String>, String> {
     if !path.is_file() {
         return Ok(None);
     }
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let Some(addr) = config.server.admin_listen else {
+    let view = Config::load_store_view(&path).map_err(|e| e.to_string())?;
+    let Some(addr) = view.admin_listen else {
         return Ok(None);
     };
     if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_err() {

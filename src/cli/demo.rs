@@ -57,7 +57,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         .map_err(|e| e.to_string())
     };
     let agent_token = token("agent@demo", &["dev"])?;
-    let auditor_token = token("auditor@demo", &["auditors"])?;
+    let auditor_token = token("auditor@demo", &["auditors", "monitoring"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,8 +95,10 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
          Audit: everything above is in a DuckDB store; ask it with SQL (as an auditor):\n\n  \
          PORTCULLIS_TOKEN='{auditor_token}' {exe} audit sql --config {config} \\\n    \
          \"SELECT ts, subject, prompt, statement, decision, rule_ids FROM events ORDER BY seq\"\n\n\
-         Health and metrics: http://127.0.0.1:{admin_port}/healthz, /metrics\n\n\
-         Mint more tokens with: portcullis token --key {}/demo-key.pem --sub you --issuer {DEMO_ISSUER}\n\
+         Health and metrics (metrics need a token of the monitoring or auditors group):\n\n  \
+         curl http://127.0.0.1:{admin_port}/healthz\n  \
+         curl -H 'Authorization: Bearer {auditor_token}' http://127.0.0.1:{admin_port}/metrics\n\n\
+         Mint more tokens:\n\n  {exe} token --key {}/demo-key.pem --sub you --groups dev --issuer {DEMO_ISSUER} --audience {DEMO_AUDIENCE}\n\n\
          Config: {}\nPress Ctrl-C to stop; everything is deleted.\n",
         psql.display(),
         cluster.dir.display(),

@@ -8,7 +8,8 @@ use clap::Args;
 use crate::config::{self, Config};
 use crate::git;
 use crate::identity;
-use crate::pg::{self, AuthFuture, Authenticator};
+use crate::identity::{Authenticator, JwtAuth};
+use crate::pg;
 use crate::policy::{RuleSet, UNPARSED_RULE};
 
 #[derive(Args)]
@@ -16,21 +17,6 @@ pub struct ServeArgs {
     /// The configuration file.
     #[arg(long, default_value = "portcullis.toml")]
     config: PathBuf,
-}
-
-/// Tokens checked by the identity module, for the Postgres listeners.
-struct JwtAuth(identity::Verifier);
-
-impl Authenticator for JwtAuth {
-    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
-        Box::pin(async move {
-            self.0
-                .verify_async(token)
-                .await
-                .map(|i| i.agent())
-                .map_err(|e| (e.to_string(), e.sqlstate()))
-        })
-    }
 }
 
 pub fn verifier(config: &config::Identity) -> Result<identity::Verifier, String> {
@@ -88,6 +74,7 @@ pub async fn serve_until(
         Some(a) => {
             let options = crate::audit::WriterOptions {
                 durability: a.durability,
+                query_timeout: a.query_timeout,
                 ..crate::audit::WriterOptions::default()
             };
             let handle = crate::audit::AuditHandle::start(&a.path, options)
@@ -166,6 +153,8 @@ pub async fn serve_until(
                 .audit
                 .as_ref()
                 .map_or_else(|| "auditors".into(), |a| a.auditor_group.clone()),
+            metrics_public: config.server.metrics_public,
+            metrics_group: config.server.metrics_group.clone(),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

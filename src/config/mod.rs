@@ -40,7 +40,14 @@ pub struct Server {
     pub rules: Vec<PathBuf>,
     /// What `sql.unparsed` does: deny or review.
     pub unparsed: Decision,
+    /// `/metrics` without a token (`server.metrics_public`, default false).
+    pub metrics_public: bool,
+    /// The group whose tokens may read `/metrics` (`server.metrics_group`).
+    pub metrics_group: String,
 }
+
+/// Default `server.metrics_group`.
+pub const DEFAULT_METRICS_GROUP: &str = "monitoring";
 
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -70,6 +77,35 @@ pub struct Audit {
     /// The group (`groups` claim) whose tokens may query the store through the admin API
     /// (`audit.auditor_group`, default `auditors`).
     pub auditor_group: String,
+    /// How long an auditor's query may run before it is cancelled (`audit.query_timeout`).
+    pub query_timeout: std::time::Duration,
+}
+
+/// Default `audit.query_timeout`.
+pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A duration as the config writes it: a whole number and a unit (`500ms`, `30s`, `10m`,
+/// `2h`).
+pub fn duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => return Some(std::time::Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
+/// What the `audit` commands read of a gateway's config.
+#[derive(Debug, Clone)]
+pub struct StoreView {
+    pub admin_listen: Option<SocketAddr>,
+    pub audit_path: PathBuf,
 }
 
 /// Default `audit.path`.
@@ -87,6 +123,8 @@ pub struct PostgresTarget {
     /// trust authentication.
     pub upstream_password: Option<String>,
     pub tls: Option<TlsFiles>,
+    /// Refuse clients that do not negotiate TLS (`tls_required`, needs `tls`).
+    pub tls_required: bool,
     /// Largest client message accepted (Query and Parse included), in bytes.
     pub max_message_bytes: usize,
 }
@@ -177,6 +215,17 @@ impl Config {
             source,
         })?;
         Config::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Reads only where the audit store and the admin API are (no secrets needed).
+    pub fn load_store_view(path: &Path) -> Result<StoreView, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: raw::RawConfig =
+            toml::from_str(&text).map_err(|e| Error::syntax(path, &text, &e))?;
+        raw.store_view(path)
     }
 
     /// Parses `text` as if read from `path`; `env` looks up environment variables.

@@ -33,6 +33,8 @@ struct RawServer {
     git_listen: Option<String>,
     rules: Option<Vec<String>>,
     unparsed: Option<String>,
+    metrics_public: Option<bool>,
+    metrics_group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +55,7 @@ struct RawAudit {
     result_rows: Option<u32>,
     durability: Option<String>,
     auditor_group: Option<String>,
+    query_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +75,7 @@ struct RawPostgres {
     upstream_password_env: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    tls_required: Option<bool>,
     max_message_bytes: Option<usize>,
 }
 
@@ -88,6 +92,27 @@ struct RawGit {
 }
 
 impl RawConfig {
+    /// Where the audit store is and where the admin API listens: all an auditor's
+    /// command needs, read without the gateway's secrets.
+    pub fn store_view(&self, path: &Path) -> Result<super::StoreView, Error> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let admin_listen = match self.server.admin_listen.as_deref() {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                Error::invalid(
+                    path,
+                    "server.admin_listen",
+                    format!("{v:?} is not an address like 127.0.0.1:8080"),
+                )
+            })?),
+        };
+        let store = self.audit.as_ref().and_then(|a| a.path.as_deref());
+        Ok(super::StoreView {
+            admin_listen,
+            audit_path: base.join(store.unwrap_or(DEFAULT_AUDIT_PATH)),
+        })
+    }
+
     pub fn validate(
         self,
         path: &Path,
@@ -116,6 +141,12 @@ impl RawConfig {
                 .as_deref()
                 .map(|v| addr("server.git_listen", v))
                 .transpose()?,
+            metrics_public: self.server.metrics_public.unwrap_or(false),
+            metrics_group: self
+                .server
+                .metrics_group
+                .clone()
+                .unwrap_or_else(|| super::DEFAULT_METRICS_GROUP.into()),
             rules: self
                 .server
                 .rules
@@ -231,7 +262,16 @@ impl RawConfig {
                     ));
                 }
             };
+            let tls_required = p.tls_required.unwrap_or(false);
+            if tls_required && tls.is_none() {
+                return Err(Error::invalid(
+                    path,
+                    &key("tls_required"),
+                    "tls_required needs tls_cert and tls_key",
+                ));
+            }
             postgres.push(PostgresTarget {
+                tls_required,
                 listen: addr(&key("listen"), &p.listen)?,
                 name: p.name,
                 upstream,
@@ -248,6 +288,16 @@ impl RawConfig {
                 path: base.join(a.path.as_deref().unwrap_or(DEFAULT_AUDIT_PATH)),
                 result_rows: a.result_rows.unwrap_or(DEFAULT_RESULT_ROWS),
                 auditor_group: a.auditor_group.clone().unwrap_or_else(|| "auditors".into()),
+                query_timeout: match a.query_timeout.as_deref() {
+                    None => super::DEFAULT_QUERY_TIMEOUT,
+                    Some(t) => super::duration(t).ok_or_else(|| {
+                        Error::invalid(
+                            path,
+                            "audit.query_timeout",
+                            format!("{t:?}: expected a duration such as \"30s\" or \"2m\""),
+                        )
+                    })?,
+                },
                 durability: match a.durability.as_deref() {
                     None => Durability::default(),
                     Some(d) => Durability::parse(d).ok_or_else(|| {

@@ -21,7 +21,7 @@ use super::upstream::{self, ByteStream, Reply, Service, Upstream};
 use crate::config::GitTarget;
 use crate::event::Recorder;
 use crate::git::facts::Protected;
-use crate::pg::Authenticator;
+use crate::identity::Authenticator;
 use crate::policy::RuleSet;
 use crate::policy::value::Agent;
 
@@ -109,7 +109,7 @@ impl GitGateway {
             ));
         };
         let agent = match self.auth.authenticate(&token).await {
-            Ok(agent) => agent,
+            Ok(identity) => identity.agent(),
             Err((message, _)) => return Err(unauthorized(&message)),
         };
         // Authenticate first, so an unauthenticated caller cannot probe repository names.

@@ -40,6 +40,7 @@
 //! assert_eq!((who.sub.as_str(), who.agent.as_deref()), ("alice", Some("claude")));
 //! ```
 
+mod auth;
 mod error;
 mod fetch;
 mod jwks;
@@ -49,6 +50,7 @@ mod verify;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use auth::{AuthFuture, AuthResult, Authenticator, JwtAuth};
 pub use error::{Error, SQLSTATE_INVALID_AUTHORIZATION, SQLSTATE_INVALID_PASSWORD};
 pub use mint::{KeyAlg, MintOptions, generate_key, jwks_for, mint};
 pub use verify::Verifier;

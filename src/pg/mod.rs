@@ -33,22 +33,8 @@ pub use cancel::CancelKeys;
 pub use error::Error;
 
 use crate::config::PostgresTarget;
+use crate::identity::Authenticator;
 use crate::policy::RuleSet;
-use crate::policy::value::Agent;
-
-/// The outcome of checking a token: the identity, or `(message for the client,
-/// SQLSTATE)`; the message never contains the token.
-pub type AuthResult = Result<Agent, (String, &'static str)>;
-
-/// Checks the token a client presents as its password. Asynchronous because a JWKS
-/// fetched by URL may need refetching, which must not block a runtime thread.
-pub trait Authenticator: Send + Sync {
-    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
-}
-
-/// What [`Authenticator::authenticate`] returns.
-pub type AuthFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = AuthResult> + Send + 'a>>;
 
 /// Everything one `[[postgres]]` listener needs.
 pub struct Gateway {

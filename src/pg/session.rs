@@ -95,6 +95,15 @@ async fn serve(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr, id: &str) -> 
         }
     };
     match packet.0 {
+        PROTOCOL_3 if gw.target.tls_required && matches!(client, ClientStream::Plain(_)) => {
+            let e = Error::Auth(
+                "this listener requires TLS; connect with sslmode=require or verify-full".into(),
+                crate::identity::SQLSTATE_INVALID_AUTHORIZATION,
+            );
+            session_event(gw, id, peer, None, "refused", Some(&e)).await;
+            send_fatal(&mut client, &e).await;
+            return Err(e);
+        }
         PROTOCOL_3 => {}
         CANCEL_REQUEST => return cancel(gw, &packet.1).await,
         SSL_REQUEST | GSSENC_REQUEST => {
@@ -223,6 +232,8 @@ struct State {
     upstream: Option<(UpstreamStream, BytesMut)>,
     client_key: (u32, u32),
     peer: String,
+    /// When the token the session logged in with expires (seconds since the epoch).
+    expires_at: u64,
     /// Judged statements' events not yet handed to the audit store, with the
     /// ReadyForQuery that ends their results (0: none to wait for).
     pending: Vec<(crate::audit::Event, u64)>,
@@ -274,7 +285,7 @@ async fn start(
         )));
     }
     let token = messages::query_text(password.body())?;
-    let agent = gw
+    let identity = gw
         .auth
         .authenticate(token.trim())
         .await
@@ -282,7 +293,8 @@ async fn start(
 
     let mut state = State {
         id: id.to_string(),
-        agent,
+        agent: identity.agent(),
+        expires_at: identity.expires_at,
         target: Target {
             name: gw.target.name.clone(),
         },
@@ -597,6 +609,11 @@ async fn relay_up(
     let mut out = BytesMut::with_capacity(8192);
     loop {
         while let Some(f) = split_frame(&mut cbuf, max)? {
+            if matches!(f.tag, b'Q' | b'P' | b'F') {
+                // A session lasts no longer than its token: nothing more is judged or
+                // forwarded once it has expired.
+                expired(state)?;
+            }
             match f.tag {
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
@@ -679,6 +696,24 @@ async fn relay_up(
             return Ok(());
         }
     }
+}
+
+/// An error ending the session once its token has expired (with the clock leeway the
+/// login allowed).
+fn expired(state: &State) -> Result<(), Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now < state.expires_at + crate::identity::DEFAULT_LEEWAY_SECS {
+        return Ok(());
+    }
+    Err(Error::Auth(
+        format!(
+            "the session's token expired {} s ago; reconnect with a fresh token",
+            now.saturating_sub(state.expires_at)
+        ),
+        crate::identity::SQLSTATE_INVALID_AUTHORIZATION,
+    ))
 }
 
 fn marker_token() -> String {

@@ -197,6 +197,7 @@ fn tls_to_clients_and_to_the_upstream() {
             client_tls: Some((pki.server_cert_path(), pki.server_key_path())),
             rules: None,
             upstream_user: None,
+            ..Options::default()
         },
     );
     let token = gw.token("alice", &[]);

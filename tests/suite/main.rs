@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per feature (issue #2: rule engine).
 
 mod audit;
+mod bypass_elsewhere;
 mod bypass_sql;
 mod bypass_writes;
 mod cli;

@@ -61,6 +61,12 @@ pub struct Options {
     pub rules: Option<String>,
     /// The role the gateway logs in as (`portcullis`, SCRAM, when `None`).
     pub upstream_user: Option<String>,
+    /// More keys for the `[server]` section (`admin_listen = ...`).
+    pub server: String,
+    /// More keys for the `[[postgres]]` entry (`tls_required = true`).
+    pub postgres: String,
+    /// More sections at the end of the file (`[audit]`).
+    pub sections: String,
 }
 
 impl Gateway {
@@ -98,7 +104,7 @@ impl Gateway {
         let config = format!(
             r#"[server]
 unparsed = "deny"
-{rules_line}
+{rules_line}{}
 [identity]
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
@@ -110,7 +116,9 @@ listen = "127.0.0.1:{port}"
 upstream = "postgres://{upstream_user}@{}:{}/app?{}"
 upstream_password_env = "TEST_UPSTREAM_PASSWORD"
 max_message_bytes = 1048576
+{}{}
 {}"#,
+            options.server,
             if options.upstream_params.contains("verify-full") {
                 "localhost"
             } else {
@@ -121,7 +129,9 @@ max_message_bytes = 1048576
             match &options.client_tls {
                 Some((cert, key)) => format!("tls_cert = {cert:?}\ntls_key = {key:?}\n"),
                 None => String::new(),
-            }
+            },
+            options.postgres,
+            options.sections,
         );
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, config).expect("write config");
