@@ -138,6 +138,9 @@ pub struct GitTarget {
     pub upstream_token: Option<String>,
     /// Branch-name globs that are protected (`*` stays within one `/` segment).
     pub protected: Vec<String>,
+    /// Refs outside branches and tags this repository accepts (`special_refs`, full-name
+    /// globs such as `refs/notes/*`); any other is refused by `git.special-ref`.
+    pub special_refs: Vec<String>,
     /// The read-only repository pushes are judged against: the upstream itself when it is
     /// local, else a bare mirror the gateway keeps (`mirror`, default
     /// `.portcullis/mirrors/<name>.git` beside the config file).
@@ -223,9 +226,19 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let raw: raw::RawConfig =
-            toml::from_str(&text).map_err(|e| Error::syntax(path, &text, &e))?;
-        raw.store_view(path)
+        // Every key is still checked; only the secrets' variables may be unset here,
+        // and their values are not used.
+        let config = Config::parse(path, &text, &|name| {
+            Some(std::env::var(name).unwrap_or_default())
+        })?;
+        Ok(StoreView {
+            admin_listen: config.server.admin_listen,
+            audit_path: config.audit.map(|a| a.path).unwrap_or_else(|| {
+                path.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(DEFAULT_AUDIT_PATH)
+            }),
+        })
     }
 
     /// Parses `text` as if read from `path`; `env` looks up environment variables.

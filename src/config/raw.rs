@@ -86,33 +86,13 @@ struct RawGit {
     upstream: String,
     upstream_token_env: Option<String>,
     protected: Option<Vec<String>>,
+    special_refs: Option<Vec<String>>,
     mirror: Option<String>,
     max_push_bytes: Option<u64>,
     apply: Option<String>,
 }
 
 impl RawConfig {
-    /// Where the audit store is and where the admin API listens: all an auditor's
-    /// command needs, read without the gateway's secrets.
-    pub fn store_view(&self, path: &Path) -> Result<super::StoreView, Error> {
-        let base = path.parent().unwrap_or(Path::new("."));
-        let admin_listen = match self.server.admin_listen.as_deref() {
-            None => None,
-            Some(v) => Some(v.parse().map_err(|_| {
-                Error::invalid(
-                    path,
-                    "server.admin_listen",
-                    format!("{v:?} is not an address like 127.0.0.1:8080"),
-                )
-            })?),
-        };
-        let store = self.audit.as_ref().and_then(|a| a.path.as_deref());
-        Ok(super::StoreView {
-            admin_listen,
-            audit_path: base.join(store.unwrap_or(DEFAULT_AUDIT_PATH)),
-        })
-    }
-
     pub fn validate(
         self,
         path: &Path,
@@ -370,14 +350,28 @@ fn validate_git(
         let protected = g
             .protected
             .unwrap_or_else(|| DEFAULT_PROTECTED.iter().map(|p| p.to_string()).collect());
-        for p in &protected {
-            if let Err(e) = globset::GlobBuilder::new(p).literal_separator(true).build() {
-                return Err(Error::invalid(
-                    path,
-                    &key("protected"),
-                    format!("bad glob {p:?}: {e}"),
-                ));
+        let special_refs = g.special_refs.unwrap_or_default();
+        for (name, globs) in [("protected", &protected), ("special_refs", &special_refs)] {
+            for p in globs {
+                if let Err(e) = globset::GlobBuilder::new(p).literal_separator(true).build() {
+                    return Err(Error::invalid(
+                        path,
+                        &key(name),
+                        format!("bad glob {p:?}: {e}"),
+                    ));
+                }
             }
+        }
+        if let Some(p) = special_refs.iter().find(|p| {
+            p.starts_with("refs/heads/") || p.starts_with("refs/tags/") || !p.starts_with("refs/")
+        }) {
+            return Err(Error::invalid(
+                path,
+                &key("special_refs"),
+                format!(
+                    "{p:?}: list full ref names outside refs/heads/ and refs/tags/ (refs/notes/*)"
+                ),
+            ));
         }
         let upstream_kind_is_local = matches!(upstream, GitUpstream::Local(_));
         let mirror = match (&upstream, g.mirror) {
@@ -393,6 +387,7 @@ fn validate_git(
             upstream,
             upstream_token,
             protected,
+            special_refs,
             mirror,
             max_push_bytes: g.max_push_bytes.unwrap_or(DEFAULT_MAX_PUSH_BYTES),
             apply: match (g.apply.as_deref(), &upstream_kind_is_local) {

@@ -47,29 +47,50 @@ pub struct PatternError {
 pub struct Protected {
     globs: Vec<String>,
     set: globset::GlobSet,
+    /// Refs outside `refs/heads/` and `refs/tags/` this repository accepts
+    /// (`[[git]] special_refs`); every other such ref is `ref.special`.
+    special: globset::GlobSet,
+}
+
+fn glob_set(globs: &[String]) -> Result<globset::GlobSet, PatternError> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for glob in globs {
+        let compiled = globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|source| PatternError {
+                glob: glob.clone(),
+                source,
+            })?;
+        builder.add(compiled);
+    }
+    builder.build().map_err(|source| PatternError {
+        glob: globs.join(", "),
+        source,
+    })
 }
 
 impl Protected {
     pub fn new(globs: &[String]) -> Result<Protected, PatternError> {
-        let mut builder = globset::GlobSetBuilder::new();
-        for glob in globs {
-            let compiled = globset::GlobBuilder::new(glob)
-                .literal_separator(true)
-                .build()
-                .map_err(|source| PatternError {
-                    glob: glob.clone(),
-                    source,
-                })?;
-            builder.add(compiled);
-        }
-        let set = builder.build().map_err(|source| PatternError {
-            glob: globs.join(", "),
-            source,
-        })?;
         Ok(Protected {
             globs: globs.to_vec(),
-            set,
+            set: glob_set(globs)?,
+            special: globset::GlobSet::empty(),
         })
+    }
+
+    /// Also accepts the refs outside branches and tags that match `globs` (full names:
+    /// `refs/notes/*`).
+    pub fn allow_special(mut self, globs: &[String]) -> Result<Protected, PatternError> {
+        self.special = glob_set(globs)?;
+        Ok(self)
+    }
+
+    /// Whether `name` (a full ref name) is neither a branch nor a tag nor an accepted
+    /// special ref: `refs/replace/*` changes what every other ref resolves to for
+    /// server-side tools, `refs/notes/*` what reviewers read.
+    pub fn is_special(&self, name: &str) -> bool {
+        !name.starts_with(HEADS) && !name.starts_with(TAGS) && !self.special.is_match(name)
     }
 
     /// Whether the branch `short` (without `refs/heads/`) is protected.
@@ -118,6 +139,10 @@ pub struct RefFacts {
     /// Short name of a `refs/tags/*` ref.
     pub tag: Option<String>,
     pub kind: RefKind,
+    /// The ref's namespace: `heads`, `tags`, `notes`, `replace`, ... (its second part).
+    pub namespace: String,
+    /// Outside branches and tags, and not accepted by `[[git]] special_refs`.
+    pub special: bool,
     /// The old value is not an ancestor of the new one (updates only; see
     /// [`crate::git::history`] for tags and non-commits).
     pub force: bool,
@@ -149,12 +174,15 @@ impl RefFacts {
         };
         let branch = name.strip_prefix(HEADS).map(str::to_owned);
         let tag = name.strip_prefix(TAGS).map(str::to_owned);
+        let special = protected.is_special(name);
         let protected = branch.as_deref().is_some_and(|b| protected.is_protected(b));
         RefFacts {
             name: name.to_owned(),
             branch,
             tag,
             kind,
+            namespace: name.split('/').nth(1).unwrap_or("").to_owned(),
+            special,
             force: false,
             protected,
             old: old.to_owned(),
@@ -183,6 +211,8 @@ impl Record for RefFacts {
             "branch" => opt_str(&self.branch),
             "tag" => opt_str(&self.tag),
             "kind" => Value::Str(self.kind.as_str()),
+            "namespace" => Value::Str(&self.namespace),
+            "special" => Value::Bool(self.special),
             "force" => Value::Bool(self.force),
             "protected" => Value::Bool(self.protected),
             "old" => Value::Str(&self.old),
@@ -333,6 +363,9 @@ pub struct PushFacts {
     pub options: Vec<String>,
     /// Ref updates in the whole push, set by the caller.
     pub refs: i64,
+    /// Objects of the pushed pack that no pushed ref reaches and the upstream does not
+    /// have (the whole push's, on every ref update).
+    pub unreachable: Vec<String>,
 }
 
 impl PushFacts {
@@ -395,6 +428,7 @@ impl Record for PushFacts {
             "largest_blob_path" => opt_str(&self.largest_blob_path),
             "options" => Value::List(List::Strs(&self.options)),
             "refs" => Value::Int(self.refs),
+            "unreachable" => Value::List(List::Strs(&self.unreachable)),
             _ => Value::Null,
         }
     }

@@ -53,7 +53,6 @@
 //!
 //! # Known gaps
 //!
-//! * Commit and tag messages are not scanned for secrets, only blobs.
 //! * No rename detection: a moved file is listed (and scanned) again at its new path.
 //! * Paths and messages that are not UTF-8 are reported lossily.
 
@@ -228,15 +227,49 @@ pub fn inspect(
         sender: None,
         files: 0,
         tree_entries: 0,
+        reached: HashSet::new(),
     };
     if let Some(q) = quarantine {
         inspector.blobs = scan_pack(q, opts)?;
     }
     inspector.hide(updates)?;
-    updates
+    let mut facts = updates
         .iter()
         .map(|u| inspector.update(u, protected))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every object the pack carries must be reached by a pushed ref (or be upstream
+    // already): anything else would be stored upstream without being judged.
+    if let Some(q) = quarantine {
+        let stray: Vec<String> = q
+            .object_ids()?
+            .into_iter()
+            .filter(|id| !inspector.reached.contains(id) && !base_repo.has_object(id))
+            .map(|id| id.to_hex().to_string())
+            .collect();
+        if !stray.is_empty() {
+            for (_, push) in &mut facts {
+                push.unreachable = stray.clone();
+            }
+        }
+    }
+    Ok(facts)
+}
+
+/// Where a secret found in a message is said to be (`push.secrets.path`).
+pub const COMMIT_MESSAGE: &str = "(commit message)";
+pub const TAG_MESSAGE: &str = "(tag message)";
+
+/// A finding in the message of commit or tag `object`: named by object, line and
+/// detector, never by its text.
+fn message_secret(finding: &Finding, place: &str, object: &str) -> SecretFact {
+    SecretFact {
+        detector: finding.detector,
+        path: place.to_owned(),
+        commit: object.to_owned(),
+        line: finding.line as i64,
+        column: finding.column as i64,
+        blob: String::new(),
+    }
 }
 
 /// Every blob of the pushed pack, sized and scanned in one pass over the pack; blobs the
@@ -316,6 +349,9 @@ struct Inspector<'r> {
     sender: Option<mpsc::Sender<ObjectId>>,
     files: usize,
     tree_entries: usize,
+    /// Every object the walks read or listed: the pack's objects must all be here (or
+    /// upstream already).
+    reached: HashSet<ObjectId>,
 }
 
 /// What one update adds before its blobs are sized.
@@ -386,6 +422,8 @@ impl Inspector<'_> {
             return Ok((facts, push));
         }
         let new = self.peel(update.new, "new tip")?;
+        self.reached.insert(update.new);
+        self.reached.insert(new.target);
         facts.object_type = Some(kind_name(new.kind));
         if let Some(tag) = &new.tag {
             facts.tag_message = Some(tag.message.clone());
@@ -424,8 +462,20 @@ impl Inspector<'_> {
         } = added;
         let mut files: Vec<(&str, FileEntry)> = Vec::new();
 
+        // Messages are text an agent writes too: a key pasted into one is as leaked as
+        // one in a file.
+        if let Some(message) = &facts.tag_message {
+            for finding in scanner().scan(message.as_bytes()) {
+                push.secrets
+                    .push(message_secret(&finding, TAG_MESSAGE, &facts.new));
+            }
+        }
         for c in &commits {
             let info = &self.commits[c];
+            for finding in scanner().scan(info.fact.message.as_bytes()) {
+                push.secrets
+                    .push(message_secret(&finding, COMMIT_MESSAGE, &info.fact.id));
+            }
             push.commits.push(info.fact.clone());
             for f in &info.files {
                 files.push((&info.fact.id, clone_entry(f)));
@@ -435,6 +485,7 @@ impl Inspector<'_> {
             files.push(("", f));
         }
         for (commit, f) in files {
+            self.reached.insert(f.blob);
             // Every file's blob was queued while walking and scanned before the scanners
             // were joined; a gap would be a bug, refused like any other failure.
             let blob = self.blobs.get(&f.blob).ok_or(InspectError::Scanner)?;
@@ -648,6 +699,7 @@ impl Inspector<'_> {
         if self.commits.contains_key(&id) {
             return Ok(());
         }
+        self.reached.insert(id);
         let mut buf = Vec::new();
         let data = read(self.repo, &id, &mut buf, "commit")?;
         if data.kind != Kind::Commit {
@@ -815,6 +867,7 @@ impl Inspector<'_> {
         id: ObjectId,
         buf: &'b mut Vec<u8>,
     ) -> Result<Vec<gix::objs::tree::EntryRef<'b>>, InspectError> {
+        self.reached.insert(id);
         if id.is_empty_tree() {
             return Ok(Vec::new());
         }

@@ -59,6 +59,7 @@ impl GitGateway {
         let mut repos = HashMap::new();
         for t in targets {
             let protected = Protected::new(&t.protected)
+                .and_then(|p| p.allow_special(&t.special_refs))
                 .map_err(|e| format!("git {}: protected: {e}", t.name))?;
             repos.insert(
                 t.name.clone(),

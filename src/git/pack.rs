@@ -245,6 +245,16 @@ impl Quarantine {
         self.objects
     }
 
+    /// The id of every object in the written pack.
+    pub fn object_ids(&self) -> Result<Vec<gix::ObjectId>, PackError> {
+        let Some(data_path) = &self.pack else {
+            return Ok(Vec::new());
+        };
+        let index = pack::index::File::at(data_path.with_extension("idx"), gix::hash::Kind::Sha1)
+            .map_err(|e| PackError::Corrupt(e.into()))?;
+        Ok(index.iter().map(|e| e.oid).collect())
+    }
+
     /// Calls `visit` with the id and bytes of every blob in the pack, each decoded exactly
     /// once: gix's delta-tree traversal resolves every base a single time, where looking
     /// blobs up one by one would inflate long delta chains again for each of them.

@@ -145,6 +145,8 @@ fn run_one(
     git(&work, &["fetch", "-q", "--tags", "origin"])?;
     let pushes = dir.join("pushes");
     let excludes = dir.join("excludes");
+    let options = dir.join("options");
+    let strays = dir.join("strays");
     let script = format!("{PRELUDE}\n{}\n", fill_placeholders(&case.sql));
     let out = Command::new("bash")
         .arg("-c")
@@ -154,6 +156,8 @@ fn run_one(
         .env("UPSTREAM", &upstream)
         .env("PUSHES", &pushes)
         .env("EXCLUDES", &excludes)
+        .env("OPTIONS", &options)
+        .env("STRAYS", &strays)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run bash: {e}"))?;
@@ -199,6 +203,11 @@ fn run_one(
                 input.push_str(&format!("^{tip}\n"));
             }
         }
+        if let Ok(extra) = std::fs::read_to_string(&strays) {
+            for rev in extra.lines().filter(|l| !l.is_empty()) {
+                input.push_str(&format!("{}\n", rev_parse(&work, rev)?));
+            }
+        }
         if let Ok(extra) = std::fs::read_to_string(&excludes) {
             for rev in extra.lines().filter(|l| !l.is_empty()) {
                 input.push_str(&format!("^{}\n", rev_parse(&work, rev)?));
@@ -224,9 +233,13 @@ fn run_one(
         Ok(f) => f,
         Err(e) => return Ok((Decision::Deny, vec![format!("(not inspectable: {e})")])),
     };
+    let push_options: Vec<String> = std::fs::read_to_string(&options)
+        .map(|o| o.lines().map(str::to_owned).collect())
+        .unwrap_or_default();
     let mut verdict = Verdict::default();
     for (r, mut p) in facts {
         p.set_refs(updates.len());
+        p.set_options(push_options.clone());
         verdict.merge(rules.judge(
             Subject::Git,
             &[
@@ -253,6 +266,10 @@ upstream() { git -C "$UPSTREAM" "$@"; }
 push() { for spec in "$@"; do echo "$spec" >> "$PUSHES"; done; }
 # exclude REV: leave REV's history out of the pack, as a hand-made thin pack would.
 exclude() { echo "$1" >> "$EXCLUDES"; }
+# option KEY[=VALUE]: a push option (`git push -o`).
+option() { echo "$1" >> "$OPTIONS"; }
+# stray REV: put REV's history into the pack too, though no pushed ref reaches it.
+stray() { echo "$1" >> "$STRAYS"; }
 "#;
 
 /// Secrets are written into scenarios as placeholders, so the corpus files hold none.

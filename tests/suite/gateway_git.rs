@@ -848,3 +848,164 @@ fn direct_apply_moves_the_judged_pack_into_a_local_upstream() {
     );
     assert_eq!(refs(&upstream), before);
 }
+
+/// Issue #9: refs outside branches and tags change what tools and reviewers see; they are
+/// refused, and the upstream keeps its refs.
+#[test]
+fn issue_9_replace_and_notes_refs_are_refused() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    let main = git_ok(&f.work, &["rev-parse", "origin/main"]);
+    git_ok(&f.work, &["checkout", "-q", "-b", "evil", "origin/main"]);
+    f.commit("evil.txt", b"what main now shows\n", "evil");
+    let replace = format!("evil:refs/replace/{main}");
+    assert_refused(&f, &before, f.push(&[&replace]), "git.special-ref");
+    git_ok(
+        &f.work,
+        &["notes", "add", "-m", "approved by security", &main],
+    );
+    assert_refused(
+        &f,
+        &before,
+        f.push(&["refs/notes/commits:refs/notes/commits"]),
+        "git.special-ref",
+    );
+    // Upstream, main still resolves to itself.
+    assert_eq!(f.upstream_has("main"), main);
+}
+
+/// Issue #9: a pack may carry objects no pushed ref reaches (a hand-made request); the
+/// push is refused and none of them is stored upstream.
+#[test]
+fn issue_9_objects_no_ref_reaches_never_reach_the_upstream() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(
+        &f.work,
+        &["checkout", "-q", "-b", "hidden", "origin/feature"],
+    );
+    let hidden = f.commit(
+        "keys.txt",
+        format!("aws_access_key_id = {}\n", aws_key()).as_bytes(),
+        "keys",
+    );
+    let hidden_blob = git_ok(&f.work, &["rev-parse", "hidden:keys.txt"]);
+    git_ok(&f.work, &["checkout", "-q", "-b", "mal", "origin/feature"]);
+    let new = f.commit("m.txt", b"m\n", "m");
+    let old = git_ok(&f.work, &["rev-parse", "origin/feature"]);
+    // The pack for `mal`, with `hidden`'s history riding along.
+    let pack = {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("git")
+            .current_dir(&f.work)
+            .args(["pack-objects", "--thin", "--stdout", "--revs", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{new}\n{hidden}\n^{old}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap().stdout
+    };
+    let zero = "0".repeat(40);
+    let command = pkt(&format!(
+        "{zero} {new} refs/heads/mal\0report-status side-band-64k agent=test\n"
+    ));
+    let token = f.gw.token("agent-1");
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/x-git-receive-pack-request"),
+    ];
+    let body = [command.as_bytes(), b"0000", &pack].concat();
+    let resp = http(
+        f.gw.port,
+        "POST",
+        "/git/app.git/git-receive-pack",
+        &headers,
+        &body,
+    );
+    assert!(resp.contains("ng refs/heads/mal"), "{resp}\n{}", f.gw.log());
+    assert!(resp.contains("git.unreachable-objects"), "{resp}");
+    assert_eq!(f.upstream_refs(), before);
+    for object in [&hidden, &hidden_blob, &new] {
+        let out = git(&f.upstream, &["cat-file", "-e", object]);
+        assert!(!out.status.success(), "{object} reached the upstream");
+    }
+}
+
+/// Issue #9: a secret in a commit message (or a tag message) is a secret pushed.
+#[test]
+fn issue_9_secrets_in_messages_are_refused_and_never_printed() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "s", "origin/feature"]);
+    f.commit(
+        "a.txt",
+        b"a\n",
+        &format!("rotate: the old key was {}", aws_key()),
+    );
+    let (ok, stderr) = f.push(&["s:refs/heads/s"]);
+    assert!(
+        !stderr.contains(&aws_key()),
+        "the secret was printed:\n{stderr}"
+    );
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.secrets");
+    assert!(stderr.contains("(commit message)"), "{stderr}");
+    git_ok(
+        &f.work,
+        &[
+            "tag",
+            "-a",
+            "v9",
+            "-m",
+            &format!("deploy key {}", aws_key()),
+            "origin/feature",
+        ],
+    );
+    let (ok, stderr) = f.push(&["refs/tags/v9:refs/tags/v9"]);
+    assert!(
+        !stderr.contains(&aws_key()),
+        "the secret was printed:\n{stderr}"
+    );
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.secrets");
+    assert!(stderr.contains("(tag message)"), "{stderr}");
+}
+
+/// Issue #9: a blob over the scan limit (32 MiB) but under git.large-file's 50 MiB is not
+/// passed unscanned.
+#[test]
+fn issue_9_a_blob_too_large_to_scan_is_refused() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "big", "origin/feature"]);
+    f.commit("blob.bin", &vec![0u8; 40 << 20], "big");
+    let (ok, stderr) = f.push(&["big:refs/heads/big"]);
+    assert_refused(&f, &before, (ok, stderr), "git.unscanned");
+}
+
+/// Issue #9: push options that ask the upstream to merge by itself wait for a maintainer
+/// (refused, saying so, until approvals land); harmless options pass.
+#[test]
+fn issue_9_a_push_asking_the_upstream_to_merge_needs_review() {
+    let f = Fixture::new();
+    let before = f.upstream_refs();
+    git_ok(&f.work, &["checkout", "-q", "-b", "s", "origin/feature"]);
+    f.commit("a.txt", b"a\n", "a");
+    let (ok, stderr) = f.push(&[
+        "-o",
+        "merge_request.create",
+        "-o",
+        "merge_request.merge_when_pipeline_succeeds",
+        "s:refs/heads/s",
+    ]);
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.merge-option");
+    assert!(stderr.contains("approval required"), "{stderr}");
+    let (ok, stderr) = f.push(&["-o", "ci.skip", "s:refs/heads/s"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    assert_eq!(f.upstream_has("s"), git_ok(&f.work, &["rev-parse", "s"]));
+}
