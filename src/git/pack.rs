@@ -251,7 +251,7 @@ impl Quarantine {
             return Ok(Vec::new());
         };
         let index = pack::index::File::at(data_path.with_extension("idx"), gix::hash::Kind::Sha1)
-            .map_err(|e| PackError::Corrupt(e.into()))?;
+            .map_err(PackError::Corrupt)?;
         Ok(index.iter().map(|e| e.oid).collect())
     }
 
