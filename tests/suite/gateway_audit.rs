@@ -265,23 +265,29 @@ fn the_admin_api_reports_health_and_metrics() {
     git_ok(&work, &["push", "-q", "origin", "t:refs/heads/t"]);
     let out = git(&work, &["push", "--force", "origin", "HEAD~2:main"]);
     assert!(!out.status.success());
-    let get = |path: &str| {
+    let get = |path: &str, token: Option<&str>| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
         )
         .unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
     };
-    let health = get("/healthz");
+    let health = get("/healthz", None);
     assert!(
         health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
         "{health}"
     );
-    let metrics = get("/metrics");
+    let metrics = get(
+        "/metrics",
+        Some(&gw.token_in("prometheus", &["monitoring"])),
+    );
     // An auditor queries the live store through the admin API with `audit sql --config`.
     let config = gw.config_path();
     let audit_sql = |token: &str, sql: &str| {
