@@ -406,9 +406,11 @@ impl<'q> Scope<'q> {
         let Some(column) = self.target_column(x) else {
             return false;
         };
-        if self.limited(q) {
-            return false;
-        }
+        !self.limited(q) && self.inside(q, |scope| scope.body_yields(&q.body, &column, self))
+    }
+
+    /// Runs `f` with the scope of query `q`'s body: no relations yet, `q`'s CTEs visible.
+    fn inside<R>(&self, q: &Query, f: impl FnOnce(&Scope<'_>) -> R) -> R {
         let ctes: Vec<&Query> = self.ctes.iter().copied().chain([q]).collect();
         let scope = Scope {
             table: self.table.clone(),
@@ -419,7 +421,7 @@ impl<'q> Scope<'q> {
             depth: self.depth + 1,
             fold: Rc::clone(&self.fold),
         };
-        scope.body_yields(&q.body, &column, self)
+        f(&scope)
     }
 
     fn body_yields(&self, body: &SetExpr, column: &str, outer: &Scope<'_>) -> bool {
@@ -524,20 +526,7 @@ impl<'q> Scope<'q> {
         if self.depth >= MAX_DEPTH {
             return true;
         }
-        if self.limited(q) {
-            return false;
-        }
-        let ctes: Vec<&Query> = self.ctes.iter().copied().chain([q]).collect();
-        let scope = Scope {
-            table: self.table.clone(),
-            base: self.base.clone(),
-            entries: Vec::new(),
-            unqualified_target: true,
-            ctes: &ctes,
-            depth: self.depth + 1,
-            fold: Rc::clone(&self.fold),
-        };
-        scope.body_copies(&q.body)
+        !self.limited(q) && self.inside(q, |scope| scope.body_copies(&q.body))
     }
 
     fn body_copies(&self, body: &SetExpr) -> bool {

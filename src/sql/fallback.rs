@@ -40,8 +40,8 @@ pub fn words_only(facts: &mut SqlFacts, text: &str, body_depth: usize) {
     if facts.kind == kind::UNKNOWN {
         writes_in_words(facts, &tokens);
     }
-    if facts.kind == "alter_table" {
-        alter_table_drops(facts, &tokens);
+    if matches!(facts.kind, "alter_table" | "alter") {
+        alter_drops(facts, &tokens);
     }
     if is(0, Keyword::SET) {
         set_words(facts, &tokens);
@@ -52,11 +52,14 @@ pub fn words_only(facts: &mut SqlFacts, text: &str, body_depth: usize) {
     }
 }
 
-/// `ALTER TABLE t DROP [COLUMN] c, ALTER COLUMN d SET ...`: any action (at parenthesis
-/// depth 0) that drops a column, wherever it stands in the list. `DROP DEFAULT`, `DROP NOT
-/// NULL`, `DROP EXPRESSION` and `DROP IDENTITY` belong to `ALTER COLUMN` and drop no data;
-/// `DROP CONSTRAINT` drops none either.
-fn alter_table_drops(facts: &mut SqlFacts, tokens: &[Token]) {
+/// `ALTER TABLE t DROP [COLUMN] c, ALTER COLUMN d SET ...`, `ALTER TYPE t DROP ATTRIBUTE
+/// a`: any action (at parenthesis depth 0) that drops a column or attribute, wherever it
+/// stands in the list. `DROP DEFAULT`, `DROP NOT NULL`, `DROP EXPRESSION` and `DROP
+/// IDENTITY` belong to `ALTER COLUMN` and drop no data; `DROP CONSTRAINT` drops none
+/// either. Other `ALTER ... DROP` forms (a domain's constraint, a publication's table)
+/// drop no data and are left to `sql.ddl`.
+fn alter_drops(facts: &mut SqlFacts, tokens: &[Token]) {
+    let table = facts.kind == "alter_table";
     let mut depth = 0usize;
     for (i, t) in tokens.iter().enumerate() {
         match t {
@@ -69,11 +72,15 @@ fn alter_table_drops(facts: &mut SqlFacts, tokens: &[Token]) {
                     Some(Token::Word(n)) if n.quote_style.is_none() => n.value.to_lowercase(),
                     _ => String::new(),
                 };
-                if !matches!(
-                    next.as_str(),
-                    "default" | "not" | "expression" | "identity" | "constraint"
-                ) {
-                    facts.drop_kind = Some("column".into());
+                let drops = match next.as_str() {
+                    "column" => Some("column"),
+                    "attribute" => Some("attribute"),
+                    "default" | "not" | "expression" | "identity" | "constraint" => None,
+                    _ if table => Some("column"),
+                    _ => None,
+                };
+                if let Some(kind) = drops {
+                    facts.drop_kind = Some(kind.into());
                     return;
                 }
             }

@@ -32,6 +32,9 @@ pub fn fingerprint(tokens: &[TokenWithSpan]) -> (String, String, String) {
                 if matches!(iter.peek(), Some(Token::Number(..)))
                     && !matches!(last, Piece::Operand | Piece::Placeholder) =>
             {
+                // A sign belongs to the literal in the fingerprint, but the shape keeps
+                // it: facts cached for `-1` must not serve `1`.
+                shape.push_str(" -");
                 continue;
             }
             Token::Placeholder(_) | Token::Number(..) => Piece::Placeholder,

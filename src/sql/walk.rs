@@ -441,27 +441,39 @@ impl Walker<'_> {
     fn function_call(&mut self, name: &ObjectName, args: Option<&FunctionArguments>) {
         let base = base_name(name);
         if base == "set_config" {
-            // set_config(name, value, is_local) is SET by another spelling.
-            let literal_args: Vec<Option<String>> = match args {
-                Some(FunctionArguments::List(list)) => list
-                    .args
-                    .iter()
-                    .map(|a| match a {
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
-                            string_literal(e).map(|s| s.to_lowercase())
+            // set_config(setting_name, new_value, is_local) is SET by another spelling;
+            // its arguments by position or by name.
+            let mut name = None;
+            let mut value = None;
+            if let Some(FunctionArguments::List(list)) = args {
+                for (i, a) in list.args.iter().enumerate() {
+                    let (slot, e) = match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (i, e),
+                        FunctionArg::Named {
+                            name: n,
+                            arg: FunctionArgExpr::Expr(e),
+                            ..
                         }
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let name = literal_args
-                .first()
-                .cloned()
-                .flatten()
-                .unwrap_or_else(|| "*".into());
-            let value = literal_args.get(1).cloned().flatten();
-            self.set(name, value);
+                        | FunctionArg::ExprNamed {
+                            name: Expr::Identifier(n),
+                            arg: FunctionArgExpr::Expr(e),
+                            ..
+                        } => match ident(n).as_str() {
+                            "setting_name" => (0, e),
+                            "new_value" => (1, e),
+                            _ => continue,
+                        },
+                        _ => continue,
+                    };
+                    let literal = string_literal(e).map(|s| s.to_lowercase());
+                    match slot {
+                        0 => name = literal,
+                        1 => value = literal,
+                        _ => {}
+                    }
+                }
+            }
+            self.set(name.unwrap_or_else(|| "*".into()), value);
         }
         push_unique(&mut self.facts.functions, base);
     }

@@ -6,21 +6,11 @@ use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::gateway::{AUDIENCE, Gateway, ISSUER, Options, free_port, wait_listening};
-use crate::support::pg::{DATABASE, PgCluster, USER};
-
-fn direct(pg: &PgCluster, sql: &str) -> String {
-    let out = pg.psql(USER, pg.user_password(), DATABASE, sql);
-    assert!(
-        out.status.success(),
-        "direct query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::pg::PgCluster;
 
 fn start(options: Options) -> (PgCluster, Gateway) {
     let pg = PgCluster::start();
-    direct(&pg, "CREATE TABLE notes (id int primary key, body text)");
+    pg.query("CREATE TABLE notes (id int primary key, body text)");
     let gw = Gateway::start_with(
         &pg,
         Options {
@@ -152,7 +142,7 @@ fn issue_9_a_session_ends_with_its_token() {
         assert!(client.simple_query("SELECT 1").await.is_err(), "closed");
     });
     assert_eq!(
-        direct(&pg, "SELECT string_agg(body, ',' ORDER BY id) FROM notes"),
+        pg.query("SELECT string_agg(body, ',' ORDER BY id) FROM notes"),
         "before\n"
     );
 }
@@ -247,7 +237,7 @@ fn issue_9_an_auditor_query_neither_stalls_agents_nor_runs_forever() {
     let response = slow.join().expect("auditor thread");
     assert!(response.starts_with("HTTP/1.1 504"), "{response}");
     assert!(response.contains("audit.query_timeout"), "{response}");
-    assert_eq!(direct(&pg, "SELECT count(*) FROM notes"), "3\n");
+    assert_eq!(pg.query("SELECT count(*) FROM notes"), "3\n");
     // The writes are on the record, and the store still answers.
     let rows = http(
         admin,

@@ -3,37 +3,15 @@
 //! three-part name, `SET "ROLE"`, the fact-cache key, `(x).f` calls, the replication
 //! role, and a setting changed under the session (ParameterStatus).
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::support::gateway::{Gateway, setup};
-use crate::support::pg::{DATABASE, PgCluster, USER};
+use crate::support::gateway::setup;
+use crate::support::pg::PgCluster;
 
 const REFUSED: &str = "42501";
 
-fn direct(pg: &PgCluster, sql: &str) -> String {
-    let out = pg.psql(USER, pg.user_password(), DATABASE, sql);
-    assert!(
-        out.status.success(),
-        "direct query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn users(pg: &PgCluster) -> String {
-    direct(
-        pg,
-        "SELECT string_agg(id || ':' || email, ',' ORDER BY id) FROM users",
-    )
-}
-
-async fn connect(gw: &Gateway, token: &str) -> Client {
-    let conn_str = format!("{} password={token}", gw.conninfo());
-    let (client, connection) = tokio_postgres::connect(&conn_str, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect through the gateway: {e}\n{}", gw.log()));
-    tokio::spawn(connection);
-    client
+    pg.query("SELECT string_agg(id || ':' || email, ',' ORDER BY id) FROM users")
 }
 
 /// The single value a simple query returns, as text.
@@ -65,8 +43,8 @@ fn assert_refused(result: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_setting_names_in_any_case_cannot_change_how_sql_is_read() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
-    tokio::task::block_in_place(|| direct(&pg, "CREATE TABLE orders (id int)"));
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    tokio::task::block_in_place(|| pg.query("CREATE TABLE orders (id int)"));
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     for sql in [
         "SET \"STANDARD_CONFORMING_STRINGS\" = off",
         "SET SESSION Standard_Conforming_Strings TO 'off'",
@@ -103,7 +81,7 @@ async fn issue_9_setting_names_in_any_case_cannot_change_how_sql_is_read() {
         .await
         .unwrap_or_else(|e| panic!("{trick:?}: {e}"));
     assert_eq!(
-        tokio::task::block_in_place(|| direct(&pg, "SELECT to_regclass('orders') IS NOT NULL")),
+        tokio::task::block_in_place(|| pg.query("SELECT to_regclass('orders') IS NOT NULL")),
         "t\n",
         "the table must still exist"
     );
@@ -112,7 +90,7 @@ async fn issue_9_setting_names_in_any_case_cannot_change_how_sql_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_a_quoted_role_name_is_still_set_role() {
     let (_pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     let before = value(&client, "SELECT current_user").await;
     for sql in [
         "SET \"ROLE\" = postgres",
@@ -131,7 +109,7 @@ async fn issue_9_a_quoted_role_name_is_still_set_role() {
 async fn issue_9_the_fact_cache_cannot_be_poisoned_by_a_quoted_name() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
     let before = tokio::task::block_in_place(|| users(&pg));
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     // One quoted column name `id = "id`: PostgreSQL says it does not exist.
     let decoy = client
         .simple_query("DELETE FROM users WHERE \"id = \"\"id\"")
@@ -165,9 +143,9 @@ async fn issue_9_the_fact_cache_cannot_be_poisoned_by_a_quoted_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_functional_notation_is_a_call() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
-    let victim = connect(&gw, &gw.token("victim", &["dev"])).await;
+    let victim = gw.client(&gw.token("victim", &["dev"])).await;
     let victim_pid = value(&victim, "SELECT pg_backend_pid()").await;
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     assert_refused(
         client
             .simple_query(&format!("SELECT ({victim_pid}).pg_terminate_backend"))
@@ -193,8 +171,7 @@ async fn issue_9_functional_notation_is_a_call() {
     assert_eq!(value(&victim, "SELECT 41 + 1").await, "42");
     // A composite field is not a call.
     tokio::task::block_in_place(|| {
-        direct(
-            &pg,
+        pg.query(
             "CREATE TYPE addr AS (city text); CREATE TABLE places (a addr);
              INSERT INTO places VALUES (ROW('Oslo'))",
         )
@@ -205,13 +182,13 @@ async fn issue_9_functional_notation_is_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_triggers_stay_on() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     for sql in [
         "SET session_replication_role = replica",
         "SET \"SESSION_REPLICATION_ROLE\" TO 'replica'",
         "SELECT set_config('session_replication_role', 'replica', false)",
     ] {
-        assert_refused(client.simple_query(sql).await, "sql.replication-role");
+        assert_refused(client.simple_query(sql).await, "sql.session-setting");
     }
     assert_eq!(
         value(&client, "SHOW session_replication_role").await,
@@ -226,14 +203,13 @@ async fn issue_9_triggers_stay_on() {
 async fn issue_9_a_setting_changed_under_the_session_ends_it() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
     tokio::task::block_in_place(|| {
-        direct(
-            &pg,
+        pg.query(
             "CREATE FUNCTION loosen() RETURNS text LANGUAGE sql
                AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$;
              CREATE TABLE orders (id int)",
         )
     });
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     let err = client
         .simple_query("SELECT loosen()")
         .await
@@ -253,7 +229,7 @@ async fn issue_9_a_setting_changed_under_the_session_ends_it() {
         "the session must be closed"
     );
     assert_eq!(
-        tokio::task::block_in_place(|| direct(&pg, "SELECT to_regclass('orders') IS NOT NULL")),
+        tokio::task::block_in_place(|| pg.query("SELECT to_regclass('orders') IS NOT NULL")),
         "t\n"
     );
     assert!(

@@ -3,10 +3,8 @@
 //! to a real PostgreSQL, and judged by what the database holds afterwards; the bounded
 //! twins run and change exactly the rows they name.
 
-use tokio_postgres::{Client, NoTls};
-
 use crate::support::gateway::{Gateway, setup};
-use crate::support::pg::{DATABASE, PgCluster, USER};
+use crate::support::pg::PgCluster;
 
 const REFUSED: &str = "42501";
 const UNBOUNDED: &str = "portcullis: denied by sql.unbounded-write";
@@ -45,20 +43,9 @@ const BYPASSES: &[&str] = &[
     "EXPLAIN ANALYZE MERGE INTO users USING users s ON users.id = s.id WHEN MATCHED THEN DELETE",
 ];
 
-fn direct(pg: &PgCluster, sql: &str) -> String {
-    let out = pg.psql(USER, pg.user_password(), DATABASE, sql);
-    assert!(
-        out.status.success(),
-        "direct query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Every row of the three tables, as one string.
 fn rows(pg: &PgCluster) -> String {
-    direct(
-        pg,
+    pg.query(
         "SELECT concat_ws(' | ',
             (SELECT string_agg(id || ':' || coalesce(email, 'NULL'), ',' ORDER BY id) FROM users),
             (SELECT string_agg(id || ':' || user_id || ':' || total, ',' ORDER BY id) FROM orders),
@@ -68,17 +55,8 @@ fn rows(pg: &PgCluster) -> String {
 
 fn start() -> (PgCluster, Gateway) {
     let (pg, gw) = setup();
-    direct(&pg, SCHEMA);
+    pg.query(SCHEMA);
     (pg, gw)
-}
-
-async fn connect(gw: &Gateway, token: &str) -> Client {
-    let conn_str = format!("{} password={token}", gw.conninfo());
-    let (client, connection) = tokio_postgres::connect(&conn_str, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect through the gateway: {e}\n{}", gw.log()));
-    tokio::spawn(connection);
-    client
 }
 
 fn assert_unbounded_refusal(err: &tokio_postgres::Error, sql: &str, gw: &Gateway) {
@@ -113,7 +91,7 @@ fn issue_9_whole_table_writes_are_refused_over_the_simple_protocol() {
 async fn issue_9_whole_table_writes_are_refused_when_prepared() {
     let (pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
     let before = tokio::task::block_in_place(|| rows(&pg));
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     for sql in BYPASSES {
         let err = client
             .prepare(sql)
@@ -136,7 +114,7 @@ async fn issue_9_whole_table_writes_are_refused_when_prepared() {
 async fn issue_9_a_bounded_shape_does_not_vouch_for_its_unbounded_twin() {
     let (pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
     let before = tokio::task::block_in_place(|| rows(&pg));
-    let client = connect(&gw, &gw.token("mallory", &["dev"])).await;
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
     for (bounded, unbounded) in [
         (
             "DELETE FROM users WHERE id IN (SELECT id FROM users WHERE 1 = 2)",
@@ -189,5 +167,5 @@ fn issue_9_bounded_writes_run_and_change_only_their_rows() {
     // A plain EXPLAIN plans without running: allowed, and nothing changes.
     let plan = run("EXPLAIN DELETE FROM users WHERE id = 1 OR now() IS NOT NULL");
     assert!(plan.contains("Delete on users"), "{plan}");
-    assert_eq!(direct(&pg, "SELECT count(*) FROM users"), "3\n");
+    assert_eq!(pg.query("SELECT count(*) FROM users"), "3\n");
 }

@@ -566,6 +566,11 @@ fn foreign_token() -> String {
 
 /// `git pack-objects` for `new` minus `old`, as a push would send it (thin).
 fn pack_objects(dir: &Path, new: &str, old: &str) -> Vec<u8> {
+    pack_revs(dir, &format!("{new}\n^{old}\n"))
+}
+
+/// `git pack-objects --thin --revs` for the given rev list (one per line, `^` excludes).
+fn pack_revs(dir: &Path, revs: &str) -> Vec<u8> {
     use std::process::{Command, Stdio};
     let mut child = Command::new("git")
         .current_dir(dir)
@@ -578,7 +583,7 @@ fn pack_objects(dir: &Path, new: &str, old: &str) -> Vec<u8> {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{new}\n^{old}\n").as_bytes())
+        .write_all(revs.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap().stdout
 }
@@ -894,23 +899,7 @@ fn issue_9_objects_no_ref_reaches_never_reach_the_upstream() {
     let new = f.commit("m.txt", b"m\n", "m");
     let old = git_ok(&f.work, &["rev-parse", "origin/feature"]);
     // The pack for `mal`, with `hidden`'s history riding along.
-    let pack = {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("git")
-            .current_dir(&f.work)
-            .args(["pack-objects", "--thin", "--stdout", "--revs", "-q"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{new}\n{hidden}\n^{old}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap().stdout
-    };
+    let pack = pack_revs(&f.work, &format!("{new}\n{hidden}\n^{old}\n"));
     let zero = "0".repeat(40);
     let command = pkt(&format!(
         "{zero} {new} refs/heads/mal\0report-status side-band-64k agent=test\n"

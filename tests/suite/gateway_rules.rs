@@ -14,10 +14,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::identity::{self, KeyAlg, MintOptions};
 use serde_json::Value;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::support::gateway::{AUDIENCE, Gateway, ISSUER, setup};
-use crate::support::pg::{DATABASE, PgCluster, USER};
+use crate::support::pg::PgCluster;
 
 /// SQLSTATE `insufficient_privilege`: what every refusal carries.
 const REFUSED: &str = "42501";
@@ -118,24 +118,11 @@ const HARMLESS_MENTIONS: &[(&str, &str)] = &[
     ("SELECT 'DO $$ BEGIN END $$'", "DO $$ BEGIN END $$"),
 ];
 
-/// Runs `sql` directly against the cluster as the `portcullis` role (not through the
-/// gateway) and returns its unaligned output.
-fn query_directly(pg: &PgCluster, sql: &str) -> String {
-    let out = pg.psql(USER, pg.user_password(), DATABASE, sql);
-    assert!(
-        out.status.success(),
-        "direct query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Everything a statement in [`refused_statements`] could have changed, as one string:
 /// the rows and columns of `users`, the relations in `public` (tables, indexes), the
 /// privileges on `users` and the roles.
 fn database_state(pg: &PgCluster) -> String {
-    query_directly(
-        pg,
+    pg.query(
         "SELECT concat_ws(' | ',
             (SELECT string_agg(id || ':' || coalesce(email, 'NULL'), ',' ORDER BY id) FROM users),
             (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
@@ -151,16 +138,6 @@ fn database_state(pg: &PgCluster) -> String {
 /// psql through the gateway with SQLSTATEs in its error lines (`ERROR:  42501: ...`).
 fn psql_verbose(gw: &Gateway, token: &str, sql: &str) -> (bool, String, String) {
     gw.psql(token, &["-v", "VERBOSITY=verbose", "-c", sql])
-}
-
-/// A tokio-postgres client through the gateway; its connection runs on a task.
-async fn connect(gw: &Gateway, token: &str) -> Client {
-    let conn_str = format!("{} password={token}", gw.conninfo());
-    let (client, connection) = tokio_postgres::connect(&conn_str, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect through the gateway: {e}\n{}", gw.log()));
-    tokio::spawn(connection);
-    client
 }
 
 /// Asserts that `err` is the gateway's refusal: SQLSTATE 42501 and `phrase`.
@@ -239,7 +216,7 @@ fn every_default_sql_rule_refuses_over_the_simple_protocol() {
     }
     // The INSERTs in front of refused statements did not happen.
     assert_eq!(
-        query_directly(&pg, "SELECT count(*) FROM users WHERE id IN (3, 4)"),
+        pg.query("SELECT count(*) FROM users WHERE id IN (3, 4)"),
         "0\n"
     );
     for (sql, value) in HARMLESS_MENTIONS {
@@ -254,7 +231,7 @@ fn every_default_sql_rule_refuses_over_the_simple_protocol() {
 async fn every_default_sql_rule_refuses_parse_over_the_extended_protocol() {
     let (pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
     let before = tokio::task::block_in_place(|| database_state(&pg));
-    let client = connect(&gw, &gw.token("bob", &["dev"])).await;
+    let client = gw.client(&gw.token("bob", &["dev"])).await;
     for (phrase, sql) in refused_statements() {
         let err = client
             .prepare(sql)
@@ -354,7 +331,7 @@ async fn listen_and_notify_through_the_gateway() {
         tokio::task::block_in_place(|| gw.psql(&token, &["-c", "NOTIFY jobs, 'from psql'"]));
     assert!(ok, "NOTIFY: {err}\n{}", gw.log());
     // ... and from tokio-postgres (extended protocol).
-    let notifier = connect(&gw, &token).await;
+    let notifier = gw.client(&token).await;
     notifier
         .execute("SELECT pg_notify('jobs', $1)", &[&"from tokio-postgres"])
         .await
@@ -523,7 +500,7 @@ fn a_session_outlives_refusals_interleaved_with_allowed_statements() {
     ] {
         assert!(err.contains(&phrase), "missing {phrase:?} in:\n{err}");
     }
-    assert_eq!(query_directly(&pg, "SELECT count(*) FROM users"), "2\n");
+    assert_eq!(pg.query("SELECT count(*) FROM users"), "2\n");
 }
 
 #[test]
@@ -567,10 +544,7 @@ fn a_refusal_inside_a_transaction_aborts_it() {
         "{err}\n{}",
         gw.log()
     );
-    assert_eq!(
-        query_directly(&pg, "SELECT email FROM users WHERE id = 2"),
-        "b@x.io\n"
-    );
+    assert_eq!(pg.query("SELECT email FROM users WHERE id = 2"), "b@x.io\n");
 
     // COMMIT after a refusal: the server rolls back, as after any error.
     let (_, out, err) = gw.psql(
@@ -594,7 +568,7 @@ fn a_refusal_inside_a_transaction_aborts_it() {
         "COMMIT reports ROLLBACK: {out}\n{err}"
     );
     assert_eq!(
-        query_directly(&pg, "SELECT string_agg(email, ',' ORDER BY id) FROM users"),
+        pg.query("SELECT string_agg(email, ',' ORDER BY id) FROM users"),
         "a@x.io,b@x.io\n"
     );
 }
@@ -630,13 +604,13 @@ fn a_refusal_in_an_already_aborted_transaction_is_still_reported_as_a_refusal() 
         gw.log()
     );
     assert!(out.ends_with("ROLLBACK\n2\n"), "{out}\n{err}");
-    assert_eq!(query_directly(&pg, "SELECT count(*) FROM users"), "2\n");
+    assert_eq!(pg.query("SELECT count(*) FROM users"), "2\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_parse_in_an_already_aborted_transaction_is_still_reported_as_a_refusal() {
     let (_pg, gw) = tokio::task::spawn_blocking(setup).await.expect("setup");
-    let client = connect(&gw, &gw.token("bob", &["dev"])).await;
+    let client = gw.client(&gw.token("bob", &["dev"])).await;
     client.batch_execute("BEGIN").await.expect("begin");
     let err = client
         .query("SELECT 1 / 0", &[])
@@ -799,7 +773,7 @@ async fn bad_tokens_get_sqlstate_28p01_over_tokio_postgres() {
             .unwrap_or_else(|| panic!("{why}: not a server error: {err}"));
         assert_eq!(db.code().code(), BAD_TOKEN, "{why}: {}", db.message());
         assert!(!db.message().contains(&token), "{why}: {}", db.message());
-        let client = connect(&gw, &good).await;
+        let client = gw.client(&good).await;
         let row = client.query_one("SELECT 7", &[]).await.expect("query");
         assert_eq!(row.get::<_, i32>(0), 7, "{why}");
     }

@@ -70,6 +70,16 @@ pub struct Options {
 }
 
 impl Gateway {
+    /// A tokio-postgres client through the gateway; its connection runs on a task.
+    pub async fn client(&self, token: &str) -> tokio_postgres::Client {
+        let conn_str = format!("{} password={token}", self.conninfo());
+        let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect through the gateway: {e}\n{}", self.log()));
+        tokio::spawn(connection);
+        client
+    }
+
     pub fn start(pg: &PgCluster) -> Gateway {
         Gateway::start_with(
             pg,

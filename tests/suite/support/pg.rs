@@ -304,6 +304,18 @@ impl PgCluster {
 
     /// Runs `sql` through `psql -X -v ON_ERROR_STOP=1 -At` as `user` on `db`
     /// over TCP. Output is unaligned, tuples only: `1|a` per row.
+    /// Runs `sql` directly (not through a gateway) as the `portcullis` role on the `app`
+    /// database; its unaligned output. Fails the test when psql does.
+    pub fn query(&self, sql: &str) -> String {
+        let out = self.psql(USER, self.user_password(), DATABASE, sql);
+        assert!(
+            out.status.success(),
+            "direct query {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn psql(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
         self.psql_conninfo(&self.conninfo(user, db), password, sql)
     }
