@@ -222,7 +222,8 @@ pub fn run(cases: Vec<Case>, load: impl Fn() -> RuleSet) -> Vec<Outcome> {
                 _ => &strict,
             };
             let analysis = sql::analyze(&case.sql);
-            let verdict = rules.judge_query(&analysis, &case.agent, &case.target);
+            let verdict =
+                crate::gateway::judge_statements(rules, &analysis, &case.agent, &case.target);
             let rule_ids = verdict.rule_ids().map(String::from).collect();
             Outcome {
                 decision: verdict.decision,

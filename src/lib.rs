@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod gateway;
 pub mod git;
 pub mod identity;
 pub mod mask;

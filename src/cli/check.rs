@@ -95,7 +95,6 @@ pub fn run(command: CheckCommand) -> Result<u8, String> {
 fn push(args: PushArgs) -> Result<u8, String> {
     use crate::git::facts::Protected;
     use crate::git::history::{self, Hidden, InspectOptions, Update};
-    use crate::policy::rule::Subject;
 
     let rules = args.rules.load().map_err(|e| e.to_string())?;
     let repo = gix::open(&args.repo)
@@ -137,15 +136,10 @@ fn push(args: PushArgs) -> Result<u8, String> {
     push_facts.set_options(args.options.clone());
     push_facts.set_refs(1);
     let (agent, target) = args.who.into_facts();
-    let verdict = rules.judge(
-        Subject::Git,
-        &[
-            ("ref", &ref_facts),
-            ("push", &push_facts),
-            ("agent", &agent),
-            ("target", &target),
-        ],
-    );
+    let facts = [(ref_facts, push_facts)];
+    let mut judged = crate::gateway::judge_refs(&rules, &facts, &agent, &target);
+    let verdict = judged.verdicts.remove(0);
+    let [(ref_facts, push_facts)] = facts;
     if args.json {
         let mut out = verdict_json(&verdict);
         out["ref"] = ref_facts.to_json();

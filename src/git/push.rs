@@ -26,9 +26,8 @@ use super::receive::{self, Request};
 use super::upstream::{self, ByteStream, Service};
 use crate::config::{GitApply, GitUpstream};
 use crate::event::{PushEvent, Recorder, RefEvent, Unrecorded};
-use crate::policy::rule::Subject;
 use crate::policy::value::{Agent, Target};
-use crate::policy::{Decision, RuleSet, Verdict};
+use crate::policy::{Decision, RuleSet};
 
 /// The command section (commands, capabilities, push options) must fit in this much of
 /// the body; the pack after it may be as large as `max_push_bytes`.
@@ -195,7 +194,7 @@ pub async fn receive(
         }
         Err(e) => Err(e),
     };
-    let judged = started.elapsed();
+    let judged_at = started.elapsed();
     let mut facts = match inspected {
         Ok(f) => f,
         Err(Failure::Unpack(why)) => {
@@ -214,41 +213,18 @@ pub async fn receive(
     }
     log.facts = &facts;
 
-    let verdicts: Vec<Verdict<'_>> = facts
-        .iter()
-        .map(|(r, p)| {
-            rules.judge(
-                Subject::Git,
-                &[
-                    ("ref", r),
-                    ("push", p),
-                    ("agent", &req.agent),
-                    ("target", &target),
-                ],
-            )
-        })
-        .collect();
-    let decision = verdicts
-        .iter()
-        .map(|v| v.decision)
-        .max()
-        .unwrap_or(Decision::Allow);
-    let deciding: Vec<&str> = dedup(verdicts.iter().flat_map(|v| v.rule_ids()));
-    let monitored: Vec<&str> = dedup(
-        verdicts
-            .iter()
-            .flat_map(|v| v.monitored().map(|r| r.id.as_str())),
-    );
+    let judged = crate::gateway::judge_refs(rules, &facts, &req.agent, &target);
+    let (deciding, monitored) = (judged.deciding.clone(), judged.monitored.clone());
 
-    if decision != Decision::Allow {
-        let (body, message) = refusal(&request, &facts, &verdicts);
+    if let Some(message) = judged.outcome.refusal.clone() {
+        let body = refusal(&request, &facts, &judged.reasons);
         if request.report_status().is_none() {
             // A client that asked for no report would read silence as success.
             log.record("denied", &deciding, &monitored, Some(message.clone()))
                 .await;
             return Err(PushError::Refused(message));
         }
-        let state = if decision == Decision::Deny {
+        let state = if judged.decision == Decision::Deny {
             "denied"
         } else {
             "review"
@@ -317,7 +293,7 @@ pub async fn receive(
         repo = %repo.target.name,
         received_ms = spooled.as_millis() as u64,
         prepare_ms = prepared.as_millis() as u64,
-        inspect_ms = (judged - spooled).as_millis() as u64,
+        inspect_ms = (judged_at - spooled).as_millis() as u64,
         "push judged; forwarding"
     );
     let mut notes = Vec::new();
@@ -434,65 +410,44 @@ fn inspect(
         .map_err(|e| Failure::Inspect(e.to_string()))
 }
 
-/// The report for a refused push: the denied refs name their rule; every other ref is
-/// refused too (a push is all-or-nothing) and says which ref stopped it.
+/// The report for a refused push: the refused refs say why (with their findings: path,
+/// commit, line, detector); every other ref is refused too (a push is all-or-nothing)
+/// and says which ref stopped it.
 fn refusal(
     request: &Request,
     facts: &[(RefFacts, PushFacts)],
-    verdicts: &[Verdict<'_>],
-) -> (Vec<u8>, String) {
+    reasons: &[Option<(String, Vec<String>)>],
+) -> Vec<u8> {
     let mut progress = Vec::new();
-    let mut reasons: Vec<Option<String>> = Vec::with_capacity(verdicts.len());
-    for ((r, p), v) in facts.iter().zip(verdicts) {
-        let reason = match v.decision {
-            Decision::Allow => None,
-            Decision::Deny => v.reason().map(|why| format!("portcullis: {why}")),
-            Decision::Review => v.deciding().next().map(|rule| {
-                format!(
-                    "portcullis: approval required by {}: {} (approvals are not available yet, so it is refused)",
-                    rule.id,
-                    rule.action.message().unwrap_or("review")
-                )
-            }),
-        };
-        if let Some(why) = &reason {
+    for ((r, _), reason) in facts.iter().zip(reasons) {
+        if let Some((why, findings)) = reason {
             progress.push(format!("{}: {why}\n", r.name));
-            if v.rule_ids()
-                .any(|id| id == "git.secrets" || id == "git.large-file" || id == "git.secret-files")
-            {
-                for line in p.describe_findings() {
-                    progress.push(format!("portcullis:   {line}\n"));
-                }
+            for line in findings {
+                progress.push(format!("portcullis:   {line}\n"));
             }
         }
-        reasons.push(reason);
     }
-    let first = facts
+    let first_ref = facts
         .iter()
-        .zip(&reasons)
-        .find_map(|((r, _), why)| why.as_ref().map(|w| (r.name.as_str(), w.clone())))
+        .zip(reasons)
+        .find_map(|((r, _), why)| why.as_ref().map(|_| r.name.as_str()))
         .unwrap_or_default();
-    let blocked_by = format!(
-        "portcullis: not applied: the push is all-or-nothing and {} was refused",
-        first.0
-    );
+    let blocked_by =
+        format!("portcullis: not applied: the push is all-or-nothing and {first_ref} was refused");
     let refs: Vec<(&str, Option<&str>)> = request
         .commands
         .iter()
         .map(|c| {
             let why = facts
                 .iter()
-                .zip(&reasons)
+                .zip(reasons)
                 .find(|((r, _), _)| r.name == c.name)
-                .and_then(|(_, w)| w.as_deref());
+                .and_then(|(_, w)| w.as_ref().map(|(why, _)| why.as_str()));
             (c.name.as_str(), Some(why.unwrap_or(&blocked_by)))
         })
         .collect();
     progress.push("portcullis: nothing was pushed\n".into());
-    (
-        receive::encode_report(request, Ok(()), &refs, &progress),
-        first.1,
-    )
+    receive::encode_report(request, Ok(()), &refs, &progress)
 }
 
 /// A report refusing every ref with the same reason (an HTTP error for a client that
@@ -536,16 +491,6 @@ fn gunzip(from: &Path, to: &Path, limit: u64) -> Result<(), PushError> {
     }
     std::io::Write::flush(&mut out)?;
     Ok(())
-}
-
-fn dedup<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::new();
-    for id in ids {
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    out
 }
 
 /// What gets recorded about one push.

@@ -17,8 +17,7 @@ use super::facts::Protected;
 use super::history::{self, InspectOptions, Update};
 use super::pack::Quarantine;
 use crate::cases::{Case, Outcome};
-use crate::policy::rule::Subject;
-use crate::policy::{Decision, RuleSet, Verdict};
+use crate::policy::{Decision, RuleSet};
 
 /// The scenarios of every `.push` file under `path`; the script is the case's body.
 pub fn load(path: &Path) -> Result<Vec<Case>, String> {
@@ -236,23 +235,18 @@ fn run_one(
     let push_options: Vec<String> = std::fs::read_to_string(&options)
         .map(|o| o.lines().map(str::to_owned).collect())
         .unwrap_or_default();
-    let mut verdict = Verdict::default();
-    for (r, mut p) in facts {
-        p.set_refs(updates.len());
-        p.set_options(push_options.clone());
-        verdict.merge(rules.judge(
-            Subject::Git,
-            &[
-                ("ref", &r),
-                ("push", &p),
-                ("agent", &case.agent),
-                ("target", &case.target),
-            ],
-        ));
-    }
+    let facts: Vec<_> = facts
+        .into_iter()
+        .map(|(r, mut p)| {
+            p.set_refs(updates.len());
+            p.set_options(push_options.clone());
+            (r, p)
+        })
+        .collect();
+    let judged = crate::gateway::judge_refs(rules, &facts, &case.agent, &case.target);
     Ok((
-        verdict.decision,
-        verdict.rule_ids().map(String::from).collect(),
+        judged.decision,
+        judged.deciding.iter().map(|r| r.to_string()).collect(),
     ))
 }
 

@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -19,9 +18,9 @@ use super::stream::{ClientStream, UpstreamStream};
 use super::upstream;
 use super::{Gateway, cancel::UpstreamKey};
 use crate::event::{self, SessionEvent, StatementEvent};
+use crate::gateway::{QueryJudgement, judge_query};
 use crate::policy::value::{Agent, Target};
-use crate::policy::{Decision, Verdict};
-use crate::sql::{Analyzer, SqlFacts};
+use crate::sql::Analyzer;
 
 /// The custom setting that carries the agent's current prompt.
 pub const PROMPT_SETTING: &str = "portcullis.prompt";
@@ -391,21 +390,15 @@ fn judge_startup(
                 )));
             }
             let sql = format!("SET {k} TO '{}'", v.replace('\'', "''"));
-            let analysis = state.analyzer.analyze(&sql);
-            let verdict = gw.rules.judge_query(&analysis, &state.agent, &state.target);
-            let outcome = outcome(&verdict);
-            let refusal = outcome.refusal.clone();
-            record(
-                &gw.recorder,
-                state,
-                "startup",
+            let judged = judge_query(
+                &gw.rules,
+                &mut state.analyzer,
                 &sql,
-                &analysis.statements,
-                &verdict,
-                outcome,
-                0,
+                &state.agent,
+                &state.target,
             );
-            if let Some(message) = refusal {
+            record(&gw.recorder, state, "startup", &sql, &judged);
+            if let Some(message) = judged.outcome.refusal {
                 return Err(Error::Refused(message));
             }
             if k == PROMPT_SETTING {
@@ -454,50 +447,12 @@ fn parse_options(options: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-struct Outcome {
-    decision: &'static str,
-    refusal: Option<String>,
-}
-
-fn outcome(verdict: &Verdict<'_>) -> Outcome {
-    match verdict.decision {
-        Decision::Allow => Outcome {
-            decision: "allowed",
-            refusal: None,
-        },
-        Decision::Deny => Outcome {
-            decision: "denied",
-            refusal: verdict.reason(),
-        },
-        // Approvals are a later issue: until then a held statement is refused, saying so.
-        Decision::Review => {
-            let rule = verdict.deciding().next();
-            let message = match rule {
-                Some(r) => format!(
-                    "approval required by {}: {} (approvals are not available yet, so it is refused)",
-                    r.id,
-                    r.action.message().unwrap_or("")
-                ),
-                None => "approval required".to_string(),
-            };
-            Outcome {
-                decision: "denied",
-                refusal: Some(message),
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 fn record(
     recorder: &event::Recorder,
     state: &mut State,
     kind: &'static str,
     text: &str,
-    facts: &[SqlFacts],
-    verdict: &Verdict<'_>,
-    outcome: Outcome,
-    judge_us: u64,
+    judged: &QueryJudgement<'_>,
 ) {
     let e = StatementEvent {
         session_id: &state.id,
@@ -507,31 +462,22 @@ fn record(
         prompt: state.prompt.as_deref(),
         kind,
         statement: text,
-        fingerprints: facts.iter().map(|f| f.fingerprint.as_str()).collect(),
-        decision: outcome.decision,
-        rule_ids: verdict.rule_ids().collect(),
-        monitored: verdict.monitored().map(|r| r.id.as_str()).collect(),
-        message: outcome.refusal.map(|m| format!("portcullis: {m}")),
-        judge_us,
+        fingerprints: judged
+            .analysis
+            .statements
+            .iter()
+            .map(|f| f.fingerprint.as_str())
+            .collect(),
+        decision: judged.outcome.decision.as_str(),
+        rule_ids: judged.verdict.rule_ids().collect(),
+        monitored: judged.verdict.monitored().map(|r| r.id.as_str()).collect(),
+        message: judged.outcome.refusal.clone(),
+        judge_us: judged.judge_us,
     };
-    let writes = facts.iter().any(may_write);
-    let ev = recorder.statement_event(&e, &state.peer, writes);
+    let ev = recorder.statement_event(&e, &state.peer, judged.durable);
     if let Some(ev) = ev {
         state.pending.push((ev, state.sync_index));
     }
-}
-
-/// Whether a statement can change data or schema (its event is then committed before it
-/// runs). Reads, SET/SHOW, plain EXPLAIN and transaction control cannot.
-fn may_write(f: &SqlFacts) -> bool {
-    const READ_ONLY: &[&str] = &[
-        "select", "show", "explain", "set", "begin", "commit", "rollback",
-    ];
-    !f.writes.is_empty()
-        || f.is_ddl
-        || f.explain_analyze
-        || f.kinds.iter().any(|k| !READ_ONLY.contains(k))
-        || !READ_ONLY.contains(&f.kind)
 }
 
 /// A refusal waiting for the server's error at the marker's place in the stream.
@@ -722,30 +668,22 @@ fn marker_token() -> String {
 
 /// Judges one query string; `Some(message)` refuses it.
 fn judge(gw: &Gateway, state: &mut State, kind: &'static str, text: &str) -> Option<String> {
-    let started = Instant::now();
-    let analysis = state.analyzer.analyze(text);
-    let verdict = gw.rules.judge_query(&analysis, &state.agent, &state.target);
-    let judge_us = started.elapsed().as_micros() as u64;
-    let outcome = outcome(&verdict);
-    let refusal = outcome.refusal.clone();
-    record(
-        &gw.recorder,
-        state,
-        kind,
+    let judged = judge_query(
+        &gw.rules,
+        &mut state.analyzer,
         text,
-        &analysis.statements,
-        &verdict,
-        outcome,
-        judge_us,
+        &state.agent,
+        &state.target,
     );
-    if refusal.is_none() {
-        for s in analysis.statements.iter().flat_map(|s| &s.sets) {
+    record(&gw.recorder, state, kind, text, &judged);
+    if judged.outcome.refusal.is_none() {
+        for s in judged.analysis.statements.iter().flat_map(|s| &s.sets) {
             if s.name == PROMPT_SETTING {
                 state.prompt = s.raw_value.clone();
             }
         }
     }
-    refusal.map(|m| format!("portcullis: {m}"))
+    judged.outcome.refusal
 }
 
 /// Server → client: forward runs of complete frames untouched; swap a marker's syntax

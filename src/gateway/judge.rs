@@ -1,0 +1,189 @@
+//! Facts → rules → one outcome per request, and every sentence a refusal says.
+
+use std::time::Instant;
+
+use crate::audit;
+use crate::git::facts::{PushFacts, RefFacts};
+use crate::policy::rule::Subject;
+use crate::policy::value::{Agent, Target};
+use crate::policy::{Decision, RuleSet, Verdict};
+use crate::sql::{Analysis, Analyzer, SqlFacts};
+
+/// What a judged request comes to: what is recorded, and what the client is told when it
+/// is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The audit store's word for it.
+    pub decision: audit::Decision,
+    /// The sentence a refused request gets (`portcullis: denied by <rule>: <message>`);
+    /// `None` when the request goes upstream.
+    pub refusal: Option<String>,
+}
+
+impl Outcome {
+    /// What `verdict` means for the request it judged. Until approvals exist a review
+    /// holds nothing: the request is refused, saying which rule wants an approval.
+    pub fn of(verdict: &Verdict<'_>) -> Outcome {
+        let refusal = match verdict.decision {
+            Decision::Allow => None,
+            Decision::Deny => verdict.reason().map(|why| format!("portcullis: {why}")),
+            Decision::Review => Some(match verdict.deciding().next() {
+                Some(rule) => format!(
+                    "portcullis: approval required by {}: {} (approvals are not available yet, \
+                     so it is refused)",
+                    rule.id,
+                    rule.action.message().unwrap_or("review")
+                ),
+                None => "portcullis: approval required".to_string(),
+            }),
+        };
+        Outcome {
+            decision: if refusal.is_some() {
+                audit::Decision::Denied
+            } else {
+                audit::Decision::Allowed
+            },
+            refusal,
+        }
+    }
+}
+
+/// A judged query string (every statement of it).
+pub struct QueryJudgement<'r> {
+    pub analysis: Analysis,
+    pub verdict: Verdict<'r>,
+    pub outcome: Outcome,
+    /// Its event must be committed before it goes upstream (see [`must_be_durable`]).
+    pub durable: bool,
+    /// Microseconds spent reading and judging it.
+    pub judge_us: u64,
+}
+
+/// Reads `text` (with the session's fact cache) and judges every statement in it.
+pub fn judge_query<'r>(
+    rules: &'r RuleSet,
+    analyzer: &mut Analyzer,
+    text: &str,
+    agent: &Agent,
+    target: &Target,
+) -> QueryJudgement<'r> {
+    let started = Instant::now();
+    let analysis = analyzer.analyze(text);
+    let verdict = judge_statements(rules, &analysis, agent, target);
+    let judge_us = started.elapsed().as_micros() as u64;
+    let outcome = Outcome::of(&verdict);
+    let durable = outcome.refusal.is_none() && analysis.statements.iter().any(must_be_durable);
+    QueryJudgement {
+        analysis,
+        verdict,
+        outcome,
+        durable,
+        judge_us,
+    }
+}
+
+/// The verdict on an analysed query string: the strictest of its statements'.
+pub fn judge_statements<'r>(
+    rules: &'r RuleSet,
+    analysis: &Analysis,
+    agent: &Agent,
+    target: &Target,
+) -> Verdict<'r> {
+    rules.judge_query(analysis, agent, target)
+}
+
+/// Whether a statement can change data or schema: its event is then committed before it
+/// runs. Reads, SET/SHOW, plain EXPLAIN and transaction control cannot.
+pub fn must_be_durable(f: &SqlFacts) -> bool {
+    const READ_ONLY: &[&str] = &[
+        "select", "show", "explain", "set", "begin", "commit", "rollback",
+    ];
+    !f.writes.is_empty()
+        || f.is_ddl
+        || f.explain_analyze
+        || f.kinds.iter().any(|k| !READ_ONLY.contains(k))
+        || !READ_ONLY.contains(&f.kind)
+}
+
+/// A judged push: one verdict per ref update, and what they come to together (a push is
+/// all-or-nothing: the strictest ref decides).
+pub struct PushJudgement<'r> {
+    pub verdicts: Vec<Verdict<'r>>,
+    pub decision: Decision,
+    pub outcome: Outcome,
+    /// The rules that decided, over every ref, each once.
+    pub deciding: Vec<&'r str>,
+    /// Monitor-mode rules that matched, each once.
+    pub monitored: Vec<&'r str>,
+    /// Per ref, in order: its refusal and the findings the client is shown with it
+    /// (path, commit, line, detector; never the secret), when it is refused.
+    pub reasons: Vec<Option<(String, Vec<String>)>>,
+}
+
+/// Judges every ref update of a push.
+pub fn judge_refs<'r>(
+    rules: &'r RuleSet,
+    facts: &[(RefFacts, PushFacts)],
+    agent: &Agent,
+    target: &Target,
+) -> PushJudgement<'r> {
+    let verdicts: Vec<Verdict<'r>> = facts
+        .iter()
+        .map(|(r, p)| {
+            rules.judge(
+                Subject::Git,
+                &[
+                    ("ref", r),
+                    ("push", p),
+                    ("agent", agent),
+                    ("target", target),
+                ],
+            )
+        })
+        .collect();
+    let decision = verdicts
+        .iter()
+        .map(|v| v.decision)
+        .max()
+        .unwrap_or(Decision::Allow);
+    let reasons = facts
+        .iter()
+        .zip(&verdicts)
+        .map(|((_, p), v)| {
+            Outcome::of(v)
+                .refusal
+                .map(|why| (why, p.describe_findings()))
+        })
+        .collect::<Vec<_>>();
+    let mut merged = Verdict::default();
+    for v in &verdicts {
+        merged.merge(v.clone());
+    }
+    let mut outcome = Outcome::of(&merged);
+    // The push's refusal reads as its first refused ref's.
+    if let Some((why, _)) = reasons.iter().flatten().next() {
+        outcome.refusal = Some(why.clone());
+    }
+    PushJudgement {
+        deciding: dedup(verdicts.iter().flat_map(|v| v.rule_ids())),
+        monitored: dedup(
+            verdicts
+                .iter()
+                .flat_map(|v| v.monitored().map(|r| r.id.as_str())),
+        ),
+        verdicts,
+        decision,
+        outcome,
+        reasons,
+    }
+}
+
+fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
