@@ -230,11 +230,58 @@ pub fn query(path: &Path, sql: &str) -> Result<QueryResult, Error> {
 /// Runs `sql` inside a read-only transaction (rolled back), so that DuckDB itself refuses
 /// a write that got past [`check_read_only`].
 pub fn read_only(conn: &Connection, sql: &str) -> Result<QueryResult, Error> {
+    // The crate's `prepare` runs every statement of a text but the last: text that
+    // sqlparser reads as one statement and DuckDB as two would run its first outside
+    // any check (a `COMMIT` ends the read-only transaction).
+    let n = duckdb_statements(sql)?;
+    if n != 1 {
+        return Err(Error::NotReadOnly(format!(
+            "DuckDB reads {n} statements here; give exactly one query"
+        )));
+    }
     conn.execute_batch("BEGIN TRANSACTION READ ONLY")
         .map_err(Error::query)?;
     let result = query_connection(conn, sql);
     let _ = conn.execute_batch("ROLLBACK");
     result
+}
+
+/// How many statements DuckDB's own parser reads in `sql`, asked of an empty in-memory
+/// database (the crate does not expose DuckDB's statement splitter).
+fn duckdb_statements(sql: &str) -> Result<usize, Error> {
+    use duckdb::ffi;
+    let text = std::ffi::CString::new(sql)
+        .map_err(|_| Error::NotReadOnly("the query holds a NUL byte".into()))?;
+    let unavailable = || Error::Query("DuckDB's parser could not be started".into());
+    // SAFETY: every handle is created here, checked before use, and released on every
+    // path; `text` outlives the call that reads it.
+    unsafe {
+        let mut db: ffi::duckdb_database = std::ptr::null_mut();
+        if ffi::duckdb_open(std::ptr::null(), &mut db) != ffi::DuckDBSuccess {
+            return Err(unavailable());
+        }
+        let mut con: ffi::duckdb_connection = std::ptr::null_mut();
+        if ffi::duckdb_connect(db, &mut con) != ffi::DuckDBSuccess {
+            ffi::duckdb_close(&mut db);
+            return Err(unavailable());
+        }
+        let mut extracted: ffi::duckdb_extracted_statements = std::ptr::null_mut();
+        let n = ffi::duckdb_extract_statements(con, text.as_ptr(), &mut extracted);
+        let result = if n == 0 {
+            let why = ffi::duckdb_extract_statements_error(extracted);
+            Err(Error::Parse(if why.is_null() {
+                "DuckDB cannot read the query".into()
+            } else {
+                std::ffi::CStr::from_ptr(why).to_string_lossy().into_owned()
+            }))
+        } else {
+            Ok(n as usize)
+        };
+        ffi::duckdb_destroy_extracted(&mut extracted);
+        ffi::duckdb_disconnect(&mut con);
+        ffi::duckdb_close(&mut db);
+        result
+    }
 }
 
 pub fn query_connection(conn: &Connection, sql: &str) -> Result<QueryResult, Error> {
@@ -560,6 +607,9 @@ mod tests {
             .expect("setup");
         let reader = conn.try_clone().expect("second connection");
         assert!(super::read_only(&reader, "DELETE FROM events").is_err());
+        // Two statements to DuckDB: the first would otherwise run before any check.
+        assert!(super::read_only(&reader, "COMMIT; DELETE FROM events").is_err());
+        assert_eq!(super::duckdb_statements("SELECT 1; SELECT 2").ok(), Some(2));
         let n = super::read_only(&reader, "SELECT count(*) FROM events").expect("reads");
         assert_eq!(n.rows.len(), 1);
         assert_eq!(

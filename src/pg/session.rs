@@ -555,9 +555,10 @@ async fn relay_up(
     let mut out = BytesMut::with_capacity(8192);
     loop {
         while let Some(f) = split_frame(&mut cbuf, max)? {
-            if matches!(f.tag, b'Q' | b'P' | b'F') {
+            if f.tag != b'X' {
                 // A session lasts no longer than its token: nothing more is judged or
-                // forwarded once it has expired.
+                // forwarded once it has expired, a Bind/Execute of a statement prepared
+                // before included.
                 expired(state)?;
             }
             match f.tag {

@@ -130,10 +130,14 @@ fn issue_9_a_session_ends_with_its_token() {
             .simple_query("INSERT INTO notes VALUES (1, 'before')")
             .await
             .expect("served while the token is valid");
-        // Past exp + leeway.
+        let insert = client
+            .prepare("INSERT INTO notes VALUES ($1, $2)")
+            .await
+            .expect("prepared while the token is valid");
+        // Past exp + leeway: executing what was prepared before is refused too.
         tokio::time::sleep(Duration::from_secs(6)).await;
         let err = client
-            .simple_query("INSERT INTO notes VALUES (2, 'after')")
+            .execute(&insert, &[&2_i32, &"after"])
             .await
             .expect_err("the token has expired");
         let db = err.as_db_error().expect("a server error");
