@@ -11,7 +11,6 @@ pub mod cases;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod event;
 pub mod gateway;
 pub mod git;
 pub mod identity;

@@ -164,8 +164,8 @@ fn push(args: PushArgs) -> Result<u8, String> {
         },
         format_args!(
             "{}..{}",
-            crate::event::short(&ref_facts.old),
-            crate::event::short(&ref_facts.new)
+            crate::gateway::record::short(&ref_facts.old),
+            crate::gateway::record::short(&ref_facts.new)
         ),
     );
     println!(

@@ -80,9 +80,9 @@ pub async fn serve_until(
             let handle = crate::audit::AuditHandle::start(&a.path, options)
                 .map_err(|e| format!("cannot open the audit store {}: {e}", a.path.display()))?;
             tracing::info!(path = %a.path.display(), durability = a.durability.as_str(), "audit store open");
-            crate::event::Recorder::new(handle, a.result_rows as usize)
+            crate::gateway::record::Recorder::new(handle, a.result_rows as usize)
         }
-        None => crate::event::Recorder::log_only(),
+        None => crate::gateway::record::Recorder::log_only(),
     };
     let identity = config
         .identity

@@ -25,6 +25,8 @@
 //! ```
 
 mod judge;
+pub mod metrics;
+pub mod record;
 
 pub use judge::{
     Outcome, PushJudgement, QueryJudgement, judge_query, judge_refs, judge_statements,

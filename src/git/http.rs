@@ -19,7 +19,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::push::{self, PushRequest};
 use super::upstream::{self, ByteStream, Reply, Service, Upstream};
 use crate::config::GitTarget;
-use crate::event::Recorder;
+use crate::gateway::record::Recorder;
 use crate::git::facts::Protected;
 use crate::identity::Authenticator;
 use crate::policy::RuleSet;

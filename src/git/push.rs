@@ -25,7 +25,7 @@ use super::pack::Quarantine;
 use super::receive::{self, Request};
 use super::upstream::{self, ByteStream, Service};
 use crate::config::{GitApply, GitUpstream};
-use crate::event::{PushEvent, Recorder, RefEvent, Unrecorded};
+use crate::gateway::record::{PushEvent, Recorder, RefEvent, Unrecorded};
 use crate::policy::value::{Agent, Target};
 use crate::policy::{Decision, RuleSet};
 

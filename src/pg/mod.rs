@@ -43,7 +43,7 @@ pub struct Gateway {
     pub auth: Arc<dyn Authenticator>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancelKeys,
-    pub recorder: crate::event::Recorder,
+    pub recorder: crate::gateway::record::Recorder,
 }
 
 impl Gateway {
@@ -51,7 +51,7 @@ impl Gateway {
         target: PostgresTarget,
         rules: Arc<RuleSet>,
         auth: Arc<dyn Authenticator>,
-        recorder: crate::event::Recorder,
+        recorder: crate::gateway::record::Recorder,
     ) -> Result<Gateway, Error> {
         let tls = match &target.tls {
             Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),

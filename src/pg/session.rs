@@ -17,7 +17,7 @@ use super::messages::{self, Severity};
 use super::stream::{ClientStream, UpstreamStream};
 use super::upstream;
 use super::{Gateway, cancel::UpstreamKey};
-use crate::event::{self, SessionEvent, StatementEvent};
+use crate::gateway::record::{self as event, SessionEvent, StatementEvent};
 use crate::gateway::{QueryJudgement, judge_query};
 use crate::policy::value::{Agent, Target};
 use crate::sql::Analyzer;

@@ -84,7 +84,7 @@ pub fn record_session(e: &SessionEvent<'_>) {
 #[derive(Clone, Default)]
 pub struct Recorder {
     audit: Option<AuditHandle>,
-    metrics: std::sync::Arc<crate::admin::Metrics>,
+    metrics: std::sync::Arc<super::metrics::Metrics>,
     result_rows: usize,
 }
 
@@ -115,7 +115,7 @@ impl Recorder {
             .is_some_and(|a| a.durability() != audit::Durability::All)
     }
 
-    pub fn metrics(&self) -> &crate::admin::Metrics {
+    pub fn metrics(&self) -> &super::metrics::Metrics {
         &self.metrics
     }
 
