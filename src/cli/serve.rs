@@ -38,7 +38,13 @@ pub fn rules(config: &Config) -> Result<RuleSet, String> {
         RuleSet::load(&config.server.rules)
     }
     .map_err(|e| e.to_string())?;
-    rules.set_decision(UNPARSED_RULE, config.server.unparsed);
+    rules.set_decision(
+        UNPARSED_RULE,
+        match config.server.unparsed {
+            config::Unparsed::Deny => crate::policy::Decision::Deny,
+            config::Unparsed::Review => crate::policy::Decision::Review,
+        },
+    );
     Ok(rules)
 }
 
@@ -73,7 +79,11 @@ pub async fn serve_until(
     let recorder = match &config.audit {
         Some(a) => {
             let options = crate::audit::WriterOptions {
-                durability: a.durability,
+                durability: match a.durability {
+                    config::Durability::Writes => crate::audit::Durability::Writes,
+                    config::Durability::All => crate::audit::Durability::All,
+                    config::Durability::Async => crate::audit::Durability::Async,
+                },
                 query_timeout: a.query_timeout,
                 ..crate::audit::WriterOptions::default()
             };

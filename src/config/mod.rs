@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 pub use error::Error;
 pub use upstream::{SslMode, Upstream};
 
-use crate::policy::Decision;
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,7 +37,7 @@ pub struct Server {
     /// Rule files or folders; empty means the built-in packs.
     pub rules: Vec<PathBuf>,
     /// What `sql.unparsed` does: deny or review.
-    pub unparsed: Decision,
+    pub unparsed: Unparsed,
     /// `/metrics` without a token (`server.metrics_public`, default false).
     pub metrics_public: bool,
     /// The group whose tokens may read `/metrics` (`server.metrics_group`).
@@ -73,7 +71,7 @@ pub struct Audit {
     /// Rows of each (masked) result kept per statement (`audit.result_rows`, default 100).
     pub result_rows: u32,
     /// `audit.durability`: `writes` (default), `all` or `async`.
-    pub durability: crate::audit::Durability,
+    pub durability: Durability,
     /// The group (`groups` claim) whose tokens may query the store through the admin API
     /// (`audit.auditor_group`, default `auditors`).
     pub auditor_group: String,
@@ -195,7 +193,38 @@ impl GitUpstream {
 }
 
 /// Protected branches when a `[[git]]` entry names none.
-pub use crate::git::facts::DEFAULT_PROTECTED;
+/// Branches protected when a `[[git]]` entry names none.
+pub const DEFAULT_PROTECTED: &[&str] = &["main", "master", "release/*"];
+
+/// `server.unparsed`: what the `sql.unparsed` rule does with SQL the gateway cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unparsed {
+    Deny,
+    Review,
+}
+
+/// `audit.durability`: which events are committed before their request goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Events of requests that can write (the default).
+    #[default]
+    Writes,
+    /// Every event.
+    All,
+    /// None: events are committed on the writer's cadence.
+    Async,
+}
+
+impl Durability {
+    /// The word the config uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Writes => "writes",
+            Durability::All => "all",
+            Durability::Async => "async",
+        }
+    }
+}
 
 /// Default cap on one push body (pack included).
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 2 << 30;

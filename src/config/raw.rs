@@ -6,11 +6,9 @@ use serde::Deserialize;
 
 use super::{
     Audit, Config, DEFAULT_AUDIT_PATH, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PUSH_BYTES,
-    DEFAULT_PROTECTED, DEFAULT_RESULT_ROWS, Error, GitApply, GitTarget, GitUpstream, Identity,
-    JwksSource, PostgresTarget, Server, TlsFiles, Upstream,
+    DEFAULT_PROTECTED, DEFAULT_RESULT_ROWS, Durability, Error, GitApply, GitTarget, GitUpstream,
+    Identity, JwksSource, PostgresTarget, Server, TlsFiles, Unparsed, Upstream,
 };
-use crate::audit::Durability;
-use crate::policy::Decision;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -135,8 +133,8 @@ impl RawConfig {
                 .map(|r| base.join(r))
                 .collect(),
             unparsed: match self.server.unparsed.as_deref() {
-                None | Some("deny") => Decision::Deny,
-                Some("review") => Decision::Review,
+                None | Some("deny") => Unparsed::Deny,
+                Some("review") => Unparsed::Review,
                 Some(other) => {
                     return Err(Error::invalid(
                         path,
@@ -280,13 +278,16 @@ impl RawConfig {
                 },
                 durability: match a.durability.as_deref() {
                     None => Durability::default(),
-                    Some(d) => Durability::parse(d).ok_or_else(|| {
-                        Error::invalid(
-                            path,
-                            "audit.durability",
-                            format!("{d:?}: expected \"writes\", \"all\" or \"async\""),
-                        )
-                    })?,
+                    Some(d) => [Durability::Writes, Durability::All, Durability::Async]
+                        .into_iter()
+                        .find(|w| w.as_str() == d)
+                        .ok_or_else(|| {
+                            Error::invalid(
+                                path,
+                                "audit.durability",
+                                format!("{d:?}: expected \"writes\", \"all\" or \"async\""),
+                            )
+                        })?,
                 },
             })
         };

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::policy::value::{List, Record, Records, Value};
 
 /// Branches protected when the configuration names none.
-pub const DEFAULT_PROTECTED: &[&str] = &["main", "master", "release/*"];
+pub use crate::config::DEFAULT_PROTECTED;
 
 /// Prefix of branch refs.
 pub const HEADS: &str = "refs/heads/";

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use portcullis::config::Unparsed;
 use portcullis::config::{Config, JwksSource, SslMode};
-use portcullis::policy::Decision;
 
 const GOOD: &str = r#"
 [server]
@@ -37,7 +37,7 @@ fn env(name: &str) -> Option<String> {
 fn the_spec_example_loads_with_paths_resolved_against_the_file() {
     let c = Config::parse(Path::new("/etc/portcullis/portcullis.toml"), GOOD, &env)
         .expect("valid config");
-    assert_eq!(c.server.unparsed, Decision::Review);
+    assert_eq!(c.server.unparsed, Unparsed::Review);
     assert_eq!(c.server.rules, [Path::new("/etc/portcullis/rules")]);
     let id = c.identity.expect("identity");
     assert_eq!(
