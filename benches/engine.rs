@@ -52,7 +52,9 @@ fn engine(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let facts = analyze(black_box(sql));
-                black_box(rules.judge_query(&facts, &agent, &target).decision)
+                black_box(
+                    portcullis::gateway::judge_statements(&rules, &facts, &agent, &target).decision,
+                )
             })
         });
     }
@@ -71,7 +73,9 @@ fn engine(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % variants.len();
                 let facts = analyzer.analyze(black_box(&variants[i]));
-                black_box(rules.judge_query(&facts, &agent, &target).decision)
+                black_box(
+                    portcullis::gateway::judge_statements(&rules, &facts, &agent, &target).decision,
+                )
             })
         });
     }
@@ -103,7 +107,9 @@ fn engine(c: &mut Criterion) {
         b.iter(|| {
             for sql in &texts {
                 let facts = analyze(black_box(sql));
-                black_box(rules.judge_query(&facts, &agent, &target).decision);
+                black_box(
+                    portcullis::gateway::judge_statements(&rules, &facts, &agent, &target).decision,
+                );
             }
         })
     });
@@ -114,8 +120,7 @@ fn engine(c: &mut Criterion) {
     c.bench_function("rules_only/select_only", |b| {
         b.iter(|| {
             black_box(
-                rules
-                    .judge_query(black_box(&facts), &agent, &target)
+                portcullis::gateway::judge_statements(&rules, black_box(&facts), &agent, &target)
                     .decision,
             )
         })

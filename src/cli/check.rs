@@ -216,7 +216,7 @@ fn sql(args: SqlArgs) -> Result<u8, String> {
     let mut verdict = crate::policy::Verdict::default();
     let mut per_statement = Vec::new();
     for stmt in &analysis.statements {
-        let v = rules.judge_sql(stmt, &agent, &target);
+        let v = crate::gateway::judge_statement(&rules, stmt, &agent, &target);
         per_statement.push(v.clone());
         verdict.merge(v);
     }

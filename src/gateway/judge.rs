@@ -82,14 +82,32 @@ pub fn judge_query<'r>(
     }
 }
 
-/// The verdict on an analysed query string: the strictest of its statements'.
+/// The verdict on an analysed query string: the strictest of its statements', so one
+/// denied statement denies the whole string.
 pub fn judge_statements<'r>(
     rules: &'r RuleSet,
     analysis: &Analysis,
     agent: &Agent,
     target: &Target,
 ) -> Verdict<'r> {
-    rules.judge_query(analysis, agent, target)
+    let mut verdict = Verdict::default();
+    for stmt in &analysis.statements {
+        verdict.merge(judge_statement(rules, stmt, agent, target));
+    }
+    verdict
+}
+
+/// The verdict on one statement.
+pub fn judge_statement<'r>(
+    rules: &'r RuleSet,
+    stmt: &SqlFacts,
+    agent: &Agent,
+    target: &Target,
+) -> Verdict<'r> {
+    rules.judge(
+        Subject::Sql,
+        &[("stmt", stmt), ("agent", agent), ("target", target)],
+    )
 }
 
 /// Whether a statement can change data or schema: its event is then committed before it

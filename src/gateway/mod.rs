@@ -29,6 +29,6 @@ pub mod metrics;
 pub mod record;
 
 pub use judge::{
-    Outcome, PushJudgement, QueryJudgement, judge_query, judge_refs, judge_statements,
-    must_be_durable,
+    Outcome, PushJudgement, QueryJudgement, judge_query, judge_refs, judge_statement,
+    judge_statements, must_be_durable,
 };

@@ -10,7 +10,12 @@
 //!
 //! let rules = RuleSet::builtin().expect("the built-in packs parse");
 //! let facts = portcullis::sql::analyze("DELETE FROM users");
-//! let verdict = rules.judge_sql(&facts.statements[0], &Agent::default(), &Target::default());
+//! let roots: [(&str, &dyn portcullis::policy::value::Record); 3] = [
+//!     ("stmt", &facts.statements[0]),
+//!     ("agent", &Agent::default()),
+//!     ("target", &Target::default()),
+//! ];
+//! let verdict = rules.judge(Subject::Sql, &roots);
 //! assert_eq!(verdict.decision, Decision::Deny);
 //! assert_eq!(verdict.rule_ids().next(), Some("sql.unbounded-write"));
 //! ```
@@ -28,7 +33,7 @@ pub use error::{Error, Location};
 pub use rule::{Action, Decision, Rule, RuleTest, Subject};
 
 use eval::Env;
-use value::{Agent, Record, Target};
+use value::Record;
 
 /// The default packs shipped in the binary: the same files as `rules/` in the source tree.
 pub const BUILTIN_PACKS: &[(&str, &str)] = &[
@@ -129,33 +134,6 @@ impl RuleSet {
             if hit {
                 verdict.add(rule);
             }
-        }
-        verdict
-    }
-
-    pub fn judge_sql<'r>(
-        &'r self,
-        stmt: &crate::sql::SqlFacts,
-        agent: &Agent,
-        target: &Target,
-    ) -> Verdict<'r> {
-        self.judge(
-            Subject::Sql,
-            &[("stmt", stmt), ("agent", agent), ("target", target)],
-        )
-    }
-
-    /// Judges every statement of a query string; the strictest decision wins, so one
-    /// denied statement denies the whole string.
-    pub fn judge_query<'r>(
-        &'r self,
-        query: &crate::sql::Analysis,
-        agent: &Agent,
-        target: &Target,
-    ) -> Verdict<'r> {
-        let mut verdict = Verdict::default();
-        for stmt in &query.statements {
-            verdict.merge(self.judge_sql(stmt, agent, target));
         }
         verdict
     }

@@ -25,7 +25,12 @@ fn judge(set: &RuleSet, sql: &str, groups: &[&str]) -> (Decision, Vec<String>) {
         groups: groups.iter().map(|g| g.to_string()).collect(),
         name: None,
     };
-    let v = set.judge_query(&analyze(sql), &agent, &Target { name: "app".into() });
+    let v = portcullis::gateway::judge_statements(
+        set,
+        &analyze(sql),
+        &agent,
+        &Target { name: "app".into() },
+    );
     (v.decision, v.rule_ids().map(String::from).collect())
 }
 
@@ -72,7 +77,12 @@ fn strictest_decision_wins_and_monitor_only_reports() {
         (Decision::Allow, vec!["note".to_string()])
     );
     let agent = Agent::default();
-    let v = set.judge_query(&analyze("SELECT 1"), &agent, &Target::default());
+    let v = portcullis::gateway::judge_statements(
+        &set,
+        &analyze("SELECT 1"),
+        &agent,
+        &Target::default(),
+    );
     assert_eq!(
         v.monitored().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["watch"]
