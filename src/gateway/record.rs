@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditHandle, Decision, Protocol, Ticket};
+use crate::mask::detectors::redact;
 
 /// One judged statement (simple query, Parse, or a start-up parameter).
 #[derive(Debug, Clone, Serialize)]
@@ -68,10 +69,23 @@ pub struct RefEvent<'a> {
 }
 
 pub fn record_push(e: &PushEvent<'_>) {
-    tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "push");
+    // Free text an agent wrote is kept without the secrets it may hold.
+    let options: Vec<String> = e.options.iter().map(|o| redact(o).into_owned()).collect();
+    let prompt = e.prompt.map(redact);
+    let e = PushEvent {
+        options: &options,
+        prompt: prompt.as_deref(),
+        ..e.clone()
+    };
+    tracing::info!(target: "portcullis::event", event = %serde_json::to_string(&e).unwrap_or_default(), "push");
 }
 
 pub fn record_statement(e: &StatementEvent<'_>) {
+    let prompt = e.prompt.map(redact);
+    let e = &StatementEvent {
+        prompt: prompt.as_deref(),
+        ..e.clone()
+    };
     tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "statement");
 }
 
@@ -177,7 +191,7 @@ impl Recorder {
         ev.subject = Some(e.subject.to_string());
         ev.groups = e.groups.to_vec();
         ev.client_addr = Some(client_addr.to_string());
-        ev.prompt = e.prompt.map(str::to_string);
+        ev.prompt = e.prompt.map(|p| redact(p).into_owned());
         ev.statement = Some(e.statement.to_string());
         ev.fingerprint = (!e.fingerprints.is_empty()).then(|| e.fingerprints.join(" "));
         ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
@@ -274,7 +288,7 @@ impl Recorder {
         ev.subject = Some(e.subject.to_string());
         ev.groups = e.groups.to_vec();
         ev.client_addr = client_addr.map(str::to_string);
-        ev.prompt = e.prompt.map(str::to_string);
+        ev.prompt = e.prompt.map(|p| redact(p).into_owned());
         ev.statement = Some(
             e.refs
                 .iter()

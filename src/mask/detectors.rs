@@ -148,6 +148,41 @@ pub struct Finding {
     pub span: Range<usize>,
 }
 
+/// `text` with every secret the detectors find replaced by `[secret:<detector>]`: for
+/// free text the gateway keeps (prompts, push options), which must not hold a secret at
+/// rest. Borrowed when there is none.
+///
+/// ```
+/// let key = format!("AKIA{}", "Q7".repeat(8));
+/// let prompt = format!("deploy with {key} now");
+/// let kept = portcullis::mask::detectors::redact(&prompt);
+/// assert_eq!(kept, "deploy with [secret:aws-access-key-id] now");
+/// ```
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+    let findings = SCANNER.get_or_init(Scanner::new).scan(text.as_bytes());
+    if findings.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in findings {
+        if f.span.start < at
+            || !text.is_char_boundary(f.span.start)
+            || !text.is_char_boundary(f.span.end)
+        {
+            continue;
+        }
+        out.push_str(&text[at..f.span.start]);
+        out.push_str("[secret:");
+        out.push_str(f.detector);
+        out.push(']');
+        at = f.span.end;
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// What a prefilter pattern asks the scanner to confirm.
 #[derive(Clone, Copy, Debug)]
 enum Check {

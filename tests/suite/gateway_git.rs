@@ -998,3 +998,40 @@ fn issue_9_a_push_asking_the_upstream_to_merge_needs_review() {
     assert!(ok, "{stderr}\n{}", f.gw.log());
     assert_eq!(f.upstream_has("s"), git_ok(&f.work, &["rev-parse", "s"]));
 }
+
+/// Nothing sensitive at rest: a secret an agent puts in its prompt or a push option is
+/// neither logged nor stored in the audit, only the detector that found it.
+#[test]
+fn issue_9_secrets_in_prompts_and_push_options_are_not_kept() {
+    let mut f = Fixture::new();
+    git_ok(&f.work, &["checkout", "-q", "-b", "s", "origin/feature"]);
+    f.commit("a.txt", b"a\n", "a");
+    let prompt = format!("prompt=deploy with {}", aws_key());
+    let option = format!("ci.variable=KEY={}", aws_key());
+    let (ok, stderr) = f.push(&["-o", &prompt, "-o", &option, "s:refs/heads/s"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    let log = f.gw.log();
+    assert!(
+        !log.contains(&aws_key()),
+        "the secret is in the log:\n{log}"
+    );
+    assert!(log.contains("[secret:aws-access-key-id]"), "{log}");
+    f.gw.terminate();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "sql", "--format", "csv", "--db"])
+        .arg(f.gw.audit_path())
+        .arg("SELECT prompt FROM events WHERE protocol = 'git'")
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rows.contains("[secret:aws-access-key-id]"), "{rows}");
+    assert!(
+        !rows.contains(&aws_key()),
+        "the secret is in the audit store:\n{rows}"
+    );
+}
