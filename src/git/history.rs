@@ -240,10 +240,12 @@ pub fn inspect(
     // Every object the pack carries must be reached by a pushed ref (or be upstream
     // already): anything else would be stored upstream without being judged.
     if let Some(q) = quarantine {
+        // The first few name the problem; the facts stay small whatever the pack holds.
         let stray: Vec<String> = q
             .object_ids()?
             .into_iter()
             .filter(|id| !inspector.reached.contains(id) && !base_repo.has_object(id))
+            .take(MAX_UNREACHABLE_LISTED)
             .map(|id| id.to_hex().to_string())
             .collect();
         if !stray.is_empty() {
@@ -258,6 +260,10 @@ pub fn inspect(
 /// Where a secret found in a message is said to be (`push.secrets.path`).
 pub const COMMIT_MESSAGE: &str = "(commit message)";
 pub const TAG_MESSAGE: &str = "(tag message)";
+/// A ref name is kept upstream (and echoed by git) like any content.
+pub const REF_NAME: &str = "(ref name)";
+/// Objects of `push.unreachable` listed at most.
+const MAX_UNREACHABLE_LISTED: usize = 100;
 
 /// A finding in the message of commit or tag `object`: named by object, line and
 /// detector, never by its text.
@@ -462,8 +468,12 @@ impl Inspector<'_> {
         } = added;
         let mut files: Vec<(&str, FileEntry)> = Vec::new();
 
-        // Messages are text an agent writes too: a key pasted into one is as leaked as
-        // one in a file.
+        // Messages and ref names are text an agent writes too: a key pasted into one is
+        // as leaked as one in a file.
+        for finding in scanner().scan(facts.name.as_bytes()) {
+            push.secrets
+                .push(message_secret(&finding, REF_NAME, &facts.new));
+        }
         if let Some(message) = &facts.tag_message {
             for finding in scanner().scan(message.as_bytes()) {
                 push.secrets
