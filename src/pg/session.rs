@@ -61,7 +61,18 @@ async fn send_fatal<S: AsyncWrite + Unpin>(s: &mut S, e: &Error) {
 async fn serve(gw: &Gateway, mut tcp: TcpStream, peer: SocketAddr, id: &str) -> Result<(), Error> {
     let mut buf = BytesMut::with_capacity(1024);
     // SSLRequest / GSSENCRequest come before the StartupMessage (libpq may send both).
-    let mut packet = read_startup(&mut tcp, &mut buf).await?;
+    let mut packet = match read_startup(&mut tcp, &mut buf).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Garbage instead of a start-up packet gets a protocol error, and is on the
+            // record; a client that merely hung up gets nothing.
+            if e.response().is_some() {
+                send_fatal(&mut tcp, &e).await;
+                session_event(gw, id, peer, None, "refused", Some(&e)).await;
+            }
+            return Err(e);
+        }
+    };
     let mut client = loop {
         match packet.0 {
             GSSENC_REQUEST => {

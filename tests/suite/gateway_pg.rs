@@ -165,6 +165,14 @@ fn garbage_and_oversized_messages_get_errors_and_others_keep_working() {
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let _ = s.read_to_end(&mut buf);
+    // Issue #10: it gets a protocol error (an ErrorResponse, SQLSTATE 08P01), then the
+    // connection closes.
+    assert_eq!(buf.first(), Some(&b'E'), "{buf:?}");
+    assert!(
+        String::from_utf8_lossy(&buf).contains("08P01"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     // A connection cut in the middle of a startup packet.
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
     s.write_all(&[0, 0, 0, 40, 0, 3]).expect("write");
