@@ -3,7 +3,8 @@
 
 use super::rule::Subject;
 
-/// Facts about one SQL statement (`sql` rules). Keep in step with `sql::facts`.
+/// Facts about one SQL statement (`sql` rules): `sql::SqlFacts` as it serializes;
+/// `facts::issue_10_the_schema_lists_exactly_the_facts_provided` checks both ways.
 pub const SQL_FACTS: &[&str] = &[
     "stmt",
     "stmt.kind",
@@ -41,7 +42,8 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.vacuum_full",
 ];
 
-/// Facts about one ref update of a push (`git` rules). Keep in step with `git::facts`.
+/// Facts about one ref update of a push (`git` rules): `git::facts` as they serialize,
+/// checked both ways by the same test.
 pub const GIT_FACTS: &[&str] = &[
     "ref",
     "ref.name",
@@ -55,6 +57,10 @@ pub const GIT_FACTS: &[&str] = &[
     "ref.old",
     "ref.new",
     "ref.type",
+    "ref.peeled",
+    "ref.tagger",
+    "ref.tagger_email",
+    "ref.tag_message",
     "push",
     "push.commits",
     "push.commits.id",

@@ -439,3 +439,110 @@ fn writes_inside_unreadable_statements_are_still_seen() {
     let f = one("SELECT xmlelement(name x, id) FROM t FOR UPDATE");
     assert!(f.writes.is_empty(), "FOR UPDATE is a lock, not a write");
 }
+
+/// The JSON keys of `value` (an object), or of its first element when it is a list.
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    let value = match value {
+        serde_json::Value::Array(items) => items.first().cloned().unwrap_or_default(),
+        other => other.clone(),
+    };
+    value
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Compares the fact paths a schema lists under `root` with the keys the code's facts
+/// serialize to (records in lists one level down); `not_facts` are serialized fields
+/// that rules are not meant to read.
+fn assert_schema_matches(
+    schema: &[&str],
+    root: &str,
+    facts: &serde_json::Value,
+    not_facts: &[&str],
+) {
+    let listed: Vec<&str> = schema
+        .iter()
+        .filter_map(|p| p.strip_prefix(&format!("{root}.")))
+        .collect();
+    let mut provided: Vec<String> = Vec::new();
+    for key in keys(facts) {
+        if not_facts.contains(&key.as_str()) {
+            continue;
+        }
+        let inner = keys(&facts[&key]);
+        if matches!(&facts[&key], serde_json::Value::Array(_)) && !inner.is_empty() {
+            provided.extend(inner.iter().map(|k| format!("{key}.{k}")));
+        }
+        provided.push(key);
+    }
+    for p in &listed {
+        // A field of records in a list the sample leaves empty cannot be seen here.
+        let in_empty_list = p
+            .split_once('.')
+            .is_some_and(|(list, _)| facts[list].as_array().is_some_and(|a| a.is_empty()));
+        assert!(
+            in_empty_list || provided.iter().any(|k| k == p),
+            "{root}.{p} is in policy/schema.rs but no fact provides it"
+        );
+    }
+    for p in &provided {
+        assert!(
+            listed.contains(&p.as_str()),
+            "{root}.{p} is provided but not in policy/schema.rs, so no rule can read it"
+        );
+    }
+}
+
+/// Issue #10: the fact names rules may use are exactly the facts the code provides.
+#[test]
+fn issue_10_the_schema_lists_exactly_the_facts_provided() {
+    use portcullis::policy::schema::{GIT_FACTS, SQL_FACTS};
+    let sql = one("WITH d AS (UPDATE t SET a = 1 WHERE id = 2 RETURNING *) \
+         SELECT set_config('application_name', 'x', false) FROM d");
+    assert!(!sql.writes.is_empty() && !sql.sets.is_empty());
+    let sql = serde_json::to_value(&sql).expect("facts serialize");
+    assert_schema_matches(SQL_FACTS, "stmt", &sql, &["parse_error"]);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "root"]);
+    // The commit under test is on no ref, as a pushed one is before it lands.
+    git(&["checkout", "-q", "--detach"]);
+    std::fs::write(repo.join("a.txt"), "password = \"x9Kq2LmP7vR4tZ8wN3bY\"\n").expect("write");
+    git(&["add", "."]);
+    git(&["commit", "-qm", "one"]);
+    let new = git(&["rev-parse", "HEAD"]);
+    let update = portcullis::git::history::Update::parse(&"0".repeat(40), &new, "refs/heads/x")
+        .expect("update");
+    let facts = portcullis::git::history::inspect(
+        repo,
+        None,
+        &[update],
+        &portcullis::git::facts::Protected::default(),
+        &portcullis::git::history::InspectOptions::default(),
+    )
+    .expect("inspects");
+    let (r, p) = &facts[0];
+    assert!(!p.secrets.is_empty() && !p.files.is_empty());
+    assert_schema_matches(GIT_FACTS, "ref", &r.to_json(), &[]);
+    assert_schema_matches(GIT_FACTS, "push", &p.to_json(), &[]);
+}
