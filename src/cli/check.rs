@@ -32,6 +32,10 @@ pub struct PushArgs {
     /// Protected branch globs (`ref.protected`), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "main,master,release/*")]
     protected: Vec<String>,
+    /// Refs outside branches and tags the repository accepts (`[[git]] special_refs`),
+    /// comma-separated full-name globs.
+    #[arg(long = "special-refs", value_delimiter = ',')]
+    special_refs: Vec<String>,
     /// Revisions the upstream already has besides `old` (their history is not new).
     #[arg(long = "known", value_name = "REV")]
     known: Vec<String>,
@@ -122,7 +126,9 @@ fn push(args: PushArgs) -> Result<u8, String> {
     for k in &args.known {
         hidden.push(resolve(k)?);
     }
-    let protected = Protected::new(&args.protected).map_err(|e| e.to_string())?;
+    let protected = Protected::new(&args.protected)
+        .and_then(|p| p.allow_special(&args.special_refs))
+        .map_err(|e| e.to_string())?;
     let options = InspectOptions {
         hidden: Hidden::Only(hidden),
         ..InspectOptions::default()

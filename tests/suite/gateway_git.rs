@@ -682,6 +682,22 @@ fn check_push_judges_a_local_ref_update() {
         "{out}"
     );
     assert!(!out.contains(&aws_key()), "{out}");
+    // A notes ref: refused unless the repository lists it.
+    let notes = [
+        "check",
+        "push",
+        "--repo",
+        repo,
+        "0",
+        "HEAD",
+        "refs/notes/commits",
+    ];
+    let (code, out, _) = portcullis(&notes);
+    assert_eq!(code, 10, "{out}");
+    assert!(out.contains("git.special-ref"), "{out}");
+    let listed = [&notes[..], &["--special-refs", "refs/notes/*"]].concat();
+    let (code, out, _) = portcullis(&listed);
+    assert!(!out.contains("git.special-ref"), "{code} {out}");
     // Bad usage: not a repository, not a revision.
     let (code, _, err) = portcullis(&["check", "push", "--repo", "/nonexistent", "0", "HEAD", "x"]);
     assert_eq!(code, 1, "{err}");
