@@ -125,18 +125,8 @@ impl<'q> Scope<'q> {
 
     fn add_factor(&mut self, f: &TableFactor) {
         match f {
-            TableFactor::Table {
-                name, alias, args, ..
-            } => {
-                let role = if args.is_some() {
-                    Role::Other
-                } else if let Some(q) = self.cte(name) {
-                    if self.copies_target(q) {
-                        Role::Mirror
-                    } else {
-                        Role::Other
-                    }
-                } else if base_name(name) == self.base {
+            TableFactor::Table { name, alias, .. } => {
+                let role = if self.holds_target(f) {
                     Role::Mirror
                 } else {
                     Role::Other
@@ -160,7 +150,7 @@ impl<'q> Scope<'q> {
             TableFactor::Derived {
                 subquery, alias, ..
             } => {
-                let role = if self.copies_target(subquery) {
+                let role = if self.holds_target(f) {
                     Role::Mirror
                 } else {
                     Role::Other
@@ -472,42 +462,10 @@ impl<'q> Scope<'q> {
     /// `t2.id = t.id` matches each row with itself).
     fn copy_scope(&self, from: &[TableWithJoins], outer: &Scope<'_>) -> Option<Scope<'q>> {
         let [only] = from else { return None };
-        if !only.joins.is_empty() {
+        if !only.joins.is_empty() || !self.holds_target(&only.relation) {
             return None;
         }
-        let holds_target = match &only.relation {
-            TableFactor::Table {
-                name, args: None, ..
-            } => match self.cte(name) {
-                Some(q) => self.copies_target(q),
-                None => base_name(name) == self.base,
-            },
-            TableFactor::Derived { subquery, .. } => self.copies_target(subquery),
-            _ => false,
-        };
-        if !holds_target {
-            return None;
-        }
-        let alias = match &only.relation {
-            TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => {
-                alias.as_ref().map(|a| &a.name)
-            }
-            _ => None,
-        };
-        let name = match &only.relation {
-            TableFactor::Table { name, .. } => object_name(name),
-            _ => String::new(),
-        };
-        let mut inner = Scope::new(&self.table, alias, &[], self.ctes);
-        inner.fold = Rc::clone(&self.fold);
-        inner.depth = self.depth + 1;
-        if alias.is_none() && !name.is_empty() {
-            inner.entries.push(Entry {
-                name,
-                role: Role::Target,
-                columns: None,
-            });
-        }
+        let mut inner = self.scope_of(&only.relation, self.depth + 1);
         for e in &outer.entries {
             if e.role == Role::Target || e.role == Role::Mirror {
                 inner.entries.push(Entry {
@@ -518,6 +476,43 @@ impl<'q> Scope<'q> {
             }
         }
         Some(inner)
+    }
+
+    /// Whether relation `f` holds every row of the target: the table itself (by its last
+    /// name part), or a CTE or subquery that copies it.
+    fn holds_target(&self, f: &TableFactor) -> bool {
+        match f {
+            TableFactor::Table {
+                name, args: None, ..
+            } => match self.cte(name) {
+                Some(q) => self.copies_target(q),
+                None => base_name(name) == self.base,
+            },
+            TableFactor::Derived { subquery, .. } => self.copies_target(subquery),
+            _ => false,
+        }
+    }
+
+    /// A scope in which relation `f` (known to hold the target's rows) is the target,
+    /// under its alias or its name.
+    fn scope_of(&self, f: &TableFactor, depth: usize) -> Scope<'q> {
+        let alias = match f {
+            TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => {
+                alias.as_ref().map(|a| &a.name)
+            }
+            _ => None,
+        };
+        let mut inner = Scope::new(&self.table, alias, &[], self.ctes);
+        inner.fold = Rc::clone(&self.fold);
+        inner.depth = depth;
+        if let (None, TableFactor::Table { name, .. }) = (alias, f) {
+            inner.entries.push(Entry {
+                name: object_name(name),
+                role: Role::Target,
+                columns: None,
+            });
+        }
+        inner
     }
 
     /// Whether a query returns every row of the target (some branch selects from it, or
@@ -550,35 +545,10 @@ impl<'q> Scope<'q> {
                     })
                     .collect();
                 factors.iter().any(|f| {
-                    let holds = match f {
-                        TableFactor::Table {
-                            name, args: None, ..
-                        } => match self.cte(name) {
-                            Some(q) => self.copies_target(q),
-                            None => base_name(name) == self.base,
-                        },
-                        TableFactor::Derived { subquery, .. } => self.copies_target(subquery),
-                        _ => false,
-                    };
-                    if !holds {
+                    if !self.holds_target(f) {
                         return false;
                     }
-                    let alias = match f {
-                        TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => {
-                            alias.as_ref().map(|a| &a.name)
-                        }
-                        _ => None,
-                    };
-                    let mut inner = Scope::new(&self.table, alias, &[], self.ctes);
-                    inner.fold = Rc::clone(&self.fold);
-                    inner.depth = self.depth;
-                    if let TableFactor::Table { name, .. } = f {
-                        inner.entries.push(Entry {
-                            name: object_name(name),
-                            role: Role::Target,
-                            columns: None,
-                        });
-                    }
+                    let mut inner = self.scope_of(f, self.depth);
                     for g in factors.iter().filter(|g| !std::ptr::eq(**g, *f)) {
                         inner.add_factor(g);
                     }
