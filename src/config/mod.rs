@@ -242,24 +242,23 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, Error> {
+        Config::load_with(path, &|name| std::env::var(name).ok())
+    }
+
+    fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, &text, &|name| std::env::var(name).ok())
+        Config::parse(path, &text, env)
     }
 
     /// Reads only where the audit store and the admin API are (no secrets needed).
     pub fn load_store_view(path: &Path) -> Result<StoreView, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
         // Every key is still checked; only the secrets' variables may be unset here,
         // and their values are not used.
-        let config = Config::parse(path, &text, &|name| {
-            Some(std::env::var(name).unwrap_or_default())
-        })?;
+        let config =
+            Config::load_with(path, &|name| Some(std::env::var(name).unwrap_or_default()))?;
         Ok(StoreView {
             admin_listen: config.server.admin_listen,
             audit_path: config.audit.map(|a| a.path).unwrap_or_else(|| {

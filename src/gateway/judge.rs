@@ -37,6 +37,11 @@ impl Outcome {
                 None => "portcullis: approval required".to_string(),
             }),
         };
+        Outcome::refusing(refusal)
+    }
+
+    /// Refused (and recorded as denied) with `refusal`, or allowed when there is none.
+    fn refusing(refusal: Option<String>) -> Outcome {
         Outcome {
             decision: if refusal.is_some() {
                 audit::Decision::Denied
@@ -173,15 +178,8 @@ pub fn judge_refs<'r>(
                 .map(|why| (why, p.describe_findings()))
         })
         .collect::<Vec<_>>();
-    let mut merged = Verdict::default();
-    for v in &verdicts {
-        merged.merge(v.clone());
-    }
-    let mut outcome = Outcome::of(&merged);
-    // The push's refusal reads as its first refused ref's.
-    if let Some((why, _)) = reasons.iter().flatten().next() {
-        outcome.refusal = Some(why.clone());
-    }
+    // A push is refused when any ref is, and reads as its first refused ref.
+    let outcome = Outcome::refusing(reasons.iter().flatten().next().map(|(why, _)| why.clone()));
     PushJudgement {
         deciding: dedup(verdicts.iter().flat_map(|v| v.rule_ids())),
         monitored: dedup(

@@ -81,11 +81,15 @@ pub fn record_push(e: &PushEvent<'_>) {
 }
 
 pub fn record_statement(e: &StatementEvent<'_>) {
-    let prompt = e.prompt.map(redact);
-    let e = &StatementEvent {
-        prompt: prompt.as_deref(),
-        ..e.clone()
-    };
+    // A prompt that holds a secret is logged without it (rebuilt only then).
+    if let Some(std::borrow::Cow::Owned(prompt)) = e.prompt.map(redact) {
+        let e = StatementEvent {
+            prompt: Some(&prompt),
+            ..e.clone()
+        };
+        tracing::info!(target: "portcullis::event", event = %serde_json::to_string(&e).unwrap_or_default(), "statement");
+        return;
+    }
     tracing::info!(target: "portcullis::event", event = %serde_json::to_string(e).unwrap_or_default(), "statement");
 }
 

@@ -565,13 +565,13 @@ async fn relay_up(
     let max = gw.target.max_message_bytes;
     let mut out = BytesMut::with_capacity(8192);
     loop {
+        if !cbuf.is_empty() {
+            // A session lasts no longer than its token: nothing more is judged or
+            // forwarded once it has expired, a Bind/Execute of a statement prepared
+            // before included. One clock read per batch the client sent.
+            expired(state)?;
+        }
         while let Some(f) = split_frame(&mut cbuf, max)? {
-            if f.tag != b'X' {
-                // A session lasts no longer than its token: nothing more is judged or
-                // forwarded once it has expired, a Bind/Execute of a statement prepared
-                // before included.
-                expired(state)?;
-            }
             match f.tag {
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
