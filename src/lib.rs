@@ -1,7 +1,7 @@
 //! Portcullis: a Git- and SQL-aware gateway for AI coding agents.
 //!
 //! The data path: bytes enter at a protocol module ([`pg`], [`git`]) and become facts
-//! ([`sql`], [`git::history`]); [`gateway`] judges them with [`policy`] (rules written by
+//! ([`sql`], [`git::inspect`]); [`gateway`] judges them with [`policy`] (rules written by
 //! DBAs and repo admins), decides what the verdict means and records it in [`audit`]; the
 //! protocol module turns the outcome back into bytes. This crate is one binary
 //! (`portcullis`, see [`cli`]) and this library; `docs/architecture.md` draws the map.

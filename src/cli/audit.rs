@@ -197,7 +197,8 @@ fn through_admin_api(args: &SqlArgs) -> Result<Option<String>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let resp = crate::git::http::http_client()?
+        let resp = crate::git::http::http_client()
+            .map_err(|e| e.to_string())?
             .post(format!("http://{addr}/api/audit/query?format={format}"))
             .bearer_auth(token.trim())
             .body(args.query.clone())

@@ -97,8 +97,8 @@ pub fn run(command: CheckCommand) -> Result<u8, String> {
 }
 
 fn push(args: PushArgs) -> Result<u8, String> {
-    use crate::git::facts::Protected;
-    use crate::git::history::{self, Hidden, InspectOptions, Update};
+    use crate::git::inspect::facts::Protected;
+    use crate::git::inspect::history::{self, Hidden, InspectOptions, Update};
 
     let rules = args.rules.load().map_err(|e| e.to_string())?;
     let repo = gix::open(&args.repo)

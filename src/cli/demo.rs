@@ -179,7 +179,8 @@ async fn self_test(
     checks.extend(git);
     // The auditor sees the refused DELETE in the store, through the admin API.
     let audit = async {
-        let resp = crate::git::http::http_client()?
+        let resp = crate::git::http::http_client()
+            .map_err(|e| e.to_string())?
             .post(format!(
                 "http://127.0.0.1:{admin_port}/api/audit/query?format=csv"
             ))

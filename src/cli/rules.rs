@@ -78,14 +78,14 @@ fn test(args: TestArgs) -> Result<u8, String> {
     let mut scenarios = Vec::new();
     for p in &paths {
         all.extend(cases::load_cases(p)?);
-        scenarios.extend(crate::git::scenario::load(p)?);
+        scenarios.extend(crate::cases::push::load(p)?);
     }
     if all.is_empty() && scenarios.is_empty() {
         return Err("no test cases found".into());
     }
     let load = || options.load().expect("the same rules loaded a moment ago");
     let mut outcomes = cases::run(all, load);
-    outcomes.extend(crate::git::scenario::run(scenarios, &rules)?);
+    outcomes.extend(crate::cases::push::run(scenarios, &rules)?);
     let failed = print_table(&outcomes, args.failures);
     Ok(if failed == 0 { 0 } else { exit::ERROR })
 }

@@ -132,12 +132,10 @@ pub async fn serve_until(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} for git: {e}"))?;
-        let gw = Arc::new(git::GitGateway::new(
-            &config.git,
-            rules.clone(),
-            auth.clone(),
-            recorder.clone(),
-        )?);
+        let gw = Arc::new(
+            git::GitGateway::new(&config.git, rules.clone(), auth.clone(), recorder.clone())
+                .map_err(|e| format!("git: {e}"))?,
+        );
         for repo in &config.git {
             tracing::info!(repo = %repo.name, "git repository served");
             eprintln!(

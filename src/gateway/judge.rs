@@ -2,8 +2,9 @@
 
 use std::time::Instant;
 
+use super::refusal;
 use crate::audit;
-use crate::git::facts::{PushFacts, RefFacts};
+use crate::git::inspect::facts::{PushFacts, RefFacts};
 use crate::policy::rule::Subject;
 use crate::policy::value::{Agent, Target};
 use crate::policy::{Decision, RuleSet, Verdict};
@@ -18,6 +19,8 @@ pub struct Outcome {
     /// The sentence a refused request gets (`portcullis: denied by <rule>: <message>`);
     /// `None` when the request goes upstream.
     pub refusal: Option<String>,
+    /// A rule asked for a person's approval (refused until approvals exist).
+    pub review: bool,
 }
 
 impl Outcome {
@@ -26,22 +29,18 @@ impl Outcome {
     pub fn of(verdict: &Verdict<'_>) -> Outcome {
         let refusal = match verdict.decision {
             Decision::Allow => None,
-            Decision::Deny => verdict.reason().map(|why| format!("portcullis: {why}")),
-            Decision::Review => Some(match verdict.deciding().next() {
-                Some(rule) => format!(
-                    "portcullis: approval required by {}: {} (approvals are not available yet, \
-                     so it is refused)",
-                    rule.id,
-                    rule.action.message().unwrap_or("review")
-                ),
-                None => "portcullis: approval required".to_string(),
-            }),
+            Decision::Deny => verdict.reason().map(|why| refusal::denied(&why)),
+            Decision::Review => {
+                Some(refusal::review(verdict.deciding().next().map(|rule| {
+                    (rule.id.as_str(), rule.action.message().unwrap_or("review"))
+                })))
+            }
         };
-        Outcome::refusing(refusal)
+        Outcome::refusing(refusal, verdict.decision == Decision::Review)
     }
 
     /// Refused (and recorded as denied) with `refusal`, or allowed when there is none.
-    fn refusing(refusal: Option<String>) -> Outcome {
+    pub fn refusing(refusal: Option<String>, review: bool) -> Outcome {
         Outcome {
             decision: if refusal.is_some() {
                 audit::Decision::Denied
@@ -49,6 +48,36 @@ impl Outcome {
                 audit::Decision::Allowed
             },
             refusal,
+            review,
+        }
+    }
+
+    /// Allowed.
+    pub fn allowed() -> Outcome {
+        Outcome::refusing(None, false)
+    }
+
+    /// Refused with `sentence` (one of [`refusal`]'s), with no rule deciding: the
+    /// gateway could not judge or carry out the request.
+    pub fn failed(sentence: String) -> Outcome {
+        Outcome {
+            decision: audit::Decision::Error,
+            refusal: Some(sentence),
+            review: false,
+        }
+    }
+
+    /// Refused by the gateway itself (a request it does not serve), not by a rule.
+    pub fn refused(sentence: String) -> Outcome {
+        Outcome::refusing(Some(sentence), false)
+    }
+
+    /// The word `/metrics` and the event log count it by.
+    pub fn label(&self) -> &'static str {
+        if self.review {
+            "review"
+        } else {
+            self.decision.as_str()
         }
     }
 }
@@ -179,7 +208,10 @@ pub fn judge_refs<'r>(
         })
         .collect::<Vec<_>>();
     // A push is refused when any ref is, and reads as its first refused ref.
-    let outcome = Outcome::refusing(reasons.iter().flatten().next().map(|(why, _)| why.clone()));
+    let outcome = Outcome::refusing(
+        reasons.iter().flatten().next().map(|(why, _)| why.clone()),
+        decision == Decision::Review,
+    );
     PushJudgement {
         deciding: dedup(verdicts.iter().flat_map(|v| v.rule_ids())),
         monitored: dedup(

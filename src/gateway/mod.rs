@@ -27,6 +27,12 @@
 mod judge;
 pub mod metrics;
 pub mod record;
+pub mod refusal;
+
+/// The rules a protocol holds only to hand back to [`judge_query`] and [`judge_refs`].
+pub use crate::policy::RuleSet;
+/// A session's cache of statement facts, handed to [`judge_query`] with each query.
+pub use crate::sql::Analyzer;
 
 pub use judge::{
     Outcome, PushJudgement, QueryJudgement, judge_query, judge_refs, judge_statement,

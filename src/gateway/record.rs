@@ -4,8 +4,14 @@
 
 use serde::Serialize;
 
-use crate::audit::{self, AuditHandle, Decision, Protocol, Ticket};
+use super::Outcome;
+pub use crate::audit::Protocol;
+use crate::audit::{self, AuditHandle, Decision, Ticket};
 use crate::mask::detectors::redact;
+
+fn label<S: serde::Serializer>(outcome: &&Outcome, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(outcome.label())
+}
 
 /// One judged statement (simple query, Parse, or a start-up parameter).
 #[derive(Debug, Clone, Serialize)]
@@ -19,8 +25,9 @@ pub struct StatementEvent<'a> {
     pub kind: &'static str,
     pub statement: &'a str,
     pub fingerprints: Vec<&'a str>,
-    /// `allowed`, `denied` (review counts as denied until approvals exist).
-    pub decision: &'static str,
+    /// Logged as `decision`: `allowed`, `denied`, `review` (refused until approvals exist).
+    #[serde(rename = "decision", serialize_with = "label")]
+    pub outcome: &'a Outcome,
     pub rule_ids: Vec<&'a str>,
     pub monitored: Vec<&'a str>,
     pub message: Option<String>,
@@ -34,9 +41,58 @@ pub struct SessionEvent<'a> {
     pub target: &'a str,
     pub client_addr: String,
     pub subject: Option<&'a str>,
-    /// `started`, `refused`, `ended`.
-    pub state: &'static str,
+    #[serde(serialize_with = "protocol_word")]
+    pub protocol: Protocol,
+    #[serde(serialize_with = "state_word")]
+    pub state: SessionState,
     pub reason: Option<String>,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Started,
+    /// Refused before it could start (bad token, TLS required, garbage, ...).
+    Refused,
+    Ended,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Started => "started",
+            SessionState::Refused => "refused",
+            SessionState::Ended => "ended",
+        }
+    }
+}
+
+fn protocol_word<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+fn state_word<S: serde::Serializer>(state: &SessionState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_str())
+}
+
+/// A judged statement's store event, not yet handed to the store: allowed reads may wait
+/// for their results (rows, a sample, the server's error) before they are submitted.
+#[derive(Debug)]
+pub struct Pending(audit::Event);
+
+impl Pending {
+    /// Whether it may wait for its results: an allowed read whose event need not be
+    /// committed before it runs.
+    pub fn may_wait_for_results(&self) -> bool {
+        !self.0.must_be_durable && self.0.decision == Decision::Allowed
+    }
+
+    /// Adds what the server answered: rows returned or affected, a sample, its error.
+    pub fn complete(&mut self, rows: Option<i64>, sample: Option<String>, error: Option<String>) {
+        self.0.rows = rows;
+        self.0.result = sample;
+        self.0.error = error;
+    }
 }
 
 /// One judged push.
@@ -49,8 +105,10 @@ pub struct PushEvent<'a> {
     pub prompt: Option<&'a str>,
     pub refs: Vec<RefEvent<'a>>,
     pub options: &'a [String],
-    /// `allowed`, `denied`, `review` (refused until approvals exist), `error`.
-    pub decision: &'static str,
+    /// Logged as `decision`: `allowed`, `denied`, `review` (refused until approvals
+    /// exist), `error`.
+    #[serde(rename = "decision", serialize_with = "label")]
+    pub outcome: &'a Outcome,
     pub rule_ids: Vec<&'a str>,
     pub monitored: Vec<&'a str>,
     pub message: Option<String>,
@@ -179,18 +237,19 @@ impl Recorder {
         e: &StatementEvent<'_>,
         client_addr: &str,
         writes: bool,
-    ) -> Option<audit::Event> {
+    ) -> Option<Pending> {
         if tracing::enabled!(target: "portcullis::event", tracing::Level::INFO) {
             record_statement(e);
         }
-        self.metrics.statement(e.decision, &e.rule_ids, e.judge_us);
+        self.metrics
+            .statement(e.outcome.label(), &e.rule_ids, e.judge_us);
         self.audit.as_ref()?;
         let mut ev = audit::Event::new(
             e.session_id,
             Protocol::Postgres,
             e.target,
             e.kind,
-            decision(e.decision),
+            e.outcome.decision,
         );
         ev.subject = Some(e.subject.to_string());
         ev.groups = e.groups.to_vec();
@@ -202,36 +261,41 @@ impl Recorder {
         ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();
         ev.message = e.message.clone();
         ev.duration_us = Some(e.judge_us as i64);
-        ev.must_be_durable = writes && e.decision == "allowed";
-        Some(ev)
+        ev.must_be_durable = writes && e.outcome.refusal.is_none();
+        Some(Pending(ev))
     }
 
     /// Queues an event built by [`Recorder::statement_event`].
-    pub async fn submit(&self, ev: audit::Event) -> Result<Ticket, Unrecorded> {
+    pub async fn submit(&self, ev: Pending) -> Result<Ticket, Unrecorded> {
         match &self.audit {
             Some(audit) => audit
-                .record(ev)
+                .record(ev.0)
                 .await
                 .map_err(|e| Unrecorded(e.to_string())),
             None => Err(Unrecorded("no audit store".into())),
         }
     }
 
+    /// Queues `ev` and waits until it is as durable as the durability setting asks.
+    pub async fn submit_durably(&self, ev: Pending) -> Result<(), Unrecorded> {
+        self.submit(ev)
+            .await?
+            .durable()
+            .await
+            .map_err(|e| Unrecorded(e.to_string()))
+    }
+
     /// Records a session's start, end or refusal.
-    pub async fn session(
-        &self,
-        e: &SessionEvent<'_>,
-        protocol: Protocol,
-        groups: &[String],
-    ) -> Result<(), Unrecorded> {
+    pub async fn session(&self, e: &SessionEvent<'_>, groups: &[String]) -> Result<(), Unrecorded> {
         record_session(e);
-        self.metrics.session(e.state);
+        self.metrics.session(e.state.as_str());
+        let protocol = e.protocol;
         let Some(audit) = &self.audit else {
             return Ok(());
         };
         let fail = |e: audit::Error| Unrecorded(e.to_string());
         let ticket = match e.state {
-            "started" => audit
+            SessionState::Started => audit
                 .record(audit::SessionStart {
                     session_id: e.session_id.to_string(),
                     protocol,
@@ -243,7 +307,7 @@ impl Recorder {
                 })
                 .await
                 .map_err(fail)?,
-            "ended" => audit
+            SessionState::Ended => audit
                 .record(audit::SessionEnd {
                     session_id: e.session_id.to_string(),
                     ended_us: audit::record::now_us(),
@@ -251,7 +315,7 @@ impl Recorder {
                 })
                 .await
                 .map_err(fail)?,
-            _ => {
+            SessionState::Refused => {
                 // A connection refused before it became a session is one event.
                 let mut ev = audit::Event::new(
                     e.session_id,
@@ -278,7 +342,8 @@ impl Recorder {
         client_addr: Option<&str>,
     ) -> Result<(), Unrecorded> {
         record_push(e);
-        self.metrics.push(e.decision, &e.rule_ids, e.duration_us);
+        self.metrics
+            .push(e.outcome.label(), &e.rule_ids, e.duration_us);
         let Some(audit) = &self.audit else {
             return Ok(());
         };
@@ -287,7 +352,7 @@ impl Recorder {
             Protocol::Git,
             e.target,
             audit::record::kind::PUSH,
-            decision(e.decision),
+            e.outcome.decision,
         );
         ev.subject = Some(e.subject.to_string());
         ev.groups = e.groups.to_vec();
@@ -330,14 +395,4 @@ impl Recorder {
 
 pub(crate) fn short(oid: &str) -> &str {
     &oid[..oid.len().min(10)]
-}
-
-/// The store's decision for the words the gateways log.
-fn decision(word: &str) -> Decision {
-    match word {
-        "allowed" => Decision::Allowed,
-        "error" => Decision::Error,
-        "monitored" => Decision::Monitored,
-        _ => Decision::Denied,
-    }
 }

@@ -16,13 +16,14 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::Error;
+use super::inspect::facts::Protected;
 use super::push::{self, PushRequest};
 use super::upstream::{self, ByteStream, Reply, Service, Upstream};
 use crate::config::GitTarget;
+use crate::gateway::RuleSet;
 use crate::gateway::record::Recorder;
-use crate::git::facts::Protected;
 use crate::identity::Authenticator;
-use crate::policy::RuleSet;
 use crate::policy::value::Agent;
 
 /// Largest upload-pack request (wants and haves) the gateway buffers to decompress.
@@ -54,13 +55,12 @@ impl GitGateway {
         rules: Arc<RuleSet>,
         auth: Arc<dyn Authenticator>,
         recorder: Recorder,
-    ) -> Result<GitGateway, String> {
+    ) -> Result<GitGateway, Error> {
         let http = http_client()?;
         let mut repos = HashMap::new();
         for t in targets {
-            let protected = Protected::new(&t.protected)
-                .and_then(|p| p.allow_special(&t.special_refs))
-                .map_err(|e| format!("git {}: protected: {e}", t.name))?;
+            let protected =
+                Protected::new(&t.protected).and_then(|p| p.allow_special(&t.special_refs))?;
             repos.insert(
                 t.name.clone(),
                 Arc::new(Repo {
@@ -155,7 +155,7 @@ async fn info_refs(
         Ok(b) => b,
         Err(e) => return upstream_failed(&repo.target.name, &e),
     };
-    match super::receive::rewrite_advertisement(
+    match super::wire::advertisement::rewrite_advertisement(
         &body,
         service.name(),
         &["push-options"],
@@ -365,13 +365,13 @@ fn upstream_failed(repo: &str, error: &dyn std::fmt::Display) -> Response {
 }
 
 /// The client for HTTP(S) upstreams (and the CLI's admin API calls).
-pub(crate) fn http_client() -> Result<reqwest::Client, String> {
-    let tls = crate::identity::public_tls_config()?;
+pub(crate) fn http_client() -> Result<reqwest::Client, Error> {
+    let tls = crate::identity::public_tls_config().map_err(Error::Client)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         // A redirect could carry the gateway's token to another host.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
-        .map_err(|e| format!("HTTP client setup failed ({e})"))
+        .map_err(|e| Error::Client(e.to_string()))
 }

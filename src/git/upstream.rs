@@ -13,6 +13,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::Error;
 use crate::config::{GitTarget, GitUpstream};
 
 /// A byte stream on its way to the client or the upstream.
@@ -56,23 +57,6 @@ pub struct Reply {
     pub body: ByteStream,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot run git: {0}")]
-    Spawn(std::io::Error),
-    #[error("the upstream is unreachable: {0}")]
-    Http(String),
-    #[error("the upstream answered {status}: {message}")]
-    Status { status: u16, message: String },
-    #[error("git {program} failed: {message}")]
-    Git {
-        program: &'static str,
-        message: String,
-    },
-    #[error("the mirror could not be refreshed: {0}")]
-    Mirror(String),
-}
-
 /// One configured repository's upstream.
 pub struct Upstream {
     kind: GitUpstream,
@@ -102,18 +86,18 @@ impl Upstream {
         &self,
         service: Service,
         protocol: Option<&str>,
-    ) -> Result<Reply, UpstreamError> {
+    ) -> Result<Reply, Error> {
         match &self.kind {
             GitUpstream::Local(dir) => {
                 let mut prefix = Vec::new();
                 // Like `git http-backend`: protocol v2 starts without the service header.
                 if !protocol.is_some_and(|p| p.contains("version=2")) {
-                    crate::git::pktline::write_data(
+                    crate::git::wire::pktline::write_data(
                         &mut prefix,
                         format!("# service={}\n", service.name()).as_bytes(),
                     )
-                    .map_err(|e| UpstreamError::Http(e.to_string()))?;
-                    crate::git::pktline::write_flush(&mut prefix);
+                    .map_err(|e| Error::Http(e.to_string()))?;
+                    crate::git::wire::pktline::write_flush(&mut prefix);
                 }
                 let body = run_git(dir, service, true, protocol, empty_stream()).await?;
                 let body = futures_util::stream::once(async move { Ok(Bytes::from(prefix)) })
@@ -145,7 +129,7 @@ impl Upstream {
         service: Service,
         protocol: Option<&str>,
         body: ByteStream,
-    ) -> Result<Reply, UpstreamError> {
+    ) -> Result<Reply, Error> {
         match &self.kind {
             GitUpstream::Local(dir) => {
                 let body = run_git(dir, service, false, protocol, body).await?;
@@ -176,13 +160,13 @@ impl Upstream {
 
     /// Brings the mirror up to date with the upstream's branches and tags (a no-op for a
     /// local upstream, which is its own mirror).
-    pub async fn refresh_mirror(&self) -> Result<(), UpstreamError> {
+    pub async fn refresh_mirror(&self) -> Result<(), Error> {
         let GitUpstream::Http(url) = &self.kind else {
             return Ok(());
         };
         if !self.mirror.join("HEAD").exists() {
             std::fs::create_dir_all(&self.mirror)
-                .map_err(|e| UpstreamError::Mirror(format!("{}: {e}", self.mirror.display())))?;
+                .map_err(|e| Error::Mirror(format!("{}: {e}", self.mirror.display())))?;
             git_quiet(&self.mirror, &["init", "--bare", "--quiet", "."], None).await?;
         }
         git_quiet(
@@ -224,15 +208,12 @@ impl Upstream {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply, UpstreamError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Http(without_url(&e)))?;
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply, Error> {
+        let resp = req.send().await.map_err(|e| Error::Http(without_url(&e)))?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             // The upstream's body may echo request details; keep only the status.
-            return Err(UpstreamError::Status {
+            return Err(Error::Status {
                 status,
                 message: resp
                     .status()
@@ -285,7 +266,7 @@ async fn run_git(
     advertise: bool,
     protocol: Option<&str>,
     mut input: ByteStream,
-) -> Result<ByteStream, UpstreamError> {
+) -> Result<ByteStream, Error> {
     let mut cmd = Command::new("git");
     cmd.arg(service.program()).arg("--stateless-rpc");
     if advertise {
@@ -302,7 +283,7 @@ async fn run_git(
         Some(p) => cmd.env("GIT_PROTOCOL", p),
         None => cmd.env_remove("GIT_PROTOCOL"),
     };
-    let mut child = cmd.spawn().map_err(UpstreamError::Spawn)?;
+    let mut child = cmd.spawn().map_err(Error::Spawn)?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -354,11 +335,7 @@ async fn run_git(
 
 /// Runs a git command in `dir` to completion; `authorization` becomes an HTTP header
 /// through the environment, so it never shows in the process list.
-async fn git_quiet(
-    dir: &Path,
-    args: &[&str],
-    authorization: Option<&str>,
-) -> Result<(), UpstreamError> {
+async fn git_quiet(dir: &Path, args: &[&str], authorization: Option<&str>) -> Result<(), Error> {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(dir)
@@ -374,11 +351,11 @@ async fn git_quiet(
             .env("GIT_CONFIG_KEY_0", "http.extraHeader")
             .env("GIT_CONFIG_VALUE_0", format!("Authorization: {value}"));
     }
-    let out = cmd.output().await.map_err(UpstreamError::Spawn)?;
+    let out = cmd.output().await.map_err(Error::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(UpstreamError::Mirror(
+        Err(Error::Mirror(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
     }
@@ -410,12 +387,12 @@ pub async fn apply_pack(
     dir: &Path,
     pack: Option<&Path>,
     updates: &[(String, String, String)],
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if let Some(pack) = pack {
         let (pack, dir) = (pack.to_path_buf(), dir.to_path_buf());
         tokio::task::spawn_blocking(move || install_pack(&pack, &dir))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(std::io::Error::other)??;
     }
     let zero = "0".repeat(40);
     let mut script = String::from("start\n");
@@ -440,37 +417,36 @@ pub async fn apply_pack(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run git update-ref: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    stdin
-        .write_all(script.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::Spawn)?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(script.as_bytes()).await?;
     drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().await?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(Error::Git {
+            program: "update-ref",
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
 /// Hard-links (or copies) `pack` and its `.idx` into `dir/objects/pack`, the index last so
 /// no reader sees an index without its pack.
-fn install_pack(pack: &Path, dir: &Path) -> Result<(), String> {
+fn install_pack(pack: &Path, dir: &Path) -> Result<(), Error> {
     let target = dir.join("objects").join("pack");
     for ext in ["pack", "idx"] {
         let from = pack.with_extension(ext);
-        let name = from.file_name().ok_or("a pack without a name")?;
-        let to = target.join(name);
+        let to = target.join(from.file_name().unwrap_or_default());
         if to.exists() {
             continue;
         }
         let staged = target.join(format!(".portcullis-{}.tmp", rand::random::<u64>()));
         if std::fs::hard_link(&from, &staged).is_err() {
-            std::fs::copy(&from, &staged).map_err(|e| format!("{}: {e}", to.display()))?;
+            std::fs::copy(&from, &staged)?;
         }
-        std::fs::rename(&staged, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        std::fs::rename(&staged, &to)?;
     }
     Ok(())
 }

@@ -7,9 +7,11 @@ pub enum Error {
     Protocol(String),
     #[error("message {tag:?} of {len} bytes exceeds the limit of {max}")]
     TooLarge { tag: char, len: usize, max: usize },
-    #[error("authentication failed: {0}")]
+    /// A sentence from `gateway::refusal`, and the SQLSTATE to send it with.
+    #[error("{0}")]
     Auth(String, &'static str),
-    #[error("refused: {0}")]
+    /// A sentence from `gateway::refusal`.
+    #[error("{0}")]
     Refused(String),
     #[error("upstream: {0}")]
     Upstream(String),
@@ -26,8 +28,8 @@ impl Error {
         let (code, message) = match self {
             Error::Protocol(m) => ("08P01", format!("portcullis: protocol violation: {m}")),
             Error::TooLarge { .. } => ("54000", format!("portcullis: {self}")),
-            Error::Auth(m, code) => (*code, format!("portcullis: {m}")),
-            Error::Refused(m) => ("42501", format!("portcullis: {m}")),
+            Error::Auth(m, code) => (*code, m.clone()),
+            Error::Refused(m) => ("42501", m.clone()),
             // Upstream trouble is reported without the gateway's internals.
             Error::Upstream(_) => (
                 "08006",

@@ -12,15 +12,25 @@
 //! the marker's error for its own `42501` message. Server → client, runs of complete
 //! frames are forwarded without re-encoding.
 //!
-//! This module asks `policy` for decisions; it never decides itself.
+//! By phase: [`startup`] (encryption, the opening packet), [`login`] (the client's token,
+//! start-up parameters, the upstream login), [`relay_up`] and [`relay_down`], with
+//! [`markers`] keeping refusals and waiting reads at their place in the stream;
+//! [`session`] runs them and holds what the session knows. This module asks the
+//! `gateway` seam what a request means and turns the answer into bytes; it never decides
+//! itself.
 
 mod cancel;
 mod error;
 mod frame;
+mod login;
+mod markers;
 mod messages;
 mod reading;
+mod relay_down;
+mod relay_up;
 pub mod results;
 mod session;
+mod startup;
 mod stream;
 mod tls;
 mod upstream;
@@ -33,8 +43,9 @@ pub use cancel::CancelKeys;
 pub use error::Error;
 
 use crate::config::PostgresTarget;
+use crate::gateway::RuleSet;
+use crate::gateway::record::Recorder;
 use crate::identity::Authenticator;
-use crate::policy::RuleSet;
 
 /// Everything one `[[postgres]]` listener needs.
 pub struct Gateway {
@@ -43,7 +54,7 @@ pub struct Gateway {
     pub auth: Arc<dyn Authenticator>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancelKeys,
-    pub recorder: crate::gateway::record::Recorder,
+    pub recorder: Recorder,
 }
 
 impl Gateway {
@@ -51,7 +62,7 @@ impl Gateway {
         target: PostgresTarget,
         rules: Arc<RuleSet>,
         auth: Arc<dyn Authenticator>,
-        recorder: crate::gateway::record::Recorder,
+        recorder: Recorder,
     ) -> Result<Gateway, Error> {
         let tls = match &target.tls {
             Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),

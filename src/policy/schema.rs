@@ -42,8 +42,8 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.vacuum_full",
 ];
 
-/// Facts about one ref update of a push (`git` rules): `git::facts` as they serialize,
-/// checked both ways by the same test.
+/// Facts about one ref update of a push (`git` rules): `git::inspect::facts` as they
+/// serialize, checked both ways by the same test.
 pub const GIT_FACTS: &[&str] = &[
     "ref",
     "ref.name",

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use portcullis::cases::push as scenario;
 use portcullis::cases::{self, Case};
-use portcullis::git::scenario;
 use portcullis::policy::RuleSet;
 
 fn corpus_dir() -> &'static Path {

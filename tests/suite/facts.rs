@@ -531,14 +531,15 @@ fn issue_10_the_schema_lists_exactly_the_facts_provided() {
     git(&["add", "."]);
     git(&["commit", "-qm", "one"]);
     let new = git(&["rev-parse", "HEAD"]);
-    let update = portcullis::git::history::Update::parse(&"0".repeat(40), &new, "refs/heads/x")
-        .expect("update");
-    let facts = portcullis::git::history::inspect(
+    let update =
+        portcullis::git::inspect::history::Update::parse(&"0".repeat(40), &new, "refs/heads/x")
+            .expect("update");
+    let facts = portcullis::git::inspect::history::inspect(
         repo,
         None,
         &[update],
-        &portcullis::git::facts::Protected::default(),
-        &portcullis::git::history::InspectOptions::default(),
+        &portcullis::git::inspect::facts::Protected::default(),
+        &portcullis::git::inspect::history::InspectOptions::default(),
     )
     .expect("inspects");
     let (r, p) = &facts[0];

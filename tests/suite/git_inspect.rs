@@ -7,9 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use portcullis::git::facts::{self, Protected, PushFacts, RefFacts, RefKind};
-use portcullis::git::history::{Hidden, InspectError, InspectOptions, Update, inspect};
-use portcullis::git::pack::{Limits, PackError, Quarantine};
+use portcullis::git::Error;
+use portcullis::git::inspect::facts::{self, Protected, PushFacts, RefFacts, RefKind};
+use portcullis::git::inspect::history::{Hidden, InspectOptions, Update, inspect};
+use portcullis::git::inspect::pack::{Limits, Quarantine};
 use portcullis::policy::value::{Record, Value};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -160,7 +161,7 @@ impl Fixture {
         pack: &[u8],
         updates: &[(&str, &str, &str)],
         opts: &InspectOptions,
-    ) -> Result<Vec<(RefFacts, PushFacts)>, InspectError> {
+    ) -> Result<Vec<(RefFacts, PushFacts)>, Error> {
         let before = listing(&self.upstream);
         let dir = tempfile::tempdir().expect("quarantine dir");
         let q =
@@ -184,7 +185,7 @@ impl Fixture {
         result
     }
 
-    fn index_err(&self, pack: &[u8]) -> PackError {
+    fn index_err(&self, pack: &[u8]) -> Error {
         let before = listing(&self.upstream);
         let dir = tempfile::tempdir().expect("quarantine dir");
         let err = Quarantine::index(&mut &pack[..], dir.path(), &self.upstream)
@@ -637,7 +638,7 @@ fn a_missing_new_tip_fails_closed() {
             &InspectOptions::default(),
         )
         .expect_err("the tip is nowhere");
-    assert!(matches!(err, InspectError::Missing { .. }), "{err:?}");
+    assert!(matches!(err, Error::Missing { .. }), "{err:?}");
 }
 
 #[test]
@@ -658,32 +659,29 @@ fn corrupt_truncated_and_baseless_packs_are_clean_errors() {
         *b ^= 0xa5;
     }
     let err = f.index_err(&flipped);
-    assert!(matches!(err, PackError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
 
     let mut bad_trailer = pack.clone();
     let last = bad_trailer.len() - 1;
     bad_trailer[last] ^= 1;
     let err = f.index_err(&bad_trailer);
-    assert!(matches!(err, PackError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
 
     for cut in [5, 12, 40, pack.len() - 10] {
         let err = f.index_err(&pack[..cut]);
         assert!(
-            matches!(
-                err,
-                PackError::TruncatedHeader { .. } | PackError::Corrupt(_)
-            ),
+            matches!(err, Error::TruncatedHeader { .. } | Error::Corrupt(_)),
             "cut at {cut}: {err:?}"
         );
     }
 
     let err = f.index_err(b"GARBAGE-NOT-A-PACK");
-    assert!(matches!(err, PackError::NotAPack { .. }), "{err:?}");
+    assert!(matches!(err, Error::NotAPack { .. }), "{err:?}");
 
     // Thin against a commit the upstream never got: the delta base is nowhere.
     let baseless = f.pack(&[&y], &[&x]);
     let err = f.index_err(&baseless);
-    assert!(matches!(err, PackError::MissingBase(_)), "{err:?}");
+    assert!(matches!(err, Error::MissingBase(_)), "{err:?}");
 }
 
 #[test]
@@ -702,7 +700,7 @@ fn limits_refuse_oversized_packs() {
         ..Limits::default()
     })
     .expect_err("too many bytes");
-    assert!(matches!(err, PackError::TooLarge { limit: 100 }), "{err:?}");
+    assert!(matches!(err, Error::PackTooLarge { limit: 100 }), "{err:?}");
 
     let err = tight(Limits {
         max_objects: 1,
@@ -710,7 +708,7 @@ fn limits_refuse_oversized_packs() {
     })
     .expect_err("too many objects");
     assert!(
-        matches!(err, PackError::TooManyObjects { limit: 1, .. }),
+        matches!(err, Error::TooManyObjects { limit: 1, .. }),
         "{err:?}"
     );
 
@@ -720,7 +718,7 @@ fn limits_refuse_oversized_packs() {
     })
     .expect_err("an object over the allocation cap");
     assert!(
-        matches!(err, PackError::ObjectTooLarge { limit: 1000 }),
+        matches!(err, Error::ObjectTooLarge { limit: 1000 }),
         "{err:?}"
     );
 
@@ -728,7 +726,7 @@ fn limits_refuse_oversized_packs() {
     let mut header = b"PACK\0\0\0\x02".to_vec();
     header.extend_from_slice(&u32::MAX.to_be_bytes());
     let err = f.index_err(&header);
-    assert!(matches!(err, PackError::TooManyObjects { .. }), "{err:?}");
+    assert!(matches!(err, Error::TooManyObjects { .. }), "{err:?}");
 }
 
 #[test]
@@ -818,7 +816,7 @@ fn inspection_limits_fail_closed() {
     assert!(
         matches!(
             err,
-            InspectError::TooLarge {
+            Error::PushTooLarge {
                 what: "commits",
                 limit: 1
             }

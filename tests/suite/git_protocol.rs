@@ -1,5 +1,5 @@
 //! receive-pack wire format against the real `git` client: the requests it sends are the
-//! ones `git::receive` parses, and the reports `git::receive` writes are the ones it
+//! ones `git::wire` parses, and the reports `git::wire` writes are the ones it
 //! understands.
 //!
 //! Each test gets a fresh bare upstream, a work tree and a tiny HTTP/1.1 server that
@@ -15,10 +15,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use portcullis::git::receive::{
+use portcullis::git::wire::caps::{
     self, CAP_ATOMIC, CAP_PUSH_OPTIONS, CAP_REPORT_STATUS, CAP_REPORT_STATUS_V2, CAP_SIDE_BAND_64K,
-    CommandKind, Request,
 };
+use portcullis::git::wire::request::{self, CommandKind, Request};
+use portcullis::git::wire::{advertisement, report};
 
 const DENIED: &str = "portcullis: denied by git.protected-force: main is protected";
 const CHECKING: &str = "portcullis: checking 1 ref update";
@@ -210,9 +211,9 @@ fn serve(mut stream: TcpStream, state: &State, bare: &Path, home: &Path) {
                 bare,
                 &[],
             );
-            match receive::rewrite_advertisement(
+            match advertisement::rewrite_advertisement(
                 &refs,
-                receive::SERVICE,
+                caps::SERVICE,
                 &behaviour.add,
                 &behaviour.remove,
             ) {
@@ -250,13 +251,13 @@ fn serve(mut stream: TcpStream, state: &State, bare: &Path, home: &Path) {
 /// What the server answers to a push body: the real receive-pack's response to our
 /// re-encoding, or our own refusal.
 fn answer_push(body: &[u8], behaviour: &Behaviour, bare: &Path, home: &Path) -> Vec<u8> {
-    let request = match receive::parse_request(body) {
+    let request = match request::parse_request(body) {
         Ok(request) => request,
         Err(err) => return format!("unparsable push: {err}").into_bytes(),
     };
     match &behaviour.reply {
         Reply::Relay { options } => {
-            let mut forward = receive::encode_commands(&request, &request.capabilities, *options);
+            let mut forward = request::encode_commands(&request, &request.capabilities, *options);
             forward.extend_from_slice(request.pack(body));
             run_git(home, &["receive-pack", "--stateless-rpc"], bare, &forward)
         }
@@ -271,7 +272,7 @@ fn answer_push(body: &[u8], behaviour: &Behaviour, bare: &Path, home: &Path) -> 
                 .iter()
                 .map(|c| (c.name.as_str(), Some(reason.as_str())))
                 .collect();
-            receive::encode_report(
+            report::encode_report(
                 &request,
                 unpack.as_deref().map_or(Ok(()), Err),
                 &refs,
@@ -386,7 +387,7 @@ impl Fixture {
         let mut posts = self.server.take_posts();
         assert_eq!(posts.len(), 1, "expected one POST");
         let post = posts.remove(0);
-        let request = receive::parse_request(&post.body).expect("git's request parses");
+        let request = request::parse_request(&post.body).expect("git's request parses");
         (post, request)
     }
 
@@ -405,7 +406,7 @@ fn text(out: &Output) -> String {
 
 /// The request re-encoded with its own capabilities plus its pack: git's bytes again.
 fn assert_round_trips(body: &[u8], request: &Request) {
-    let mut again = receive::encode_commands(
+    let mut again = request::encode_commands(
         request,
         &request.capabilities,
         request.wants(CAP_PUSH_OPTIONS),
@@ -571,10 +572,10 @@ fn a_big_push_sends_a_probe_then_a_chunked_body() {
     let posts = f.server.take_posts();
     assert_eq!(posts.len(), 2, "a probe, then the push");
     assert_eq!(posts[0].body, b"0000");
-    let probe = receive::parse_request(&posts[0].body).expect("the probe parses");
+    let probe = request::parse_request(&posts[0].body).expect("the probe parses");
     assert!(probe.is_probe());
     assert!(posts[1].chunked, "a large body is sent chunked");
-    let req = receive::parse_request(&posts[1].body).expect("the push parses");
+    let req = request::parse_request(&posts[1].body).expect("the push parses");
     assert_eq!(req.commands[0].kind(), CommandKind::Create);
     assert!(req.pack(&posts[1].body).len() > 65536);
     assert_eq!(f.upstream("main"), f.git(&["rev-parse", "HEAD"]));
@@ -592,19 +593,19 @@ fn push_cert_is_removed_from_the_advertisement() {
         &[],
     );
     let upstream =
-        receive::parse_advertisement(&refs).expect("receive-pack's advertisement parses");
+        advertisement::parse_advertisement(&refs).expect("receive-pack's advertisement parses");
     assert_eq!(
         upstream.service, None,
         "--advertise-refs prints no service header"
     );
     assert!(
-        upstream.supports(receive::CAP_PUSH_CERT),
+        upstream.supports(caps::CAP_PUSH_CERT),
         "{:?}",
         upstream.capabilities
     );
 
     f.server.set(Behaviour {
-        remove: vec![receive::CAP_PUSH_CERT],
+        remove: vec![caps::CAP_PUSH_CERT],
         ..Behaviour::default()
     });
     let out = f.push(&["--signed", "origin", "main"]);
@@ -620,7 +621,7 @@ fn push_cert_is_removed_from_the_advertisement() {
 /// Real bodies, broken the ways a hostile or buggy client could break them.
 #[test]
 fn broken_variants_of_a_real_body_get_specific_errors() {
-    use receive::RequestError as E;
+    use request::RequestError as E;
 
     let f = Fixture::new();
     f.git(&["branch", "other"]);
@@ -639,7 +640,7 @@ fn broken_variants_of_a_real_body_get_specific_errors() {
     // Cut anywhere before the flush.
     for cut in [0, 3, 20, commands_end, commands_end + 2] {
         assert_eq!(
-            receive::parse_request(&body[..cut]),
+            request::parse_request(&body[..cut]),
             Err(E::Truncated),
             "cut at {cut}"
         );
@@ -647,15 +648,15 @@ fn broken_variants_of_a_real_body_get_specific_errors() {
     // The flush missing, the pack right after the commands.
     let unflushed = [&body[..commands_end], &body[req.pack_offset..]].concat();
     assert!(matches!(
-        receive::parse_request(&unflushed),
+        request::parse_request(&unflushed),
         Err(E::Pktline(_))
     ));
     // A length that is not hex.
     let mut bad_len = body.clone();
     bad_len[1] = b'x';
     assert!(matches!(
-        receive::parse_request(&bad_len),
-        Err(E::Pktline(portcullis::git::pktline::Error::NotHex {
+        request::parse_request(&bad_len),
+        Err(E::Pktline(portcullis::git::wire::pktline::Error::NotHex {
             offset: 0,
             ..
         }))
@@ -664,31 +665,31 @@ fn broken_variants_of_a_real_body_get_specific_errors() {
     let new = req.commands[0].new.to_string();
     let upper = replace(new.as_bytes(), new.to_uppercase().as_bytes());
     assert!(matches!(
-        receive::parse_request(&upper),
+        request::parse_request(&upper),
         Err(E::BadOid { .. })
     ));
     // A name git would call funny (same length, so the pkt-line stays valid).
     let funny = replace(b"refs/heads/other", b"refs/heads/o..er");
     assert!(matches!(
-        receive::parse_request(&funny),
+        request::parse_request(&funny),
         Err(E::BadRefname { .. })
     ));
     // Both commands for one ref.
     let twice = replace(b"refs/heads/other", b"refs/heads/main\n");
     assert_eq!(
-        receive::parse_request(&twice),
+        request::parse_request(&twice),
         Err(E::DuplicateRef {
             name: "refs/heads/main".into()
         })
     );
     // No pack where one is due, or something else instead.
     assert_eq!(
-        receive::parse_request(&body[..req.pack_offset]),
+        request::parse_request(&body[..req.pack_offset]),
         Err(E::MissingPack)
     );
     let no_pack = replace(b"PACK", b"KCAP");
     assert!(matches!(
-        receive::parse_request(&no_pack),
+        request::parse_request(&no_pack),
         Err(E::NotAPack { .. })
     ));
 }
@@ -733,7 +734,7 @@ fn a_refused_push_reads_as_remote_rejected_with_side_band_64k() {
         "{out}"
     );
     let (_, req) = f.one_post();
-    assert_eq!(req.sideband(), Some(receive::Band::SideBand64k));
+    assert_eq!(req.sideband(), Some(request::Band::SideBand64k));
     // Nothing reached the upstream.
     assert!(f.git_in(&f.bare, &["for-each-ref"]).is_empty());
 }
@@ -769,7 +770,7 @@ fn a_refused_push_reads_as_remote_rejected_with_report_status_v1() {
     });
     assert_rejected(&f, DENIED);
     let (_, req) = f.one_post();
-    assert_eq!(req.report_status(), Some(receive::ReportStatus::V1));
+    assert_eq!(req.report_status(), Some(request::ReportStatus::V1));
 }
 
 #[test]
@@ -844,7 +845,7 @@ fn reports_match_receive_pack_byte_for_byte() {
             .iter()
             .map(|c| (c.name.as_str(), Some("pre-receive hook declined")))
             .collect();
-        let ours = receive::encode_report(&req, Ok(()), &refs, &[]);
+        let ours = report::encode_report(&req, Ok(()), &refs, &[]);
         assert_eq!(
             ours.escape_ascii().to_string(),
             post.response.escape_ascii().to_string(),

@@ -19,7 +19,7 @@
 //! can find where a packfile starts after the pkt-line section.
 //!
 //! ```
-//! use portcullis::git::pktline::{self, PacketRef, Reader};
+//! use portcullis::git::wire::pktline::{self, PacketRef, Reader};
 //!
 //! let mut buf = Vec::new();
 //! pktline::write_data(&mut buf, b"hello\n").expect("short enough for one packet");

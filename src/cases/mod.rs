@@ -1,6 +1,8 @@
 //! Labelled cases: the `test` lines under rules and the `corpus/**/*.cases` files (format
 //! in corpus/README.md). `portcullis rules test` and `cargo test` run the same code.
 
+pub mod push;
+
 use std::path::{Path, PathBuf};
 
 use crate::policy::value::{Agent, Target};

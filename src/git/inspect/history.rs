@@ -26,20 +26,21 @@
 //!
 //! A new tip, a parent, a tree or a blob missing from both the quarantine and the mirror, a
 //! malformed commit or tree, or a push beyond [`InspectOptions`]' limits is an
-//! [`InspectError`]: the caller refuses the push rather than judging partial facts.
+//! [`Error`](crate::git::Error): the caller refuses the push rather than judging partial
+//! facts.
 //!
 //! # Example
 //!
 //! ```no_run
-//! use portcullis::git::facts::Protected;
-//! use portcullis::git::history::{inspect, InspectOptions, Update};
+//! use portcullis::git::inspect::facts::Protected;
+//! use portcullis::git::inspect::history::{inspect, InspectOptions, Update};
 //!
 //! let update = Update::parse(&"0".repeat(40), "2f1d...", "refs/heads/topic")?;
 //! let facts = inspect("/srv/mirror.git".as_ref(), None, &[update], &Protected::default(), &InspectOptions::default())?;
 //! for (r, push) in &facts {
 //!     println!("{} {} adds {} commits", r.name, r.kind.as_str(), push.commits.len());
 //! }
-//! # Ok::<(), portcullis::git::history::InspectError>(())
+//! # Ok::<(), portcullis::git::Error>(())
 //! ```
 //!
 //! # Performance
@@ -57,7 +58,7 @@
 //! * Paths and messages that are not UTF-8 are reported lossily.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock, mpsc};
 
 use gix::ObjectId;
@@ -70,7 +71,8 @@ use super::facts::{
     ADDED, CommitFact, EXECUTABLE, FileFact, MODIFIED, Protected, PushFacts, REGULAR, RefFacts,
     RefKind, SYMLINK, SecretFact, TOO_LARGE, UnscannedFact,
 };
-use super::pack::{PackError, Quarantine, open_repo};
+use super::pack::{Quarantine, open_repo};
+use crate::git::Error;
 use crate::mask::detectors::{Finding, Scanner};
 
 const HASH: gix::hash::Kind = gix::hash::Kind::Sha1;
@@ -95,12 +97,12 @@ impl Update {
     }
 
     /// From the 40-hex ids of a receive-pack command.
-    pub fn parse(old: &str, new: &str, name: &str) -> Result<Update, InspectError> {
+    pub fn parse(old: &str, new: &str, name: &str) -> Result<Update, Error> {
         let id = |hex: &str| {
             if hex.len() != HASH.len_in_hex() {
-                return Err(InspectError::BadId(hex.to_owned()));
+                return Err(Error::BadId(hex.to_owned()));
             }
-            ObjectId::from_hex(hex.as_bytes()).map_err(|_| InspectError::BadId(hex.to_owned()))
+            ObjectId::from_hex(hex.as_bytes()).map_err(|_| Error::BadId(hex.to_owned()))
         };
         Ok(Update::new(id(old)?, id(new)?, name))
     }
@@ -152,46 +154,6 @@ impl Default for InspectOptions {
     }
 }
 
-/// Why a push could not be inspected; the caller refuses it.
-#[derive(Debug, thiserror::Error)]
-pub enum InspectError {
-    #[error(transparent)]
-    Open(#[from] PackError),
-    #[error("{0:?} is not a 40-hex object id")]
-    BadId(String),
-    #[error("{what} {id} is in neither the pushed pack nor the repository")]
-    Missing { what: &'static str, id: ObjectId },
-    #[error("cannot read object {id}")]
-    Read {
-        id: ObjectId,
-        #[source]
-        source: gix::Error,
-    },
-    #[error("object {id} is not a well-formed {kind}")]
-    Malformed {
-        id: ObjectId,
-        kind: &'static str,
-        #[source]
-        source: Option<gix::Error>,
-    },
-    #[error("cannot list the refs of {path}")]
-    Refs {
-        path: PathBuf,
-        #[source]
-        source: gix::Error,
-    },
-    #[error("walking the history below {tip} failed")]
-    Walk {
-        tip: ObjectId,
-        #[source]
-        source: gix::Error,
-    },
-    #[error("the push exceeds the limit of {limit} {what}")]
-    TooLarge { what: &'static str, limit: usize },
-    #[error("a blob scanner thread failed")]
-    Scanner,
-}
-
 /// Facts for every update, in order: `ref.*` and what it adds (`push.*`). `push.options`
 /// and `push.refs` are left for the caller ([`PushFacts::set_options`],
 /// [`PushFacts::set_refs`]).
@@ -203,7 +165,7 @@ pub fn inspect(
     updates: &[Update],
     protected: &Protected,
     opts: &InspectOptions,
-) -> Result<Vec<(RefFacts, PushFacts)>, InspectError> {
+) -> Result<Vec<(RefFacts, PushFacts)>, Error> {
     let mut base_repo = open_repo(base)?;
     base_repo.objects.refresh_never();
     let mut repo = match quarantine {
@@ -283,7 +245,7 @@ fn message_secret(finding: &Finding, place: &str, object: &str) -> SecretFact {
 fn scan_pack(
     quarantine: &Quarantine,
     opts: &InspectOptions,
-) -> Result<HashMap<ObjectId, BlobInfo>, InspectError> {
+) -> Result<HashMap<ObjectId, BlobInfo>, Error> {
     let found = Mutex::new(HashMap::new());
     let limit = usize::try_from(opts.scan_limit).unwrap_or(usize::MAX);
     quarantine.for_each_blob(opts.threads, limit, |id, bytes| {
@@ -295,7 +257,7 @@ fn scan_pack(
             map.insert(id, info);
         }
     })?;
-    found.into_inner().map_err(|_| InspectError::Scanner)
+    found.into_inner().map_err(|_| Error::Scanner)
 }
 
 /// A file of a commit before its blob is sized and scanned.
@@ -371,10 +333,10 @@ struct Added {
 
 impl Inspector<'_> {
     /// Collects the commits whose history counts as upstream.
-    fn hide(&mut self, updates: &[Update]) -> Result<(), InspectError> {
+    fn hide(&mut self, updates: &[Update]) -> Result<(), Error> {
         let tips: Vec<ObjectId> = match &self.opts.hidden {
             Hidden::AllRefs => {
-                let refs_error = |source| InspectError::Refs {
+                let refs_error = |source| Error::Refs {
                     path: self.base_path.to_owned(),
                     source,
                 };
@@ -416,7 +378,7 @@ impl Inspector<'_> {
         &mut self,
         update: &Update,
         protected: &Protected,
-    ) -> Result<(RefFacts, PushFacts), InspectError> {
+    ) -> Result<(RefFacts, PushFacts), Error> {
         let mut facts = RefFacts::new(
             &update.name,
             &update.old.to_hex().to_string(),
@@ -498,7 +460,7 @@ impl Inspector<'_> {
             self.reached.insert(f.blob);
             // Every file's blob was queued while walking and scanned before the scanners
             // were joined; a gap would be a bug, refused like any other failure.
-            let blob = self.blobs.get(&f.blob).ok_or(InspectError::Scanner)?;
+            let blob = self.blobs.get(&f.blob).ok_or(Error::Scanner)?;
             let size = i64::try_from(blob.size).unwrap_or(i64::MAX);
             let hex = f.blob.to_hex().to_string();
             // Moved or copied content is already upstream: its path counts, not its bytes.
@@ -546,7 +508,7 @@ impl Inspector<'_> {
         update: &Update,
         new: &Peeled,
         old: Option<ObjectId>,
-    ) -> Result<Added, InspectError> {
+    ) -> Result<Added, Error> {
         let mut added = Added {
             commits: Vec::new(),
             loose: Vec::new(),
@@ -567,7 +529,7 @@ impl Inspector<'_> {
                 moved: false,
             }),
             Kind::Tag => {
-                return Err(InspectError::TooLarge {
+                return Err(Error::PushTooLarge {
                     what: "nested tags",
                     limit: MAX_TAG_DEPTH,
                 });
@@ -583,8 +545,8 @@ impl Inspector<'_> {
     /// [queues](Inspector::queue); their results land in `self.blobs`.
     fn with_scanners<T>(
         &mut self,
-        work: impl FnOnce(&mut Self) -> Result<T, InspectError>,
-    ) -> Result<T, InspectError> {
+        work: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let repo = self.repo;
         let opts = self.opts;
         let (sender, receiver) = mpsc::channel::<ObjectId>();
@@ -603,7 +565,7 @@ impl Inspector<'_> {
             self.sender = None;
             let scanned: Vec<_> = workers
                 .into_iter()
-                .map(|w| w.join().unwrap_or(Err(InspectError::Scanner)))
+                .map(|w| w.join().unwrap_or(Err(Error::Scanner)))
                 .collect();
             (done, scanned)
         });
@@ -630,7 +592,7 @@ impl Inspector<'_> {
         &mut self,
         tip: ObjectId,
         old: Option<ObjectId>,
-    ) -> Result<(Vec<ObjectId>, bool), InspectError> {
+    ) -> Result<(Vec<ObjectId>, bool), Error> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
         let mut boundary = Vec::new();
@@ -666,11 +628,9 @@ impl Inspector<'_> {
                 .rev_walk(boundary.iter().copied())
                 .with_hidden(self.hidden.iter().copied())
                 .all()
-                .map_err(|source| InspectError::Walk { tip, source })?;
+                .map_err(|source| Error::Walk { tip, source })?;
             for info in walk {
-                let id = info
-                    .map_err(|source| InspectError::Walk { tip, source })?
-                    .id;
+                let id = info.map_err(|source| Error::Walk { tip, source })?.id;
                 if Some(id) == old {
                     reached_old = true;
                 }
@@ -686,9 +646,9 @@ impl Inspector<'_> {
         Ok((order, reached_old))
     }
 
-    fn check_commits(&self, count: usize) -> Result<(), InspectError> {
+    fn check_commits(&self, count: usize) -> Result<(), Error> {
         if count > self.opts.max_commits {
-            return Err(InspectError::TooLarge {
+            return Err(Error::PushTooLarge {
                 what: "commits",
                 limit: self.opts.max_commits,
             });
@@ -696,16 +656,16 @@ impl Inspector<'_> {
         Ok(())
     }
 
-    fn is_ancestor(&self, old: ObjectId, new: ObjectId) -> Result<bool, InspectError> {
+    fn is_ancestor(&self, old: ObjectId, new: ObjectId) -> Result<bool, Error> {
         let base = self
             .repo
             .merge_base(old, new)
-            .map_err(|source| InspectError::Walk { tip: new, source })?;
+            .map_err(|source| Error::Walk { tip: new, source })?;
         Ok(base.is_some_and(|b| b.detach() == old))
     }
 
     /// Parses `id` and diffs it against its parents, once per push.
-    fn commit_info(&mut self, id: ObjectId) -> Result<(), InspectError> {
+    fn commit_info(&mut self, id: ObjectId) -> Result<(), Error> {
         if self.commits.contains_key(&id) {
             return Ok(());
         }
@@ -763,7 +723,7 @@ impl Inspector<'_> {
         tree: ObjectId,
         parents: &[ObjectId],
         out: &mut Vec<FileEntry>,
-    ) -> Result<(), InspectError> {
+    ) -> Result<(), Error> {
         if parents.contains(&tree) {
             return Ok(());
         }
@@ -838,7 +798,7 @@ impl Inspector<'_> {
                 }
                 self.files += 1;
                 if self.files > self.opts.max_files {
-                    return Err(InspectError::TooLarge {
+                    return Err(Error::PushTooLarge {
                         what: "files",
                         limit: self.opts.max_files,
                     });
@@ -876,7 +836,7 @@ impl Inspector<'_> {
         &mut self,
         id: ObjectId,
         buf: &'b mut Vec<u8>,
-    ) -> Result<Vec<gix::objs::tree::EntryRef<'b>>, InspectError> {
+    ) -> Result<Vec<gix::objs::tree::EntryRef<'b>>, Error> {
         self.reached.insert(id);
         if id.is_empty_tree() {
             return Ok(Vec::new());
@@ -890,7 +850,7 @@ impl Inspector<'_> {
             .map_err(|e| malformed(id, "tree", Some(e)))?;
         self.tree_entries += entries.len();
         if self.tree_entries > self.opts.max_tree_entries {
-            return Err(InspectError::TooLarge {
+            return Err(Error::PushTooLarge {
                 what: "tree entries",
                 limit: self.opts.max_tree_entries,
             });
@@ -899,7 +859,7 @@ impl Inspector<'_> {
     }
 
     /// Follows annotated tags from `id`, keeping the first tag's tagger and message.
-    fn peel(&self, id: ObjectId, what: &'static str) -> Result<Peeled, InspectError> {
+    fn peel(&self, id: ObjectId, what: &'static str) -> Result<Peeled, Error> {
         let kind = header_kind(self.repo, &id, what)?;
         let mut peeled = Peeled {
             kind,
@@ -925,7 +885,7 @@ impl Inspector<'_> {
             peeled.target = tag.target();
             peeled.target_kind = header_kind(self.repo, &peeled.target, "tag target")?;
         }
-        Err(InspectError::TooLarge {
+        Err(Error::PushTooLarge {
             what: "nested tags",
             limit: MAX_TAG_DEPTH,
         })
@@ -955,8 +915,8 @@ fn parse_hex(hex: &str) -> ObjectId {
     ObjectId::from_hex(hex.as_bytes()).expect("parent ids are stored as the hex of parsed ids")
 }
 
-fn malformed(id: ObjectId, kind: &'static str, source: Option<gix::Error>) -> InspectError {
-    InspectError::Malformed { id, kind, source }
+fn malformed(id: ObjectId, kind: &'static str, source: Option<gix::Error>) -> Error {
+    Error::MalformedObject { id, kind, source }
 }
 
 fn read<'b>(
@@ -964,26 +924,22 @@ fn read<'b>(
     id: &ObjectId,
     buf: &'b mut Vec<u8>,
     what: &'static str,
-) -> Result<gix::objs::Data<'b>, InspectError> {
+) -> Result<gix::objs::Data<'b>, Error> {
     match repo.objects.try_find(id, buf) {
         Ok(Some(data)) => Ok(data),
-        Ok(None) => Err(InspectError::Missing { what, id: *id }),
-        Err(source) => Err(InspectError::Read { id: *id, source }),
+        Ok(None) => Err(Error::Missing { what, id: *id }),
+        Err(source) => Err(Error::Read { id: *id, source }),
     }
 }
 
-fn header_kind(
-    repo: &gix::Repository,
-    id: &ObjectId,
-    what: &'static str,
-) -> Result<Kind, InspectError> {
+fn header_kind(repo: &gix::Repository, id: &ObjectId, what: &'static str) -> Result<Kind, Error> {
     if id.is_empty_tree() {
         return Ok(Kind::Tree);
     }
     match repo.objects.try_header(id) {
         Ok(Some(header)) => Ok(header.kind()),
-        Ok(None) => Err(InspectError::Missing { what, id: *id }),
-        Err(source) => Err(InspectError::Read { id: *id, source }),
+        Ok(None) => Err(Error::Missing { what, id: *id }),
+        Err(source) => Err(Error::Read { id: *id, source }),
     }
 }
 
@@ -1040,11 +996,11 @@ fn scan_worker(
     objects: &gix::OdbHandle,
     receiver: &Mutex<mpsc::Receiver<ObjectId>>,
     limit: u64,
-) -> Result<Vec<(ObjectId, BlobInfo)>, InspectError> {
+) -> Result<Vec<(ObjectId, BlobInfo)>, Error> {
     let mut buf = Vec::new();
     let mut done = Vec::new();
     loop {
-        let next = receiver.lock().map_err(|_| InspectError::Scanner)?.recv();
+        let next = receiver.lock().map_err(|_| Error::Scanner)?.recv();
         let Ok(id) = next else { break };
         done.push((id, scan_blob(objects, &id, limit, &mut buf)?));
     }
@@ -1056,16 +1012,16 @@ fn scan_blob(
     id: &ObjectId,
     limit: u64,
     buf: &mut Vec<u8>,
-) -> Result<BlobInfo, InspectError> {
+) -> Result<BlobInfo, Error> {
     let header = match objects.try_header(id) {
         Ok(Some(h)) => h,
         Ok(None) => {
-            return Err(InspectError::Missing {
+            return Err(Error::Missing {
                 what: "blob",
                 id: *id,
             });
         }
-        Err(source) => return Err(InspectError::Read { id: *id, source }),
+        Err(source) => return Err(Error::Read { id: *id, source }),
     };
     if header.kind() != Kind::Blob {
         return Err(malformed(*id, "blob", None));
@@ -1080,12 +1036,12 @@ fn scan_blob(
     let data = match objects.try_find(id, buf) {
         Ok(Some(d)) => d.data,
         Ok(None) => {
-            return Err(InspectError::Missing {
+            return Err(Error::Missing {
                 what: "blob",
                 id: *id,
             });
         }
-        Err(source) => return Err(InspectError::Read { id: *id, source }),
+        Err(source) => return Err(Error::Read { id: *id, source }),
     };
     // Binary blobs are scanned too: one NUL byte must not hide a key in a text file, and
     // the detectors' prefixes and validators keep binary noise out.

@@ -17,7 +17,7 @@
 //!
 //! # Hostile input
 //!
-//! Every failure is a [`PackError`], never a panic: a bad header, a truncated stream, a
+//! Every failure is an [`Error`], never a panic: a bad header, a truncated stream, a
 //! trailer that does not match, a delta whose base is neither in the pack nor in `base`.
 //! [`Limits`] caps the wire size, the object count announced by the header (checked before
 //! anything is allocated for it) and the size of any single decoded object, so a small
@@ -38,13 +38,13 @@
 //! # Example
 //!
 //! ```no_run
-//! use portcullis::git::pack::Quarantine;
+//! use portcullis::git::inspect::pack::Quarantine;
 //! # fn body() -> Vec<u8> { Vec::new() }
 //! let dir = tempfile::tempdir().expect("temp dir");
 //! let pack = body(); // the bytes after the commands, starting at "PACK"
 //! let quarantine = Quarantine::index(&mut pack.as_slice(), dir.path(), "/srv/mirror.git".as_ref())?;
 //! let repo = quarantine.open()?; // pushed objects, then the mirror's
-//! # Ok::<(), portcullis::git::pack::PackError>(())
+//! # Ok::<(), portcullis::git::Error>(())
 //! ```
 //!
 //! # Performance
@@ -58,6 +58,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use gix::odb::pack;
+
+use crate::git::Error;
 
 /// Bytes of a pack header: `PACK`, a 4-byte version, a 4-byte object count.
 const HEADER_LEN: usize = 12;
@@ -90,48 +92,6 @@ impl Default for Limits {
     }
 }
 
-/// Why a pack could not be indexed or its quarantine opened.
-#[derive(Debug, thiserror::Error)]
-pub enum PackError {
-    #[error("cannot prepare the quarantine directory {path}")]
-    Quarantine {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot open the repository at {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: gix::Error,
-    },
-    #[error("the repository at {path} uses {kind} object ids; only sha1 is supported")]
-    UnsupportedHash {
-        path: PathBuf,
-        kind: gix::hash::Kind,
-    },
-    #[error("the pack ends after {read} bytes, inside its 12-byte header")]
-    TruncatedHeader { read: usize },
-    #[error("the data does not start with a pack header (signature {signature:?})")]
-    NotAPack { signature: [u8; 4] },
-    #[error("pack version {0} is not supported (2 and 3 are)")]
-    Version(u32),
-    #[error("the pack announces {count} objects, more than the limit of {limit}")]
-    TooManyObjects { count: u32, limit: u32 },
-    #[error("the pack is larger than the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("the pack holds an object larger than the limit of {limit} bytes")]
-    ObjectTooLarge { limit: usize },
-    #[error("the pack has a delta whose base is neither in the pack nor in the repository")]
-    MissingBase(#[source] gix::Error),
-    #[error("the pack is corrupt or truncated")]
-    Corrupt(#[source] gix::Error),
-    #[error("reading the pack or writing the quarantine failed")]
-    Io(#[source] gix::Error),
-    #[error("indexing the pack failed unexpectedly: {0}")]
-    Panicked(String),
-}
-
 /// A pushed pack, indexed in its own directory, readable together with the mirror it was
 /// resolved against.
 #[derive(Debug, Clone)]
@@ -145,7 +105,7 @@ pub struct Quarantine {
 impl Quarantine {
     /// Indexes `pack` (positioned at `PACK`) into `dir` against the bare repository `base`,
     /// with default [`Limits`]. See [`Quarantine::index_with`].
-    pub fn index(pack: &mut dyn BufRead, dir: &Path, base: &Path) -> Result<Quarantine, PackError> {
+    pub fn index(pack: &mut dyn BufRead, dir: &Path, base: &Path) -> Result<Quarantine, Error> {
         Quarantine::index_with(pack, dir, base, &Limits::default())
     }
 
@@ -159,14 +119,13 @@ impl Quarantine {
         dir: &Path,
         base: &Path,
         limits: &Limits,
-    ) -> Result<Quarantine, PackError> {
+    ) -> Result<Quarantine, Error> {
         let base_repo = open_repo(base)?;
         let base_objects = base_repo.objects.store_ref().path().to_owned();
-        let base_objects =
-            fs::canonicalize(&base_objects).map_err(|source| PackError::Quarantine {
-                path: base_objects.clone(),
-                source,
-            })?;
+        let base_objects = fs::canonicalize(&base_objects).map_err(|source| Error::Quarantine {
+            path: base_objects.clone(),
+            source,
+        })?;
         let pack_dir = lay_out(dir, &base_objects)?;
 
         let header = read_header(pack, limits)?;
@@ -204,12 +163,12 @@ impl Quarantine {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(err)) if limited.exceeded => {
                 drop(err);
-                return Err(PackError::TooLarge {
+                return Err(Error::PackTooLarge {
                     limit: limits.max_pack_bytes,
                 });
             }
             Ok(Err(err)) => return Err(classify(err, limits)),
-            Err(panic) => return Err(PackError::Panicked(panic_message(&panic))),
+            Err(panic) => return Err(Error::Panicked(panic_message(&panic))),
         };
         Ok(Quarantine {
             dir: dir.to_owned(),
@@ -221,7 +180,7 @@ impl Quarantine {
 
     /// A repository reading the quarantined objects first and `base`'s second. Its refs are
     /// empty; the mirror's refs are read from `base`.
-    pub fn open(&self) -> Result<gix::Repository, PackError> {
+    pub fn open(&self) -> Result<gix::Repository, Error> {
         open_repo(&self.dir)
     }
 
@@ -246,12 +205,12 @@ impl Quarantine {
     }
 
     /// The id of every object in the written pack.
-    pub fn object_ids(&self) -> Result<Vec<gix::ObjectId>, PackError> {
+    pub fn object_ids(&self) -> Result<Vec<gix::ObjectId>, Error> {
         let Some(data_path) = &self.pack else {
             return Ok(Vec::new());
         };
         let index = pack::index::File::at(data_path.with_extension("idx"), gix::hash::Kind::Sha1)
-            .map_err(PackError::Corrupt)?;
+            .map_err(Error::Corrupt)?;
         Ok(index.iter().map(|e| e.oid).collect())
     }
 
@@ -264,7 +223,7 @@ impl Quarantine {
         threads: usize,
         max_blob_bytes: usize,
         visit: F,
-    ) -> Result<(), PackError>
+    ) -> Result<(), Error>
     where
         F: Fn(gix::ObjectId, &[u8]) + Send + Sync + Clone,
     {
@@ -272,7 +231,7 @@ impl Quarantine {
             return Ok(());
         };
         let index_path = data_path.with_extension("idx");
-        let corrupt = |e: gix::Error| PackError::Corrupt(e);
+        let corrupt = |e: gix::Error| Error::Corrupt(e);
         let index = pack::index::File::at(&index_path, gix::hash::Kind::Sha1).map_err(corrupt)?;
         let data = pack::data::File::at(data_path, gix::hash::Kind::Sha1).map_err(corrupt)?;
         let interrupt = AtomicBool::new(false);
@@ -305,24 +264,24 @@ impl Quarantine {
         }));
         match done {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(PackError::Corrupt(e)),
-            Err(panic) => Err(PackError::Panicked(panic_message(&panic))),
+            Ok(Err(e)) => Err(Error::Corrupt(e)),
+            Err(panic) => Err(Error::Panicked(panic_message(&panic))),
         }
     }
 }
 
 /// Opens a repository for reading only: no environment, no global config, no replacement
 /// objects.
-pub(crate) fn open_repo(path: &Path) -> Result<gix::Repository, PackError> {
+pub(crate) fn open_repo(path: &Path) -> Result<gix::Repository, Error> {
     let options = gix::open::Options::isolated().config_overrides([NO_REPLACE_REFS]);
-    let mut repo = gix::open_opts(path, options).map_err(|source| PackError::Open {
+    let mut repo = gix::open_opts(path, options).map_err(|source| Error::Open {
         path: path.to_owned(),
         source,
     })?;
     repo.objects.ignore_replacements = true;
     let kind = repo.object_hash();
     if kind != gix::hash::Kind::Sha1 {
-        return Err(PackError::UnsupportedHash {
+        return Err(Error::UnsupportedHash {
             path: path.to_owned(),
             kind,
         });
@@ -331,10 +290,10 @@ pub(crate) fn open_repo(path: &Path) -> Result<gix::Repository, PackError> {
 }
 
 /// Makes `dir` a bare repository borrowing `base_objects`; returns its pack directory.
-fn lay_out(dir: &Path, base_objects: &Path) -> Result<PathBuf, PackError> {
+fn lay_out(dir: &Path, base_objects: &Path) -> Result<PathBuf, Error> {
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| PackError::Quarantine { path, source }
+        move |source| Error::Quarantine { path, source }
     };
     let objects = dir.join("objects");
     let pack_dir = objects.join("pack");
@@ -364,15 +323,15 @@ fn lay_out(dir: &Path, base_objects: &Path) -> Result<PathBuf, PackError> {
 
 /// Reads and checks the 12-byte header, so a hostile object count is refused before gix
 /// sizes anything by it.
-fn read_header(pack: &mut dyn BufRead, limits: &Limits) -> Result<[u8; HEADER_LEN], PackError> {
+fn read_header(pack: &mut dyn BufRead, limits: &Limits) -> Result<[u8; HEADER_LEN], Error> {
     let mut header = [0u8; HEADER_LEN];
     let mut read = 0;
     while read < HEADER_LEN {
         match pack.read(&mut header[read..]) {
-            Ok(0) => return Err(PackError::TruncatedHeader { read }),
+            Ok(0) => return Err(Error::TruncatedHeader { read }),
             Ok(n) => read += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(PackError::TruncatedHeader { read }),
+            Err(_) => return Err(Error::TruncatedHeader { read }),
         }
     }
     let word = |at: usize| {
@@ -381,15 +340,15 @@ fn read_header(pack: &mut dyn BufRead, limits: &Limits) -> Result<[u8; HEADER_LE
     if &header[..4] != SIGNATURE {
         let mut signature = [0u8; 4];
         signature.copy_from_slice(&header[..4]);
-        return Err(PackError::NotAPack { signature });
+        return Err(Error::NotAPack { signature });
     }
     let version = word(4);
     if version != 2 && version != 3 {
-        return Err(PackError::Version(version));
+        return Err(Error::Version(version));
     }
     let count = word(8);
     if count > limits.max_objects {
-        return Err(PackError::TooManyObjects {
+        return Err(Error::TooManyObjects {
             count,
             limit: limits.max_objects,
         });
@@ -398,20 +357,20 @@ fn read_header(pack: &mut dyn BufRead, limits: &Limits) -> Result<[u8; HEADER_LE
 }
 
 /// Sorts a gix failure into what the client is told.
-fn classify(err: gix::Error, limits: &Limits) -> PackError {
+fn classify(err: gix::Error, limits: &Limits) -> Error {
     use gix::error::Class;
     match err.dominant_class() {
         Some(Class::ResourceExhaustion(_)) => {
             drop(err);
-            PackError::ObjectTooLarge {
+            Error::ObjectTooLarge {
                 limit: limits.max_object_bytes,
             }
         }
         // gix marks a `REF_DELTA` whose base it never found as not-found.
-        Some(Class::NotFound) => PackError::MissingBase(err),
-        Some(Class::Corruption | Class::Validation) => PackError::Corrupt(err),
-        _ if is_io(&err) => PackError::Io(err),
-        _ => PackError::Corrupt(err),
+        Some(Class::NotFound) => Error::MissingBase(err),
+        Some(Class::Corruption | Class::Validation) => Error::Corrupt(err),
+        _ if is_io(&err) => Error::PackIo(err),
+        _ => Error::Corrupt(err),
     }
 }
 

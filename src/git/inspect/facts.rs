@@ -4,13 +4,13 @@
 //! (which ref, create/update/delete, force, protected); [`PushFacts`] describes what the
 //! update adds: the commits reachable from its new tip and from no ref the upstream already
 //! has, the files those commits add or change, and what the secret scanner found in them.
-//! [`crate::git::history::inspect`] fills both.
+//! [`crate::git::inspect::history::inspect`] fills both.
 //!
 //! A finding names a detector, a path, a commit and a position, never the secret: these
 //! facts reach audit rows, `ng` lines, side-band progress and `--json` output.
 //!
 //! ```
-//! use portcullis::git::facts::{Protected, RefFacts, RefKind};
+//! use portcullis::git::inspect::facts::{Protected, RefFacts, RefKind};
 //! use portcullis::policy::value::{Record, Value};
 //!
 //! let protected = Protected::default();
@@ -23,6 +23,7 @@
 
 use serde::Serialize;
 
+use crate::git::Error;
 use crate::policy::value::{List, Record, Records, Value};
 
 /// Branches protected when the configuration names none.
@@ -32,15 +33,6 @@ pub use crate::config::DEFAULT_PROTECTED;
 pub const HEADS: &str = "refs/heads/";
 /// Prefix of tag refs.
 pub const TAGS: &str = "refs/tags/";
-
-/// A `protected` glob that does not compile.
-#[derive(Debug, thiserror::Error)]
-#[error("bad protected-branch glob {glob:?}")]
-pub struct PatternError {
-    pub glob: String,
-    #[source]
-    pub source: globset::Error,
-}
 
 /// Globs over branch short names (`main`, `release/*`); `*` stays within one `/` segment.
 #[derive(Debug, Clone)]
@@ -52,26 +44,26 @@ pub struct Protected {
     special: globset::GlobSet,
 }
 
-fn glob_set(globs: &[String]) -> Result<globset::GlobSet, PatternError> {
+fn glob_set(globs: &[String]) -> Result<globset::GlobSet, Error> {
     let mut builder = globset::GlobSetBuilder::new();
     for glob in globs {
         let compiled = globset::GlobBuilder::new(glob)
             .literal_separator(true)
             .build()
-            .map_err(|source| PatternError {
+            .map_err(|source| Error::Glob {
                 glob: glob.clone(),
                 source,
             })?;
         builder.add(compiled);
     }
-    builder.build().map_err(|source| PatternError {
+    builder.build().map_err(|source| Error::Glob {
         glob: globs.join(", "),
         source,
     })
 }
 
 impl Protected {
-    pub fn new(globs: &[String]) -> Result<Protected, PatternError> {
+    pub fn new(globs: &[String]) -> Result<Protected, Error> {
         Ok(Protected {
             globs: globs.to_vec(),
             set: glob_set(globs)?,
@@ -81,7 +73,7 @@ impl Protected {
 
     /// Also accepts the refs outside branches and tags that match `globs` (full names:
     /// `refs/notes/*`).
-    pub fn allow_special(mut self, globs: &[String]) -> Result<Protected, PatternError> {
+    pub fn allow_special(mut self, globs: &[String]) -> Result<Protected, Error> {
         self.special = glob_set(globs)?;
         Ok(self)
     }
@@ -144,7 +136,7 @@ pub struct RefFacts {
     /// Outside branches and tags, and not accepted by `[[git]] special_refs`.
     pub special: bool,
     /// The old value is not an ancestor of the new one (updates only; see
-    /// [`crate::git::history`] for tags and non-commits).
+    /// [`crate::git::inspect::history`] for tags and non-commits).
     pub force: bool,
     pub protected: bool,
     /// Old value, 40 hex (zeros for a create).
@@ -164,7 +156,7 @@ pub struct RefFacts {
 
 impl RefFacts {
     /// The facts knowable from the command alone; `force`, `type` and the tag fields are
-    /// filled by [`crate::git::history::inspect`].
+    /// filled by [`crate::git::inspect::history::inspect`].
     pub fn new(name: &str, old: &str, new: &str, protected: &Protected) -> RefFacts {
         let zero = |s: &str| s.bytes().all(|b| b == b'0');
         let kind = match (zero(old), zero(new)) {

@@ -13,24 +13,21 @@ use std::process::{Command, Stdio};
 
 use gix::ObjectId;
 
-use super::facts::Protected;
-use super::history::{self, InspectOptions, Update};
-use super::pack::Quarantine;
-use crate::cases::{Case, Outcome};
+use super::{Case, Outcome};
+use crate::git::inspect::facts::Protected;
+use crate::git::inspect::history::{self, InspectOptions, Update};
+use crate::git::inspect::pack::Quarantine;
 use crate::policy::{Decision, RuleSet};
 
 /// The scenarios of every `.push` file under `path`; the script is the case's body.
 pub fn load(path: &Path) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
-    for file in crate::cases::files_with_extension(path, "push")
-        .map_err(|e| format!("{}: {e}", path.display()))?
+    for file in
+        super::files_with_extension(path, "push").map_err(|e| format!("{}: {e}", path.display()))?
     {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        cases.extend(crate::cases::parse_cases(
-            &file.display().to_string(),
-            &text,
-        )?);
+        cases.extend(super::parse_cases(&file.display().to_string(), &text)?);
     }
     Ok(cases)
 }

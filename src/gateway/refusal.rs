@@ -1,0 +1,114 @@
+//! Every sentence a client reads when the gateway refuses, holds back or ends its work,
+//! for both protocols. Each is complete, starts with `portcullis:`, and names what the
+//! client can do about it where there is something. Change the wording here and only
+//! here; the protocol modules put these sentences into ErrorResponses, report-status
+//! lines and HTTP bodies unchanged.
+
+use std::fmt::Display;
+
+/// What every sentence starts with, so a client's log shows who refused.
+pub const PREFIX: &str = "portcullis: ";
+
+/// A rule denied the request; `why` is the rule's own reason (`denied by <id>: <message>`).
+pub fn denied(why: &str) -> String {
+    format!("{PREFIX}{why}")
+}
+
+/// A rule wants a person to approve the request first. Until approvals exist nothing is
+/// held: the request is refused, naming the rule.
+pub fn review(rule: Option<(&str, &str)>) -> String {
+    match rule {
+        Some((id, message)) => format!(
+            "{PREFIX}approval required by {id}: {message} (approvals are not available yet, \
+             so it is refused)"
+        ),
+        None => format!("{PREFIX}approval required"),
+    }
+}
+
+/// The event the durability setting requires could not be recorded.
+pub fn unrecorded(why: &dyn Display) -> String {
+    format!("{PREFIX}{why}")
+}
+
+/// Identity could not be established (bad, expired or missing token).
+pub fn unauthenticated(why: &str) -> String {
+    format!("{PREFIX}{why}")
+}
+
+/// The session's token expired while it was open.
+pub fn token_expired(seconds_ago: u64) -> String {
+    format!("{PREFIX}the session's token expired {seconds_ago} s ago; reconnect with a fresh token")
+}
+
+/// A plain-text connection to a listener with `tls_required`.
+pub const TLS_REQUIRED: &str =
+    "portcullis: this listener requires TLS; connect with sslmode=require or verify-full";
+
+/// PostgreSQL's fast-path function call names a function by OID: there is no SQL to judge.
+pub const FUNCTION_CALL: &str =
+    "portcullis: the function-call protocol is not served (no SQL to judge)";
+
+/// A `replication=...` start-up parameter.
+pub const REPLICATION: &str =
+    "portcullis: replication connections are not served through the gateway";
+
+/// A start-up `options` parameter the gateway cannot read as settings.
+pub fn unreadable_options(value: &str) -> String {
+    format!("{PREFIX}cannot read the options parameter {value:?}")
+}
+
+/// A start-up setting whose name is not a plain identifier.
+pub fn setting_name(name: &str) -> String {
+    format!("{PREFIX}start-up setting name {name:?} is not allowed")
+}
+
+/// The server reads SQL differently from the gateway (see `pg::reading`): at login.
+pub fn misreading(why: &str) -> String {
+    format!("{PREFIX}{why}")
+}
+
+/// The same, reported by the server in the middle of a session, which it ends.
+pub fn misreading_mid_session(why: &str) -> String {
+    format!("{PREFIX}{why}; the session is closed")
+}
+
+/// A push from a shallow clone: its history cannot be walked.
+pub const SHALLOW_PUSH: &str =
+    "portcullis: pushes from shallow clones are not accepted (fetch the full history first)";
+
+/// The upstream could not be reached for a push.
+pub const UPSTREAM_UNAVAILABLE: &str =
+    "portcullis: the upstream is unavailable; nothing was pushed";
+
+/// The gateway's mirror of the upstream could not be brought up to date.
+pub const MIRROR_STALE: &str = "portcullis: the gateway could not refresh its mirror of the \
+                                upstream; nothing was pushed";
+
+/// The push's objects are there but could not be judged.
+pub fn uninspectable(why: &str) -> String {
+    format!("{PREFIX}the push could not be inspected: {why}")
+}
+
+/// `apply = "direct"` failed to move the refs.
+pub fn refs_not_updated(why: &str) -> String {
+    format!("{PREFIX}the refs could not be updated: {why}")
+}
+
+/// A ref that was not refused itself, in a push that was.
+pub fn not_applied(refused_ref: &str) -> String {
+    format!("{PREFIX}not applied: the push is all-or-nothing and {refused_ref} was refused")
+}
+
+/// The last progress line of a refused push.
+pub const NOTHING_PUSHED: &str = "portcullis: nothing was pushed";
+
+/// One finding under a refused ref (path, commit, line, detector; never the secret).
+pub fn finding(line: &str) -> String {
+    format!("{PREFIX}  {line}")
+}
+
+/// A monitor-mode rule matched an allowed request.
+pub fn monitored(rule: &str) -> String {
+    format!("{PREFIX}monitor: this push would be refused by {rule}")
+}

@@ -1,0 +1,157 @@
+//! The apply step, for an allowed push: through the upstream's own receive-pack (the
+//! command list re-encoded for what it supports, the pack bytes exactly as the client
+//! sent them, its report relayed), or `apply = "direct"` into a local repository (the
+//! indexed pack moved in, the refs updated in one transaction, the report written here).
+
+use std::io::SeekFrom;
+use std::path::Path;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncSeekExt;
+
+use super::log::Log;
+use super::report;
+use crate::gateway::{Outcome, refusal};
+use crate::git::Error;
+use crate::git::http::Repo;
+use crate::git::upstream::{self, Service};
+use crate::git::wire::advertisement;
+use crate::git::wire::caps::{CAP_AGENT, CAP_ATOMIC, CAP_PUSH_OPTIONS};
+use crate::git::wire::report::{encode_report, progress_packet};
+use crate::git::wire::request::{self, Request};
+
+/// What the upstream accepts for pushes right now, with the mirror brought up to date
+/// with it. The error is the client's sentence and the cause.
+pub async fn prepare(repo: &Repo) -> Result<Vec<String>, (&'static str, Error)> {
+    let caps = capabilities(repo)
+        .await
+        .map_err(|e| (refusal::UPSTREAM_UNAVAILABLE, e))?;
+    repo.upstream
+        .refresh_mirror()
+        .await
+        .map_err(|e| (refusal::MIRROR_STALE, e))?;
+    Ok(caps)
+}
+
+async fn capabilities(repo: &Repo) -> Result<Vec<String>, Error> {
+    let reply = repo.upstream.advertise(Service::ReceivePack, None).await?;
+    let body = upstream::collect(reply.body, 256 << 20).await?;
+    Ok(advertisement::parse_advertisement(&body)?.capabilities)
+}
+
+/// The rules that decided and the monitor-mode rules that matched, for the record.
+pub type Rules<'a> = (&'a [&'a str], &'a [&'a str]);
+
+/// Sends the push upstream through receive-pack and returns the body relaying its
+/// answer. `keep` (the spool with the pack, the repository lock) lives until the answer
+/// has been relayed in full.
+pub async fn forward<K: Send + 'static>(
+    repo: &Repo,
+    request: &Request,
+    upstream_caps: &[String],
+    log: &Log<'_>,
+    (deciding, monitored): Rules<'_>,
+    body_path: &Path,
+    keep: K,
+) -> Result<Body, Error> {
+    let mut caps: Vec<String> = request
+        .capabilities
+        .iter()
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or(c);
+            name == CAP_AGENT
+                || upstream_caps
+                    .iter()
+                    .any(|u| u.split('=').next() == Some(name))
+        })
+        .cloned()
+        .collect();
+    let upstream_atomic = upstream_caps.iter().any(|c| c == CAP_ATOMIC);
+    if upstream_atomic && request.commands.len() > 1 && !caps.iter().any(|c| c == CAP_ATOMIC) {
+        // The gateway's verdict is all-or-nothing; ask the upstream to apply it that way.
+        caps.push(CAP_ATOMIC.into());
+    }
+    let options = upstream_caps.iter().any(|c| c == CAP_PUSH_OPTIONS)
+        && caps.iter().any(|c| c == CAP_PUSH_OPTIONS);
+    let head = request::encode_commands(request, &caps, options);
+    let mut file = tokio::fs::File::open(body_path).await?;
+    file.seek(SeekFrom::Start(request.pack_offset as u64))
+        .await?;
+    let forward = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(upstream::file_stream(file))
+        .boxed();
+    // The push's event is committed before anything goes upstream.
+    if let Err(e) = log.allowed(deciding, monitored).await {
+        tracing::error!(repo = %repo.target.name, error = %e, "push not recorded; refused");
+        return report::refuse_all(request, Ok(()), &refusal::unrecorded(&e));
+    }
+    let reply = match repo.upstream.rpc(Service::ReceivePack, None, forward).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(repo = %repo.target.name, error = %e, "upstream push failed");
+            let outcome = Outcome::failed(refusal::UPSTREAM_UNAVAILABLE.into());
+            log.refused(&outcome, deciding, monitored, Some(e.to_string()))
+                .await;
+            return report::refuse_all(request, Ok(()), refusal::UPSTREAM_UNAVAILABLE);
+        }
+    };
+    let mut notes = Vec::new();
+    for line in report::monitor_notes(monitored) {
+        notes.extend(progress_packet(request, &line));
+    }
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(notes)) })
+            .chain(reply.body)
+            .chain(futures_util::stream::once(async move {
+                drop(keep);
+                Ok(Bytes::new())
+            }));
+    Ok(Body::from_stream(body))
+}
+
+/// `apply = "direct"`: records the push, moves the already-indexed pack into the local
+/// upstream `dir` and updates its refs in one transaction, then reports as receive-pack
+/// would.
+pub async fn direct(
+    repo: &Repo,
+    dir: &Path,
+    pack: Option<&Path>,
+    request: &Request,
+    log: &Log<'_>,
+    (deciding, monitored): Rules<'_>,
+) -> Result<Body, Error> {
+    if let Err(e) = log.allowed(deciding, monitored).await {
+        tracing::error!(repo = %repo.target.name, error = %e, "push not recorded; refused");
+        return report::refuse_all(request, Ok(()), &refusal::unrecorded(&e));
+    }
+    let updates: Vec<(String, String, String)> = request
+        .commands
+        .iter()
+        .map(|c| (c.name.clone(), c.old.to_string(), c.new.to_string()))
+        .collect();
+    match upstream::apply_pack(dir, pack, &updates).await {
+        Ok(()) => {
+            let refs: Vec<(&str, Option<&str>)> = request
+                .commands
+                .iter()
+                .map(|c| (c.name.as_str(), None))
+                .collect();
+            let notes = report::monitor_notes(monitored);
+            Ok(Body::from(encode_report(request, Ok(()), &refs, &notes)))
+        }
+        Err(e) => {
+            tracing::warn!(repo = %repo.target.name, error = %e, "direct apply failed");
+            let sentence = refusal::refs_not_updated(&e.to_string());
+            log.refused(
+                &Outcome::failed(sentence.clone()),
+                deciding,
+                monitored,
+                Some(e.to_string()),
+            )
+            .await;
+            report::refuse_all(request, Ok(()), &sentence)
+        }
+    }
+}

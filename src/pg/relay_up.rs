@@ -1,0 +1,92 @@
+//! Client → server: every Query and Parse is judged before anything of its batch goes
+//! upstream; a refused one goes as a marker (see [`markers`](super::markers)). Other
+//! messages pass through as the client framed them.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use super::Gateway;
+use super::error::Error;
+use super::frame::split_frame;
+use super::messages;
+use super::session::{Shared, State, lock};
+use super::stream::{ClientStream, UpstreamStream};
+use crate::gateway::refusal;
+
+pub async fn relay_up(
+    gw: &Gateway,
+    mut cr: ReadHalf<ClientStream>,
+    mut uw: WriteHalf<UpstreamStream>,
+    mut cbuf: BytesMut,
+    markers: Shared,
+    state: &mut State,
+) -> Result<(), Error> {
+    let max = gw.target.max_message_bytes;
+    let mut out = BytesMut::with_capacity(8192);
+    loop {
+        if !cbuf.is_empty() {
+            // A session lasts no longer than its token: nothing more is judged or
+            // forwarded once it has expired, a Bind/Execute of a statement prepared
+            // before included. One clock read per batch the client sent.
+            state.expired()?;
+        }
+        while let Some(f) = split_frame(&mut cbuf, max)? {
+            match f.tag {
+                b'Q' => {
+                    let text = messages::query_text(f.body())?;
+                    state.ends_at = lock(&markers).query();
+                    match state.judge(gw, "query", text) {
+                        None => out.extend_from_slice(&f.bytes),
+                        Some(message) => {
+                            let token = lock(&markers).refuse(message, state.ends_at);
+                            out.extend_from_slice(&messages::query(&token));
+                        }
+                    }
+                }
+                b'P' => {
+                    let (name, text) = messages::parse_body(f.body())?;
+                    state.ends_at = lock(&markers).parse();
+                    match state.judge(gw, "parse", text) {
+                        None => out.extend_from_slice(&f.bytes),
+                        Some(message) => {
+                            let token = lock(&markers).refuse(message, state.ends_at);
+                            out.extend_from_slice(&messages::parse(name, &token));
+                        }
+                    }
+                }
+                b'F' => {
+                    // The fast-path function call runs a function by OID with no SQL to
+                    // judge (lo_import is one): refused, in place, as a query would be.
+                    let token = {
+                        let mut m = lock(&markers);
+                        let ends_at = m.query();
+                        m.refuse(refusal::FUNCTION_CALL.into(), ends_at)
+                    };
+                    out.extend_from_slice(&messages::query(&token));
+                }
+                b'S' => {
+                    lock(&markers).sync();
+                    out.extend_from_slice(&f.bytes);
+                }
+                b'X' => {
+                    out.extend_from_slice(&f.bytes);
+                    state.flush_events(gw, Some(&markers)).await?;
+                    uw.write_all(&out).await?;
+                    uw.flush().await?;
+                    return Ok(());
+                }
+                _ => out.extend_from_slice(&f.bytes),
+            }
+        }
+        if !out.is_empty() {
+            // Nothing judged goes upstream before its event is recorded as required.
+            state.flush_events(gw, Some(&markers)).await?;
+            uw.write_all(&out).await?;
+            uw.flush().await?;
+            out.clear();
+        }
+        if cr.read_buf(&mut cbuf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
