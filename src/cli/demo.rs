@@ -58,6 +58,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
     };
     let agent_token = token("agent@demo", &["dev"])?;
     let auditor_token = token("auditor@demo", &["auditors", "monitoring"])?;
+    let reader_token = token("analyst@demo", &["dev", "pii-readers"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,9 +83,11 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         "\nPortcullis is running in front of a throwaway PostgreSQL (sample tables: users, orders).\n\
          Connect as an agent (the password is a JWT signed by the demo's dev key):\n\n  \
          PGPASSWORD='{agent_token}' {} \"{conninfo}\"\n\n\
-         Then try:\n  SELECT * FROM users;            -- allowed\n  DELETE FROM users;              -- refused by sql.unbounded-write\n  \
+         Then try:\n  SELECT * FROM users;            -- allowed, emails masked (mask.email)\n  DELETE FROM users;              -- refused by sql.unbounded-write\n  \
          WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d;   -- refused too\n  \
          CREATE INDEX ON orders (user_id); -- held for review (sql.ddl)\n\n\
+         The same as an analyst in the pii-readers group sees emails as they are:\n\n  \
+         PGPASSWORD='{reader_token}' {} \"{conninfo}\" -c 'SELECT * FROM users'\n\n\
          Git: a bare repository with a protected main is behind the gateway:\n\n  \
          git clone 'http://agent:{agent_token}@127.0.0.1:{git_port}/git/app.git' && cd app\n\n\
          Then try:\n  git switch -c agent/hello && echo hi > hello.txt && git add hello.txt && git commit -m hello\n  \
@@ -100,6 +103,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
          curl -H 'Authorization: Bearer {auditor_token}' http://127.0.0.1:{admin_port}/metrics\n\n\
          Mint more tokens:\n\n  {exe} token --key {}/demo-key.pem --sub you --groups dev --issuer {DEMO_ISSUER} --audience {DEMO_AUDIENCE}\n\n\
          Config: {}\nPress Ctrl-C to stop; everything is deleted.\n",
+        psql.display(),
         psql.display(),
         cluster.dir.display(),
         config_path.display(),
@@ -161,6 +165,8 @@ async fn self_test(
         }
     };
     let (select_ok, select_out) = tokio::task::block_in_place(|| run("SELECT count(*) FROM users"));
+    let (mask_ok, mask_out) =
+        tokio::task::block_in_place(|| run("SELECT email FROM users WHERE id = 1"));
     let (delete_ok, delete_out) = tokio::task::block_in_place(|| run("DELETE FROM users"));
     let url = format!("http://agent:{token}@127.0.0.1:{git_port}/git/app.git");
     let git = tokio::task::block_in_place(|| git_checks(&url, dir));
@@ -169,6 +175,11 @@ async fn self_test(
             "SELECT through the gateway",
             select_ok && select_out == "3",
             select_out,
+        ),
+        (
+            "emails masked for the agent",
+            mask_ok && mask_out == "a***@example.com",
+            mask_out,
         ),
         (
             "DELETE without WHERE refused",

@@ -102,6 +102,7 @@ pub async fn serve_until(
     if config.postgres.is_empty() && config.git.is_empty() {
         return Err("the config has no [[postgres]] listener and no [[git]] repository".into());
     }
+    let mask_key = mask_key(&config.mask)?;
     for target in &config.postgres {
         let listener = tokio::net::TcpListener::bind(target.listen)
             .await
@@ -117,6 +118,7 @@ pub async fn serve_until(
                 rules.clone(),
                 auth.clone(),
                 recorder.clone(),
+                mask_key.clone(),
             )
             .map_err(|e| e.to_string())?,
         );
@@ -211,4 +213,24 @@ pub fn init_tracing_at(default: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The key of the `hash` mask strategy: `[mask] hash_key_env`, else `hash_key_file`, else
+/// one made for this run (hashes then differ after a restart, which is said once).
+fn mask_key(mask: &config::Mask) -> Result<crate::mask::strategy::HashKey, String> {
+    use crate::mask::strategy::HashKey;
+    if let Some(var) = &mask.hash_key_env {
+        let key = std::env::var(var)
+            .map_err(|_| format!("mask.hash_key_env: environment variable {var} is not set"))?;
+        return Ok(HashKey::new(key));
+    }
+    if let Some(file) = &mask.hash_key_file {
+        let key = std::fs::read(file)
+            .map_err(|e| format!("mask.hash_key_file {}: {e}", file.display()))?;
+        return Ok(HashKey::new(key));
+    }
+    tracing::warn!(
+        "no [mask] hash_key_env or hash_key_file: hashed values change when the gateway restarts"
+    );
+    Ok(HashKey::new(rand::random::<[u8; 32]>().to_vec()))
 }

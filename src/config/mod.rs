@@ -25,9 +25,18 @@ pub struct Config {
     pub git: Vec<GitTarget>,
     /// The `[audit]` section, when present.
     pub audit: Option<Audit>,
+    pub mask: Mask,
     /// Sections present in the file that later issues implement (`approvals`): accepted
     /// and checked, but not active yet.
     pub not_yet_active: Vec<&'static str>,
+}
+
+/// `[mask]`: where the key of the `hash` strategy comes from (an environment variable or
+/// a file). Without either, `serve` makes a random key per run.
+#[derive(Debug, Clone, Default)]
+pub struct Mask {
+    pub hash_key_env: Option<String>,
+    pub hash_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! The file as written: serde types that refuse unknown keys.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -17,11 +17,19 @@ pub struct RawConfig {
     server: RawServer,
     identity: Option<RawIdentity>,
     audit: Option<RawAudit>,
+    mask: Option<RawMask>,
     approvals: Option<RawApprovals>,
     #[serde(default)]
     postgres: Vec<RawPostgres>,
     #[serde(default)]
     git: Vec<RawGit>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMask {
+    hash_key_env: Option<String>,
+    hash_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +310,13 @@ impl RawConfig {
             postgres,
             git,
             audit,
+            mask: {
+                let m = self.mask.unwrap_or_default();
+                super::Mask {
+                    hash_key_env: m.hash_key_env,
+                    hash_key_file: m.hash_key_file.map(|f| base.join(f)),
+                }
+            },
             not_yet_active,
         })
     }

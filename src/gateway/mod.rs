@@ -25,6 +25,7 @@
 //! ```
 
 mod judge;
+pub mod mask;
 pub mod metrics;
 pub mod record;
 pub mod refusal;

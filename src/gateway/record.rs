@@ -87,11 +87,19 @@ impl Pending {
         !self.0.must_be_durable && self.0.decision == Decision::Allowed
     }
 
-    /// Adds what the server answered: rows returned or affected, a sample, its error.
-    pub fn complete(&mut self, rows: Option<i64>, sample: Option<String>, error: Option<String>) {
+    /// Adds what the server answered: rows returned or affected, a sample (of the values
+    /// as the agent saw them), its error, and the columns masked (`column:rule`).
+    pub fn complete(
+        &mut self,
+        rows: Option<i64>,
+        sample: Option<String>,
+        error: Option<String>,
+        masked: Vec<String>,
+    ) {
         self.0.rows = rows;
         self.0.result = sample;
         self.0.error = error;
+        self.0.masked_columns = masked;
     }
 }
 

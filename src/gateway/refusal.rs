@@ -73,6 +73,14 @@ pub fn misreading_mid_session(why: &str) -> String {
     format!("{PREFIX}{why}; the session is closed")
 }
 
+/// Result rows arrived that no description covers: the gateway cannot tell which values
+/// to mask, so the session ends.
+pub const UNDESCRIBED_ROWS: &str =
+    "portcullis: the server sent rows the gateway cannot place; the session is closed";
+
+/// A binary `COPY ... TO STDOUT` holds a value the mask rules hide.
+pub const BINARY_COPY_MASK: &str = "portcullis: a binary COPY holds values that must be masked;                                     copy in text or CSV format; the session is closed";
+
 /// A push from a shallow clone: its history cannot be walked.
 pub const SHALLOW_PUSH: &str =
     "portcullis: pushes from shallow clones are not accepted (fetch the full history first)";

@@ -93,6 +93,63 @@ pub fn parse_body(body: &[u8]) -> Result<(&str, &str), Error> {
     Ok((name, text))
 }
 
+/// CopyData holding `data`.
+pub fn copy_data(data: &[u8]) -> Bytes {
+    message(b'd', |b| b.put_slice(data))
+}
+
+/// Describe (F) of portal `name`: the gateway's own, for an Execute nothing described.
+pub fn describe_portal(name: &str) -> Bytes {
+    message(b'D', |b| {
+        b.put_u8(b'P');
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+    })
+}
+
+/// `(portal, statement, result format codes)` of a Bind (F) body.
+pub fn bind_body(body: &[u8]) -> Result<(&str, &str, Vec<i16>), Error> {
+    let short = || Error::Protocol("short Bind message".into());
+    let mut b = body;
+    let portal = cstr(&mut b)?;
+    let statement = cstr(&mut b)?;
+    let n = take_i16(&mut b).ok_or_else(short)?;
+    for _ in 0..n {
+        take_i16(&mut b).ok_or_else(short)?;
+    }
+    let n = take_i16(&mut b).ok_or_else(short)?;
+    for _ in 0..n {
+        let len = b
+            .split_first_chunk::<4>()
+            .map(|(h, _)| i32::from_be_bytes(*h))
+            .ok_or_else(short)?;
+        b = &b[4..];
+        if len > 0 {
+            b = b.get(len as usize..).ok_or_else(short)?;
+        }
+    }
+    let n = take_i16(&mut b).ok_or_else(short)?;
+    let mut formats = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        formats.push(take_i16(&mut b).ok_or_else(short)?);
+    }
+    Ok((portal, statement, formats))
+}
+
+/// `(kind, name)` of a Describe or Close (F) body: `S` a statement, `P` a portal.
+pub fn target_body(body: &[u8]) -> Result<(u8, &str), Error> {
+    let (&kind, mut b) = body
+        .split_first()
+        .ok_or_else(|| Error::Protocol("empty Describe or Close message".into()))?;
+    Ok((kind, cstr(&mut b)?))
+}
+
+fn take_i16(b: &mut &[u8]) -> Option<i16> {
+    let (head, rest) = b.split_first_chunk::<2>()?;
+    *b = rest;
+    Some(i16::from_be_bytes(*head))
+}
+
 /// The fields of an ErrorResponse or NoticeResponse body, by field code.
 pub fn fields(body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();

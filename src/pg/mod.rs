@@ -20,6 +20,7 @@
 //! itself.
 
 mod cancel;
+mod catalog;
 mod error;
 mod frame;
 mod login;
@@ -29,7 +30,9 @@ mod reading;
 mod relay_down;
 mod relay_up;
 pub mod results;
+mod rows;
 mod session;
+mod shapes;
 mod startup;
 mod stream;
 mod tls;
@@ -46,6 +49,7 @@ use crate::config::PostgresTarget;
 use crate::gateway::RuleSet;
 use crate::gateway::record::Recorder;
 use crate::identity::Authenticator;
+use crate::mask::strategy::HashKey;
 
 /// Everything one `[[postgres]]` listener needs.
 pub struct Gateway {
@@ -55,6 +59,10 @@ pub struct Gateway {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: CancelKeys,
     pub recorder: Recorder,
+    /// The key of the `hash` mask strategy.
+    pub mask_key: HashKey,
+    /// What the upstream's catalog says about result columns.
+    pub catalog: catalog::Catalog,
 }
 
 impl Gateway {
@@ -63,6 +71,7 @@ impl Gateway {
         rules: Arc<RuleSet>,
         auth: Arc<dyn Authenticator>,
         recorder: Recorder,
+        mask_key: HashKey,
     ) -> Result<Gateway, Error> {
         let tls = match &target.tls {
             Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
@@ -75,6 +84,8 @@ impl Gateway {
             tls,
             cancel: CancelKeys::default(),
             recorder,
+            mask_key,
+            catalog: catalog::Catalog::default(),
         })
     }
 

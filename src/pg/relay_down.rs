@@ -1,106 +1,217 @@
-//! Server → client: runs of complete frames go out untouched, except a marker's error
-//! (swapped for the gateway's refusal) and a ParameterStatus that shows the server now
-//! reads SQL differently from the gateway (the session ends). Results of reads waiting
-//! for them are summarised on the way (rows, a sample) for their events. Result rewriting
-//! (masking) belongs here.
+//! Server → client: runs of complete frames go out as the server sent them, except
+//! * a marker's error, swapped for the gateway's refusal;
+//! * a DataRow with a value the mask rules hide, framed again with the masked values;
+//! * the replies to a Describe the gateway added for itself, dropped;
+//! * a ParameterStatus that shows the server now reads SQL differently from the gateway
+//!   (the session ends).
+//!
+//! Results of reads waiting for them are summarised on the way (rows, a sample, what was
+//! masked) for their events; the summary sees the masked values.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
+use super::Gateway;
 use super::error::Error;
 use super::frame::complete_len;
 use super::messages::{self, Severity};
 use super::results::Results;
+use super::rows;
 use super::session::{Shared, lock};
+use super::shapes::Reply;
 use super::stream::{ClientStream, UpstreamStream};
-use crate::gateway::record::{Pending, Recorder};
+use crate::gateway::mask::{Column, Masker, Plan};
+use crate::gateway::record::Pending;
 use crate::gateway::refusal;
 
+/// A change to the server's bytes: the frame at `at` (`len` bytes) is replaced (or, with
+/// `None`, dropped).
+struct Edit {
+    at: usize,
+    len: usize,
+    with: Option<Bytes>,
+}
+
 pub async fn relay_down(
+    gw: &Gateway,
+    masker: &Masker,
     mut ur: ReadHalf<UpstreamStream>,
     mut cw: WriteHalf<ClientStream>,
     mut ubuf: BytesMut,
     markers: Shared,
     mut fatal: oneshot::Receiver<Bytes>,
-    recorder: &Recorder,
 ) -> Result<(), Error> {
+    let recorder = &gw.recorder;
     let mut results = Results::new(recorder.result_rows());
     let mut done: Vec<Pending> = Vec::new();
+    let mut edits: Vec<Edit> = Vec::new();
+    let mut out = BytesMut::new();
+    let mut plans = Plans::default();
+    // COPY ... TO STDOUT rows carry no description: their text is read for content.
+    let copy_plan = masker.plan(vec![Column {
+        name: "(copy)".into(),
+        type_name: "text".into(),
+        ..Column::default()
+    }]);
+    let mut copy_binary = false;
     loop {
-        // Find the complete frames at the front; note where a rewrite is needed.
+        // Find the complete frames at the front; note where they must change.
         let mut end = 0;
-        let mut rewrite: Option<(usize, usize, Bytes)> = None;
         // Reads waiting for their results are queued before their query goes upstream.
-        let mut capturing = lock(&markers).waiting();
+        let mut capturing = lock(&markers).markers.waiting();
+        // What ends the session here; the frames before it still go out.
+        let mut ending: Option<Error> = None;
         while let Some(len) = complete_len(&ubuf[end..]) {
             let tag = ubuf[end];
             let body = &ubuf[end + 5..end + len];
-            if tag == b'E' {
-                let mut m = lock(&markers);
-                if m.refusing() {
-                    let fields = messages::fields(body);
-                    let text = fields
-                        .iter()
-                        .find(|(c, _)| *c == b'M')
-                        .map_or("", |(_, t)| t.as_str());
-                    if let Some(message) = m.error(text) {
-                        // A refusal, not a server error: nothing for the results.
-                        rewrite = Some((
-                            end,
+            // Only the messages that end or describe a result move the shapes along.
+            let reply = match tag {
+                b'T' | b'n' | b'C' | b's' | b'I' | b'E' | b'Z' => lock(&markers).shapes.reply(tag),
+                _ => Reply::Forward,
+            };
+            match (tag, reply) {
+                (_, Reply::Drop) => edits.push(Edit {
+                    at: end,
+                    len,
+                    with: None,
+                }),
+                (b'T', Reply::Describe | Reply::DescribeHidden) => {
+                    describe(gw, masker, &markers, &mut plans, body).await?;
+                    if reply == Reply::DescribeHidden {
+                        edits.push(Edit {
+                            at: end,
                             len,
-                            messages::error_response(Severity::Error, "42501", &message),
-                        ));
-                        end += len;
-                        break;
+                            with: None,
+                        });
+                    } else if capturing {
+                        results.observe(tag, body);
                     }
                 }
-                drop(m);
-                if capturing {
-                    results.observe(tag, body);
+                (b'D', _) => {
+                    let masked = match mask_row(masker, &markers, body) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            ending = Some(e);
+                            break;
+                        }
+                    };
+                    let seen = match &masked {
+                        Some((row, _)) => &row[5..],
+                        None => body,
+                    };
+                    if capturing {
+                        results.observe(tag, seen);
+                    }
+                    if let Some((row, columns)) = masked {
+                        if capturing {
+                            results.masked(columns);
+                        }
+                        edits.push(Edit {
+                            at: end,
+                            len,
+                            with: Some(row),
+                        });
+                    }
                 }
-            } else if tag == b'S'
-                && let Some(why) = super::reading::parameter_status(body)
-                    .and_then(|(name, value)| super::reading::misreading(name, value))
-            {
-                // A setting changed under the session (a function, a role's or
-                // database's default): nothing more is judged by a reading the server
-                // no longer shares. The frames before it go out; the session ends.
-                cw.write_all(&ubuf[..end]).await?;
-                let message = refusal::misreading_mid_session(&why);
-                cw.write_all(&messages::error_response(
-                    Severity::Fatal,
-                    "42501",
-                    &message,
-                ))
-                .await?;
-                cw.flush().await?;
-                return Err(Error::Refused(message));
-            } else if tag == b'Z' {
-                let mut m = lock(&markers);
-                m.ready();
-                let (rows, sample) = results.take();
-                let error = results.take_error();
-                while let Some(mut ev) = m.completed() {
-                    ev.complete(rows, sample.clone(), error.clone());
-                    done.push(ev);
+                // CopyOutResponse: the overall format of the rows that follow.
+                (b'H', _) => copy_binary = body.first() == Some(&1),
+                (b'd', _) => {
+                    let masked = masker.row(&copy_plan, &[], &[Some(body)]);
+                    if let Some(Some(data)) = masked.values.and_then(|v| v.into_iter().next()) {
+                        if copy_binary {
+                            // Rewriting inside binary COPY would break its length words.
+                            ending = Some(Error::Refused(refusal::BINARY_COPY_MASK.into()));
+                            break;
+                        }
+                        if capturing {
+                            results.masked(masked.masked);
+                        }
+                        edits.push(Edit {
+                            at: end,
+                            len,
+                            with: Some(messages::copy_data(&data)),
+                        });
+                    }
                 }
-                capturing = m.waiting();
-            } else if capturing {
-                results.observe(tag, body);
+                (b'E', _) => {
+                    let mut t = lock(&markers);
+                    let refusal = if t.markers.refusing() {
+                        let fields = messages::fields(body);
+                        let text = fields
+                            .iter()
+                            .find(|(c, _)| *c == b'M')
+                            .map_or("", |(_, t)| t.as_str());
+                        t.markers.error(text)
+                    } else {
+                        None
+                    };
+                    drop(t);
+                    match refusal {
+                        // A refusal, not a server error: nothing for the results.
+                        Some(message) => edits.push(Edit {
+                            at: end,
+                            len,
+                            with: Some(messages::error_response(
+                                Severity::Error,
+                                "42501",
+                                &message,
+                            )),
+                        }),
+                        None if capturing => results.observe(tag, body),
+                        None => {}
+                    }
+                }
+                (b'S', _) => {
+                    if let Some(why) = super::reading::parameter_status(body)
+                        .and_then(|(name, value)| super::reading::misreading(name, value))
+                    {
+                        // A setting changed under the session (a function, a role's or
+                        // database's default): nothing more is judged by a reading the
+                        // server no longer shares. The frames before it go out; the
+                        // session ends.
+                        write(&mut cw, &ubuf[..end], &mut edits, &mut out).await?;
+                        let message = refusal::misreading_mid_session(&why);
+                        cw.write_all(&messages::error_response(
+                            Severity::Fatal,
+                            "42501",
+                            &message,
+                        ))
+                        .await?;
+                        cw.flush().await?;
+                        return Err(Error::Refused(message));
+                    }
+                }
+                (b'Z', _) => {
+                    let mut t = lock(&markers);
+                    t.markers.ready();
+                    let (rows, sample, masked) = results.take();
+                    let error = results.take_error();
+                    while let Some(mut ev) = t.markers.completed() {
+                        ev.complete(rows, sample.clone(), error.clone(), masked.clone());
+                        done.push(ev);
+                    }
+                    capturing = t.markers.waiting();
+                }
+                _ if capturing => results.observe(tag, body),
+                _ => {}
             }
             end += len;
         }
+        if let Some(e) = ending {
+            write(&mut cw, &ubuf[..end], &mut edits, &mut out).await?;
+            if let Some(resp) = e.response() {
+                cw.write_all(&resp).await?;
+            }
+            cw.flush().await?;
+            return Err(e);
+        }
         if end > 0 {
             let chunk = ubuf.split_to(end);
-            match rewrite {
-                Some((at, len, replacement)) => {
-                    cw.write_all(&chunk[..at]).await?;
-                    cw.write_all(&replacement).await?;
-                    cw.write_all(&chunk[at + len..]).await?;
-                }
-                None => cw.write_all(&chunk).await?,
-            }
+            write(&mut cw, &chunk, &mut edits, &mut out).await?;
             // Reads are recorded once their results are complete.
             for ev in done.drain(..) {
                 if let Err(e) = recorder.submit(ev).await {
@@ -129,4 +240,112 @@ pub async fn relay_down(
             }
         }
     }
+}
+
+/// Writes `chunk` with `edits` applied (and clears them): as it is when there are none,
+/// else assembled once in `out`.
+async fn write(
+    cw: &mut WriteHalf<ClientStream>,
+    chunk: &[u8],
+    edits: &mut Vec<Edit>,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
+    if edits.is_empty() {
+        cw.write_all(chunk).await?;
+        return Ok(());
+    }
+    out.clear();
+    let mut at = 0;
+    for e in edits.drain(..).filter(|e| e.at + e.len <= chunk.len()) {
+        out.extend_from_slice(&chunk[at..e.at]);
+        if let Some(with) = &e.with {
+            out.extend_from_slice(with);
+        }
+        at = e.at + e.len;
+    }
+    out.extend_from_slice(&chunk[at..]);
+    cw.write_all(out).await?;
+    Ok(())
+}
+
+/// The session's plans by RowDescription, built from what the catalog said in one
+/// generation: the same query shape is planned once.
+#[derive(Default)]
+struct Plans {
+    generation: u64,
+    by_description: HashMap<Vec<u8>, (Arc<Plan>, Vec<i16>)>,
+}
+
+/// Plans kept per session before the oldest are dropped (all at once: simple, and rare).
+const MAX_PLANS: usize = 256;
+
+/// Builds the plan of a RowDescription (asking the catalog what its columns come from)
+/// and keeps it where its rows will find it.
+async fn describe(
+    gw: &Gateway,
+    masker: &Masker,
+    markers: &Shared,
+    plans: &mut Plans,
+    body: &[u8],
+) -> Result<(), Error> {
+    let generation = gw.catalog.generation();
+    if plans.generation != generation {
+        plans.by_description.clear();
+        plans.generation = generation;
+    }
+    if let Some((plan, formats)) = plans.by_description.get(body) {
+        lock(markers)
+            .shapes
+            .described(plan.clone(), formats.clone());
+        return Ok(());
+    }
+    let fields = rows::row_description(body)
+        .ok_or_else(|| Error::Protocol("malformed RowDescription from the server".into()))?;
+    let described = gw.catalog.describe(&gw.target, &fields).await?;
+    let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+    let columns = fields
+        .into_iter()
+        .zip(described)
+        .map(|(f, (source, type_name))| Column {
+            derived: f.table_oid == 0,
+            sources: source.into_iter().collect(),
+            name: f.name,
+            type_name,
+            opaque: false,
+            detectors: Vec::new(),
+        })
+        .collect();
+    let plan = Arc::new(masker.plan(columns));
+    if plans.by_description.len() >= MAX_PLANS {
+        plans.by_description.clear();
+    }
+    plans
+        .by_description
+        .insert(body.to_vec(), (plan.clone(), formats.clone()));
+    lock(markers).shapes.described(plan, formats);
+    Ok(())
+}
+
+/// The DataRow to send instead of `body` (tag and length included), and the columns
+/// masked in it; `None` when it goes as it is.
+fn mask_row(
+    masker: &Masker,
+    markers: &Shared,
+    body: &[u8],
+) -> Result<Option<(Bytes, Vec<String>)>, Error> {
+    let mut t = lock(markers);
+    let Some(shape) = t.shapes.row() else {
+        // Rows nothing described: the gateway cannot tell what they hold.
+        return Err(Error::Refused(refusal::UNDESCRIBED_ROWS.into()));
+    };
+    if !shape.plan.active() {
+        return Ok(None);
+    }
+    let values = rows::data_row(body)
+        .ok_or_else(|| Error::Protocol("malformed DataRow from the server".into()))?;
+    // Bind's format codes and a RowDescription's per-column formats read alike.
+    let masked = masker.row(&shape.plan, &shape.formats, &values);
+    Ok(masked
+        .values
+        .map(|v| (rows::encode_data_row(&v), masked.masked)))
 }

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::Gateway;
 use super::error::Error;
-use super::frame::split_frame;
+use super::frame::{self, split_frame};
 use super::messages;
 use super::session::{Shared, State, lock};
 use super::stream::{ClientStream, UpstreamStream};
@@ -34,22 +34,30 @@ pub async fn relay_up(
             match f.tag {
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
-                    state.ends_at = lock(&markers).query();
+                    state.ends_at = {
+                        let mut t = lock(&markers);
+                        t.shapes.query();
+                        t.markers.query()
+                    };
                     match state.judge(gw, "query", text) {
                         None => out.extend_from_slice(&f.bytes),
                         Some(message) => {
-                            let token = lock(&markers).refuse(message, state.ends_at);
+                            let token = lock(&markers).markers.refuse(message, state.ends_at);
                             out.extend_from_slice(&messages::query(&token));
                         }
                     }
                 }
                 b'P' => {
                     let (name, text) = messages::parse_body(f.body())?;
-                    state.ends_at = lock(&markers).parse();
+                    state.ends_at = {
+                        let mut t = lock(&markers);
+                        t.shapes.parse(name);
+                        t.markers.parse()
+                    };
                     match state.judge(gw, "parse", text) {
                         None => out.extend_from_slice(&f.bytes),
                         Some(message) => {
-                            let token = lock(&markers).refuse(message, state.ends_at);
+                            let token = lock(&markers).markers.refuse(message, state.ends_at);
                             out.extend_from_slice(&messages::parse(name, &token));
                         }
                     }
@@ -58,14 +66,50 @@ pub async fn relay_up(
                     // The fast-path function call runs a function by OID with no SQL to
                     // judge (lo_import is one): refused, in place, as a query would be.
                     let token = {
-                        let mut m = lock(&markers);
-                        let ends_at = m.query();
-                        m.refuse(refusal::FUNCTION_CALL.into(), ends_at)
+                        let mut t = lock(&markers);
+                        t.shapes.query();
+                        let ends_at = t.markers.query();
+                        t.markers.refuse(refusal::FUNCTION_CALL.into(), ends_at)
                     };
                     out.extend_from_slice(&messages::query(&token));
                 }
+                b'B' => {
+                    let (portal, statement, formats) = messages::bind_body(f.body())?;
+                    lock(&markers).shapes.bind(portal, statement, formats);
+                    out.extend_from_slice(&f.bytes);
+                }
+                b'D' => {
+                    let (kind, name) = messages::target_body(f.body())?;
+                    let mut t = lock(&markers);
+                    match kind {
+                        b'S' => t.shapes.describe_statement(name),
+                        _ => t.shapes.describe_portal(name),
+                    }
+                    out.extend_from_slice(&f.bytes);
+                }
+                b'E' => {
+                    // Rows are only sent with a plan: an Execute nothing described is
+                    // described first, for the gateway's eyes only.
+                    let mut b = f.body();
+                    let portal = frame::cstr(&mut b)?;
+                    if lock(&markers).shapes.execute(portal) {
+                        out.extend_from_slice(&messages::describe_portal(portal));
+                    }
+                    out.extend_from_slice(&f.bytes);
+                }
+                b'C' => {
+                    let (kind, name) = messages::target_body(f.body())?;
+                    let mut t = lock(&markers);
+                    match kind {
+                        b'S' => t.shapes.close_statement(name),
+                        _ => t.shapes.close_portal(name),
+                    }
+                    out.extend_from_slice(&f.bytes);
+                }
                 b'S' => {
-                    lock(&markers).sync();
+                    let mut t = lock(&markers);
+                    t.markers.sync();
+                    t.shapes.sync();
                     out.extend_from_slice(&f.bytes);
                 }
                 b'X' => {

@@ -1,6 +1,6 @@
 //! What a read returned, for its audit event: the row count from CommandComplete and the
 //! first `audit.result_rows` rows (RowDescription + DataRow), as JSON text. The frames are
-//! only read here; the client gets the server's bytes unchanged.
+//! only read here, after masking: the sample holds what the agent saw.
 
 use serde_json::{Value, json};
 
@@ -13,6 +13,8 @@ pub struct Results {
     kept: usize,
     count: Option<i64>,
     error: Option<String>,
+    /// Columns masked since the last ReadyForQuery (`column:rule`, each once).
+    masked: Vec<String>,
 }
 
 impl Results {
@@ -25,6 +27,7 @@ impl Results {
             kept: 0,
             count: None,
             error: None,
+            masked: Vec::new(),
         }
     }
 
@@ -57,9 +60,18 @@ impl Results {
         self.error.take()
     }
 
-    /// The rows affected or returned, and the sample as JSON text; resets for the next
-    /// ReadyForQuery.
-    pub fn take(&mut self) -> (Option<i64>, Option<String>) {
+    /// Takes note of the columns masked in a row.
+    pub fn masked(&mut self, columns: Vec<String>) {
+        for c in columns {
+            if !self.masked.contains(&c) {
+                self.masked.push(c);
+            }
+        }
+    }
+
+    /// The rows affected or returned, the sample as JSON text, and the columns masked;
+    /// resets for the next ReadyForQuery.
+    pub fn take(&mut self) -> (Option<i64>, Option<String>, Vec<String>) {
         self.finish_set();
         let sample = match self.sets.len() {
             0 => None,
@@ -68,7 +80,7 @@ impl Results {
         };
         self.sets.clear();
         self.kept = 0;
-        (self.count.take(), sample)
+        (self.count.take(), sample, std::mem::take(&mut self.masked))
     }
 
     fn finish_set(&mut self) {
@@ -198,23 +210,23 @@ mod tests {
         r.observe(b'D', &data(&[Some(b"2"), None]));
         r.observe(b'D', &data(&[Some(b"3"), Some(&[0, 159, 146])]));
         r.observe(b'C', b"SELECT 3\0");
-        let (rows, sample) = r.take();
+        let (rows, sample, _) = r.take();
         assert_eq!(rows, Some(3));
         let v: Value = serde_json::from_str(&sample.unwrap()).unwrap();
         assert_eq!(v["columns"], json!(["id", "email"]));
         assert_eq!(v["rows"], json!([["1", "a@x.io"], ["2", null]]));
-        assert_eq!(r.take(), (None, None), "reset after take");
+        assert_eq!(r.take(), (None, None, vec![]), "reset after take");
     }
 
     #[test]
     fn writes_count_without_rows_and_binary_is_hex() {
         let mut r = Results::new(10);
         r.observe(b'C', b"INSERT 0 5\0");
-        assert_eq!(r.take(), (Some(5), None));
+        assert_eq!(r.take(), (Some(5), None, vec![]));
         r.observe(b'T', &row_desc(&["b"]));
         r.observe(b'D', &data(&[Some(&[0, 1, 255])]));
         r.observe(b'C', b"SELECT 1\0");
-        let (_, sample) = r.take();
+        let (_, sample, _) = r.take();
         assert!(sample.unwrap().contains("\\\\x0001ff"));
         // Truncated or hostile frames are ignored, not trusted.
         r.observe(b'D', &[0, 5, 0, 0]);

@@ -12,11 +12,13 @@ use tokio::sync::oneshot;
 
 use super::error::Error;
 use super::markers::Markers;
+use super::shapes::Shapes;
 use super::startup::{self, Failed, Opening};
 use super::stream::{ClientStream, UpstreamStream};
 use super::{Gateway, upstream};
 use crate::gateway::Analyzer;
 use crate::gateway::judge_query;
+use crate::gateway::mask::{Masker, Plan};
 use crate::gateway::record::{Pending, Protocol, SessionEvent, SessionState, StatementEvent};
 use crate::gateway::refusal;
 use crate::identity::Identity;
@@ -28,10 +30,17 @@ pub const PROMPT_SETTING: &str = "portcullis.prompt";
 /// The upstream connection and the bytes it sent after login.
 pub type Upstream = (UpstreamStream, BytesMut);
 
-/// The markers and waiting reads both relays share.
-pub type Shared = Arc<Mutex<Markers<Pending>>>;
+/// What both relays keep track of: refusals and waiting reads at their place in the
+/// stream, and which description applies to the rows coming back.
+#[derive(Default)]
+pub struct Tracks {
+    pub markers: Markers<Pending>,
+    pub shapes: Shapes<Plan>,
+}
 
-pub fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Markers<Pending>> {
+pub type Shared = Arc<Mutex<Tracks>>;
+
+pub fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Tracks> {
     m.lock()
         .expect("marker lock is never poisoned: nothing panics while holding it")
 }
@@ -208,6 +217,10 @@ impl State {
                     self.prompt = s.raw_value.clone();
                 }
             }
+            // What result columns come from may have changed.
+            if judged.analysis.statements.iter().any(|s| s.is_ddl) {
+                gw.catalog.forget();
+            }
         }
         judged.outcome.refusal
     }
@@ -228,7 +241,7 @@ impl State {
                 && ev.may_wait_for_results()
                 && let Some(shared) = reads
             {
-                lock(shared).defer(ev, ends_at);
+                lock(shared).markers.defer(ev, ends_at);
                 continue;
             }
             gw.recorder
@@ -269,7 +282,13 @@ async fn relay(
     let (ur, uw) = tokio::io::split(ustream);
     let markers: Shared = Arc::default();
     let (fatal_tx, fatal_rx) = oneshot::channel::<Bytes>();
-    let down = super::relay_down::relay_down(ur, cw, ubuf, markers.clone(), fatal_rx, &gw.recorder);
+    let masker = Masker::new(
+        gw.rules.clone(),
+        state.agent.clone(),
+        state.target.clone(),
+        gw.mask_key.clone(),
+    );
+    let down = super::relay_down::relay_down(gw, &masker, ur, cw, ubuf, markers.clone(), fatal_rx);
     let up = super::relay_up::relay_up(gw, cr, uw, cbuf, markers.clone(), state);
     tokio::pin!(down);
     tokio::pin!(up);
@@ -286,7 +305,7 @@ async fn relay(
         r = &mut down => r,
     };
     // Reads that went upstream but whose results never completed are still recorded.
-    let unfinished: Vec<Pending> = lock(&markers).unfinished().collect();
+    let unfinished: Vec<Pending> = lock(&markers).markers.unfinished().collect();
     for ev in unfinished {
         if let Err(e) = gw.recorder.submit(ev).await {
             tracing::error!(error = %e, "read event not recorded");

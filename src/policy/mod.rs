@@ -39,6 +39,7 @@ use value::Record;
 pub const BUILTIN_PACKS: &[(&str, &str)] = &[
     ("rules/sql.rules", include_str!("../../rules/sql.rules")),
     ("rules/git.rules", include_str!("../../rules/git.rules")),
+    ("rules/mask.rules", include_str!("../../rules/mask.rules")),
 ];
 
 /// The rule id whose action follows `server.unparsed`.
@@ -99,6 +100,11 @@ impl RuleSet {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Whether no rule judges `subject` (masking then looks at no row).
+    pub fn is_empty_for(&self, subject: Subject) -> bool {
+        !self.rules.iter().any(|r| r.subject == subject)
     }
 
     /// Turns a rule's `deny` into `review` or back, keeping its message: how

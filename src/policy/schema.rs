@@ -108,6 +108,17 @@ pub const COMMON_FACTS: &[&str] = &[
     "target.name",
 ];
 
+/// Facts about one output column of a result (`mask` rules): `gateway::mask::Column`.
+pub const MASK_FACTS: &[&str] = &[
+    "column",
+    "column.name",
+    "column.type",
+    "column.sources",
+    "column.derived",
+    "column.opaque",
+    "column.detectors",
+];
+
 const SQL_ROOTS: &[&str] = &["stmt", "agent", "target"];
 const GIT_ROOTS: &[&str] = &["ref", "push", "agent", "target"];
 const MASK_ROOTS: &[&str] = &["column", "agent", "target"];
@@ -127,7 +138,7 @@ pub fn is_root(name: &str) -> bool {
 }
 
 /// Whether `path` (variables already replaced by the list they range over) is a fact of
-/// `subject`. Mask facts are not yet enumerated, so only their root is checked.
+/// `subject`.
 pub fn knows(subject: Subject, path: &str) -> bool {
     let root = path.split('.').next().unwrap_or(path);
     if !roots(subject).contains(&root) {
@@ -139,6 +150,6 @@ pub fn knows(subject: Subject, path: &str) -> bool {
     match subject {
         Subject::Sql => SQL_FACTS.contains(&path),
         Subject::Git => GIT_FACTS.contains(&path),
-        Subject::Mask => !matches!(root, "agent" | "target"),
+        Subject::Mask => MASK_FACTS.contains(&path),
     }
 }

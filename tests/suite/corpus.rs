@@ -51,6 +51,11 @@ fn every_default_rule_has_corpus_cases() {
     let mut corpus = cases::load_cases(corpus_dir()).expect("corpus files parse");
     corpus.extend(scenario::load(corpus_dir()).expect("scenario files parse"));
     for rule in RuleSet::builtin().expect("built-in packs parse").rules() {
+        // Mask rules judge result columns, not statements: their leak attempts run
+        // through the gateway in tests/suite/masking.rs.
+        if rule.id.starts_with("mask.") {
+            continue;
+        }
         let n = corpus
             .iter()
             .filter(|c| c.rule.as_deref() == Some(rule.id.as_str()))

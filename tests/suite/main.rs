@@ -19,5 +19,6 @@ mod git_protocol;
 mod identity;
 mod language;
 mod logs;
+mod masking;
 mod pg_harness;
 mod support;

@@ -1,0 +1,262 @@
+//! What the upstream's catalog says about result columns: the `schema.table.column` a
+//! RowDescription's table OID and attribute number name, and a type OID's name. Asked on
+//! a connection of the gateway's own, and cached per listener; the cache is dropped after
+//! DDL and every [`MAX_AGE`], so a renamed or replaced table is read again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::error::Error;
+use super::frame::split_frame;
+use super::rows::{self, Field};
+use super::stream::UpstreamStream;
+use super::upstream;
+use crate::config::PostgresTarget;
+
+/// How long a cached answer is trusted.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Largest catalog reply read.
+const MAX_REPLY: usize = 16 << 20;
+
+/// Built-in types by OID (`pg_type.dat`), so common results need no lookup.
+const BUILTIN_TYPES: &[(u32, &str)] = &[
+    (16, "bool"),
+    (17, "bytea"),
+    (18, "char"),
+    (19, "name"),
+    (20, "int8"),
+    (21, "int2"),
+    (23, "int4"),
+    (25, "text"),
+    (26, "oid"),
+    (114, "json"),
+    (142, "xml"),
+    (700, "float4"),
+    (701, "float8"),
+    (705, "unknown"),
+    (1042, "bpchar"),
+    (1043, "varchar"),
+    (1082, "date"),
+    (1083, "time"),
+    (1114, "timestamp"),
+    (1184, "timestamptz"),
+    (1186, "interval"),
+    (1700, "numeric"),
+    (2950, "uuid"),
+    (3802, "jsonb"),
+];
+
+#[derive(Default)]
+struct Cache {
+    sources: HashMap<(u32, i16), String>,
+    types: HashMap<u32, String>,
+    since: Option<Instant>,
+}
+
+/// The catalog cache of one listener, and its connection.
+#[derive(Default)]
+pub struct Catalog {
+    cache: Mutex<Cache>,
+    /// Bumped whenever the cache is dropped, so plans built from it are dropped too.
+    generation: std::sync::atomic::AtomicU64,
+    conn: tokio::sync::Mutex<Option<(UpstreamStream, BytesMut)>>,
+}
+
+/// A described column's source (`None` for an expression) and type name.
+pub type Described = (Option<String>, String);
+
+impl Catalog {
+    /// Drops what is cached (after DDL).
+    pub fn forget(&self) {
+        *self.lock() = Cache::default();
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Changes whenever what the catalog said may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .expect("the catalog cache lock is never poisoned")
+    }
+
+    /// The source and type of each field, asking the upstream for what is not cached.
+    pub async fn describe(
+        &self,
+        target: &PostgresTarget,
+        fields: &[Field],
+    ) -> Result<Vec<Described>, Error> {
+        let (missing_sources, missing_types) = {
+            let mut cache = self.lock();
+            if cache.since.is_some_and(|t| t.elapsed() > MAX_AGE) {
+                *cache = Cache::default();
+                self.bump();
+            }
+            let sources: Vec<(u32, i16)> = fields
+                .iter()
+                .filter(|f| f.table_oid != 0 && f.column > 0)
+                .map(|f| (f.table_oid, f.column))
+                .filter(|k| !cache.sources.contains_key(k))
+                .collect();
+            let types: Vec<u32> = fields
+                .iter()
+                .map(|f| f.type_oid)
+                .filter(|t| builtin(*t).is_none() && !cache.types.contains_key(t))
+                .collect();
+            (sources, types)
+        };
+        if !missing_sources.is_empty() || !missing_types.is_empty() {
+            self.fetch(target, &missing_sources, &missing_types).await?;
+        }
+        let cache = self.lock();
+        Ok(fields
+            .iter()
+            .map(|f| {
+                let source = cache.sources.get(&(f.table_oid, f.column)).cloned();
+                let type_name = builtin(f.type_oid)
+                    .map(str::to_string)
+                    .or_else(|| cache.types.get(&f.type_oid).cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                (source, type_name)
+            })
+            .collect())
+    }
+
+    async fn fetch(
+        &self,
+        target: &PostgresTarget,
+        sources: &[(u32, i16)],
+        types: &[u32],
+    ) -> Result<(), Error> {
+        let mut sql = String::new();
+        if !sources.is_empty() {
+            let pairs: Vec<String> = sources.iter().map(|(t, c)| format!("({t},{c})")).collect();
+            sql.push_str(&format!(
+                "SELECT 's', a.attrelid::int8::text, a.attnum::text, \
+                 quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || \
+                 quote_ident(a.attname) \
+                 FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE (a.attrelid::int8, a.attnum::int8) IN ({})",
+                pairs.join(",")
+            ));
+        }
+        if !types.is_empty() {
+            if !sql.is_empty() {
+                sql.push_str(" UNION ALL ");
+            }
+            let oids: Vec<String> = types.iter().map(u32::to_string).collect();
+            sql.push_str(&format!(
+                "SELECT 't', oid::int8::text, '0', typname::text FROM pg_catalog.pg_type \
+                 WHERE oid::int8 IN ({})",
+                oids.join(",")
+            ));
+        }
+        let rows = self.query(target, &sql).await?;
+        let mut cache = self.lock();
+        cache.since.get_or_insert_with(Instant::now);
+        for row in rows {
+            let [kind, oid, num, name] = &row[..] else {
+                continue;
+            };
+            let (Ok(oid), Ok(num)) = (oid.parse::<u32>(), num.parse::<i16>()) else {
+                continue;
+            };
+            if kind == "s" {
+                cache.sources.insert((oid, num), name.clone());
+            } else {
+                cache.types.insert(oid, name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `sql` on the catalog connection (logging in first if there is none), as text
+    /// rows. A failure drops the connection; the next question logs in again.
+    async fn query(&self, target: &PostgresTarget, sql: &str) -> Result<Vec<Vec<String>>, Error> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            let session = upstream::connect(
+                &target.upstream,
+                target.upstream_password.as_deref(),
+                &[("application_name".into(), "portcullis-catalog".into())],
+            )
+            .await?;
+            *conn = Some((session.stream, session.leftover));
+        }
+        let (stream, buf) = conn.as_mut().expect("connected above");
+        let result = ask(stream, buf, sql).await;
+        if result.is_err() {
+            *conn = None;
+        }
+        result
+    }
+}
+
+fn builtin(oid: u32) -> Option<&'static str> {
+    BUILTIN_TYPES
+        .iter()
+        .find(|(o, _)| *o == oid)
+        .map(|(_, n)| *n)
+}
+
+async fn ask(
+    stream: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, Error> {
+    let up = |e: std::io::Error| Error::Upstream(format!("catalog: {e}"));
+    stream
+        .write_all(&super::messages::query(sql))
+        .await
+        .map_err(up)?;
+    stream.flush().await.map_err(up)?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        let Some(frame) = split_frame(buf, MAX_REPLY)? else {
+            if stream.read_buf(buf).await.map_err(up)? == 0 {
+                return Err(Error::Upstream("catalog: connection closed".into()));
+            }
+            continue;
+        };
+        match frame.tag {
+            b'D' => {
+                let values = rows::data_row(frame.body())
+                    .ok_or_else(|| Error::Upstream("catalog: malformed row".into()))?;
+                rows.push(
+                    values
+                        .into_iter()
+                        .map(|v| String::from_utf8_lossy(v.unwrap_or_default()).into_owned())
+                        .collect(),
+                );
+            }
+            b'E' => error = Some(super::messages::fields(frame.body())),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    match error {
+        Some(fields) => Err(Error::Upstream(format!(
+            "catalog query failed: {}",
+            fields
+                .iter()
+                .find(|(c, _)| *c == b'M')
+                .map_or("", |(_, m)| m.as_str())
+        ))),
+        None => Ok(rows),
+    }
+}

@@ -1,0 +1,237 @@
+//! Issue #11, the first part: result columns masked on the wire by what they are (name,
+//! source through the catalog) and by what they hold (content detectors), in the simple
+//! and extended protocols, text and binary, and in the audit sample. Through the gateway
+//! against a real PostgreSQL, with psql and tokio-postgres.
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::support::gateway::{Gateway, setup};
+use crate::support::pg::PgCluster;
+
+const CARD: &str = "4111 1111 1111 1111";
+
+fn seed(pg: &PgCluster) {
+    pg.query(&format!(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, password text, \
+         note text, active boolean, visits int, profile jsonb); \
+         INSERT INTO customers VALUES \
+         (1, 'Jane', 'jane.doe@example.com', 'hunter2-hunter2', 'pay with {CARD} today', \
+          true, 3, '{{\"contact\": \"jane.doe@example.com\"}}'), \
+         (2, 'Bob', NULL, 'sw0rdfish-sw0rdfish', 'no card on file', false, 0, NULL)"
+    ));
+}
+
+/// Every row of a simple query, as text (`None` for NULL).
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql:?}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn start() -> (PgCluster, Gateway) {
+    let (pg, gw) = setup();
+    seed(&pg);
+    (pg, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_columns_are_masked_by_name_source_and_content_in_the_simple_protocol() {
+    let (_pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
+    let client = gw.client(&gw.token("agent", &["dev"])).await;
+    let got = rows(
+        &client,
+        "SELECT id, name, email, password, note, active, visits FROM customers ORDER BY id",
+    )
+    .await;
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        got[0],
+        vec![
+            s("1"),
+            s("Jane"),
+            s("j***@example.com"),
+            s("[redacted]"),
+            s("pay with **** **** **** 1111 today"),
+            s("t"),
+            s("3"),
+        ]
+    );
+    assert_eq!(
+        got[1],
+        vec![
+            s("2"),
+            s("Bob"),
+            None,
+            s("[redacted]"),
+            s("no card on file"),
+            s("f"),
+            s("0"),
+        ]
+    );
+    // Renamed, through a CTE and a subquery: the wire still names the source column.
+    for sql in [
+        "SELECT password AS p, email AS contact FROM customers WHERE id = 1",
+        "WITH c AS (SELECT * FROM customers) SELECT password AS p, email AS contact FROM c WHERE id = 1",
+        "SELECT p, contact FROM (SELECT password p, email contact, id FROM customers) s WHERE id = 1",
+    ] {
+        assert_eq!(
+            rows(&client, sql).await,
+            vec![vec![s("[redacted]"), s("j***@example.com")]],
+            "{sql}"
+        );
+    }
+    // An email or a card number an expression returns is caught by its content.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT upper(email), note || '!' FROM customers WHERE id = 1"
+        )
+        .await,
+        vec![vec![
+            s("J***@EXAMPLE.COM"),
+            s("pay with **** **** **** 1111 today!")
+        ]]
+    );
+    // A JSON value holding an email stays valid JSON.
+    let json = rows(&client, "SELECT profile FROM customers WHERE id = 1").await;
+    let v: serde_json::Value =
+        serde_json::from_str(json[0][0].as_deref().expect("a value")).expect("valid JSON");
+    assert_eq!(v["contact"], "j***@example.com");
+    // What holds nothing sensitive comes back as it is.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT count(*), bool_and(active), max(name) FROM customers"
+        )
+        .await,
+        vec![vec![s("2"), s("f"), s("Jane")]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_prepared_statements_are_masked_in_text_and_binary() {
+    let (_pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
+    let client = gw.client(&gw.token("agent", &["dev"])).await;
+    // tokio-postgres prepares (Parse + Describe), then binds with binary results.
+    let stmt = client
+        .prepare("SELECT id, email, password, active, visits FROM customers WHERE id = $1")
+        .await
+        .expect("prepare");
+    for _ in 0..2 {
+        let row = client.query_one(&stmt, &[&1i32]).await.expect("query");
+        assert_eq!(row.get::<_, i32>(0), 1);
+        assert_eq!(row.get::<_, String>(1), "j***@example.com");
+        assert_eq!(row.get::<_, String>(2), "[redacted]");
+        // Booleans and integers keep their binary encoding.
+        assert!(row.get::<_, bool>(3));
+        assert_eq!(row.get::<_, i32>(4), 3);
+    }
+    // Two statements prepared before either runs keep their own plans.
+    let a = client
+        .prepare("SELECT password FROM customers WHERE id = 1")
+        .await
+        .expect("a");
+    let b = client
+        .prepare("SELECT name FROM customers WHERE id = 1")
+        .await
+        .expect("b");
+    let (ra, rb) = tokio::join!(client.query_one(&b, &[]), client.query_one(&a, &[]));
+    assert_eq!(ra.expect("b").get::<_, String>(0), "Jane");
+    assert_eq!(rb.expect("a").get::<_, String>(0), "[redacted]");
+    // A one-off query (an unnamed statement) is masked too.
+    let row = client
+        .query_one("SELECT email FROM customers WHERE id = $1", &[&1i32])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, String>(0), "j***@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_a_reader_group_sees_personal_data_but_never_credentials() {
+    let (_pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
+    let client = gw.client(&gw.token("analyst", &["pii-readers"])).await;
+    let got = rows(
+        &client,
+        "SELECT email, password, note FROM customers WHERE id = 1",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![vec![
+            Some("jane.doe@example.com".into()),
+            Some("[redacted]".into()),
+            Some(format!("pay with {CARD} today")),
+        ]]
+    );
+}
+
+#[test]
+fn issue_11_psql_and_the_audit_sample_see_only_masked_values() {
+    let (_pg, mut gw) = start();
+    let token = gw.token("agent", &["dev"]);
+    let (ok, out, err) = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "SELECT email, password FROM customers WHERE id = 1",
+        ],
+    );
+    assert!(ok, "{err}\n{}", gw.log());
+    assert_eq!(out, "j***@example.com|[redacted]\n");
+    gw.terminate();
+    assert!(
+        !gw.log().contains("jane.doe@example.com") && !gw.log().contains("hunter2"),
+        "the log holds a raw value"
+    );
+    let (code, out, err) = crate::support::portcullis(&[
+        "audit",
+        "sql",
+        "--db",
+        gw.audit_path().to_str().expect("utf-8 path"),
+        "--format",
+        "json",
+        "SELECT result, masked_columns FROM events WHERE statement LIKE 'SELECT email%'",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert_eq!(rows.len(), 1, "{out}");
+    let result = rows[0]["result"].as_str().expect("a sample");
+    assert!(result.contains("j***@example.com"), "{result}");
+    assert!(
+        !result.contains("jane.doe") && !result.contains("hunter2"),
+        "{result}"
+    );
+    let masked = rows[0]["masked_columns"].to_string();
+    assert!(
+        masked.contains("email:mask.email") && masked.contains("password:mask.credentials"),
+        "{masked}"
+    );
+}
+
+#[test]
+fn issue_11_copy_to_stdout_is_read_for_content() {
+    let (_pg, gw) = start();
+    let token = gw.token("agent", &["dev"]);
+    let (ok, out, err) = gw.psql(
+        &token,
+        &[
+            "-c",
+            "COPY (SELECT id, email, note FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv)",
+        ],
+    );
+    assert!(ok, "{err}\n{}", gw.log());
+    assert_eq!(
+        out,
+        "1,j***@example.com,pay with **** **** **** 1111 today\n2,,no card on file\n"
+    );
+}
