@@ -93,6 +93,31 @@ pub struct Plan {
     content: Mutex<Vec<(usize, &'static str, Option<Masking>)>>,
 }
 
+impl Masker {
+    /// Whether values of `type_name` are numbers, booleans or times: types that cannot
+    /// carry a masked column's text through an expression (`bytea`, arrays, records and
+    /// JSON can, and so can every text type).
+    pub fn is_scalar(type_name: &str) -> bool {
+        matches!(
+            type_name,
+            "bool"
+                | "int2"
+                | "int4"
+                | "int8"
+                | "float4"
+                | "float8"
+                | "numeric"
+                | "oid"
+                | "date"
+                | "time"
+                | "timetz"
+                | "timestamp"
+                | "timestamptz"
+                | "interval"
+        )
+    }
+}
+
 impl Plan {
     /// Whether any row of this result needs looking at.
     pub fn active(&self) -> bool {
@@ -154,6 +179,21 @@ impl Masker {
             active,
             content: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A `column:rule` for the first of `sources` (`schema.table.column`) a rule masks
+    /// whole, read as a plain copy of it.
+    pub fn masks_any(&self, sources: &[String]) -> Option<String> {
+        sources.iter().find_map(|s| {
+            let name = s.rsplit('.').next().unwrap_or(s).trim_matches('"');
+            let column = Column {
+                name: name.to_string(),
+                type_name: "text".into(),
+                sources: vec![s.clone()],
+                ..Column::default()
+            };
+            self.judge(&column).map(|(_, rule)| format!("{s}:{rule}"))
+        })
     }
 
     /// What the mask rules say about `column`: the strictest strategy of the enforced

@@ -81,6 +81,13 @@ pub const UNDESCRIBED_ROWS: &str =
 /// A binary `COPY ... TO STDOUT` holds a value the mask rules hide.
 pub const BINARY_COPY_MASK: &str = "portcullis: a binary COPY holds values that must be masked;                                     copy in text or CSV format; the session is closed";
 
+/// `COPY ... TO STDOUT` of a table with a column the rules mask whole.
+pub fn copy_of_masked(column_rule: &str) -> String {
+    format!(
+        "{PREFIX}COPY TO STDOUT of a table with masked columns ({column_rule}) is not served;          SELECT the columns instead, which are masked row by row"
+    )
+}
+
 /// A push from a shallow clone: its history cannot be walked.
 pub const SHALLOW_PUSH: &str =
     "portcullis: pushes from shallow clones are not accepted (fetch the full history first)";

@@ -54,6 +54,9 @@ const BUILTIN_TYPES: &[(u32, &str)] = &[
 struct Cache {
     sources: HashMap<(u32, i16), String>,
     types: HashMap<u32, String>,
+    /// A table as a statement names it → its columns as `schema.table.column` (empty
+    /// when the name does not resolve).
+    tables: HashMap<String, Vec<String>>,
     since: Option<Instant>,
 }
 
@@ -131,6 +134,60 @@ impl Catalog {
                     .unwrap_or_else(|| "unknown".into());
                 (source, type_name)
             })
+            .collect())
+    }
+
+    /// Every column of the tables `names` (as statements name them, resolved with the
+    /// catalog connection's search_path), as `schema.table.column`.
+    pub async fn table_columns(
+        &self,
+        target: &PostgresTarget,
+        names: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let missing: Vec<&String> = {
+            let cache = self.lock();
+            names
+                .iter()
+                .filter(|n| !cache.tables.contains_key(*n))
+                .collect()
+        };
+        if !missing.is_empty() {
+            // Names come from the agent's SQL: passed as string literals, quotes doubled
+            // (standard_conforming_strings is on, or the session would not be served).
+            let list: Vec<String> = missing
+                .iter()
+                .map(|n| format!("'{}'", n.replace('\'', "''")))
+                .collect();
+            let sql = format!(
+                "SELECT t.name, quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' \
+                 || quote_ident(a.attname) \
+                 FROM unnest(ARRAY[{}]::text[]) AS t(name) \
+                 JOIN pg_catalog.pg_class c ON c.oid = to_regclass(t.name) \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+                 WHERE a.attnum > 0 AND NOT a.attisdropped",
+                list.join(",")
+            );
+            let rows = self.query(target, &sql).await?;
+            let mut cache = self.lock();
+            cache.since.get_or_insert_with(Instant::now);
+            for name in missing {
+                cache.tables.entry(name.clone()).or_default();
+            }
+            for row in rows {
+                if let [name, column] = &row[..] {
+                    cache
+                        .tables
+                        .entry(name.clone())
+                        .or_default()
+                        .push(column.clone());
+                }
+            }
+        }
+        let cache = self.lock();
+        Ok(names
+            .iter()
+            .flat_map(|n| cache.tables.get(n).into_iter().flatten().cloned())
             .collect())
     }
 

@@ -117,8 +117,18 @@ pub async fn relay_down(
                         });
                     }
                 }
-                // CopyOutResponse: the overall format of the rows that follow.
-                (b'H', _) => copy_binary = body.first() == Some(&1),
+                // CopyOutResponse: the rows that follow have no description, so a copy
+                // of a table with a column the rules mask whole is refused; the rest
+                // is read for content.
+                (b'H', _) => {
+                    copy_binary = body.first() == Some(&1);
+                    let tables = lock(&markers).shapes.tables();
+                    let columns = gw.catalog.table_columns(&gw.target, &tables).await?;
+                    if let Some(rule) = masker.masks_any(&columns) {
+                        ending = Some(Error::Refused(refusal::copy_of_masked(&rule)));
+                        break;
+                    }
+                }
                 (b'd', _) => {
                     let masked = masker.row(&copy_plan, &[], &[Some(body)]);
                     if let Some(Some(data)) = masked.values.and_then(|v| v.into_iter().next()) {
@@ -293,7 +303,14 @@ async fn describe(
         plans.by_description.clear();
         plans.generation = generation;
     }
-    if let Some((plan, formats)) = plans.by_description.get(body) {
+    let tables = lock(markers).shapes.tables();
+    // The same description over other tables is another plan.
+    let mut key = body.to_vec();
+    for t in tables.iter() {
+        key.push(0);
+        key.extend_from_slice(t.as_bytes());
+    }
+    if let Some((plan, formats)) = plans.by_description.get(&key) {
         lock(markers)
             .shapes
             .described(plan.clone(), formats.clone());
@@ -303,16 +320,39 @@ async fn describe(
         .ok_or_else(|| Error::Protocol("malformed RowDescription from the server".into()))?;
     let described = gw.catalog.describe(&gw.target, &fields).await?;
     let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+    // An expression's value may derive from any column of the tables its statement
+    // reads: until the statement's own lineage is followed, an expression that could
+    // carry text (not a number, boolean or time) counts as coming from all of them, and
+    // is masked as the strictest of them would be.
+    let opaque_text = |f: &rows::Field, type_name: &str| {
+        f.table_oid == 0 && !Masker::is_scalar(type_name) && !tables.is_empty()
+    };
+    let everything = if fields
+        .iter()
+        .zip(&described)
+        .any(|(f, (_, t))| opaque_text(f, t))
+    {
+        gw.catalog.table_columns(&gw.target, &tables).await?
+    } else {
+        Vec::new()
+    };
     let columns = fields
         .into_iter()
         .zip(described)
-        .map(|(f, (source, type_name))| Column {
-            derived: f.table_oid == 0,
-            sources: source.into_iter().collect(),
-            name: f.name,
-            type_name,
-            opaque: false,
-            detectors: Vec::new(),
+        .map(|(f, (source, type_name))| {
+            let opaque = opaque_text(&f, &type_name);
+            Column {
+                derived: f.table_oid == 0,
+                sources: if opaque {
+                    everything.clone()
+                } else {
+                    source.into_iter().collect()
+                },
+                name: f.name,
+                type_name,
+                opaque,
+                detectors: Vec::new(),
+            }
         })
         .collect();
     let plan = Arc::new(masker.plan(columns));
@@ -321,7 +361,7 @@ async fn describe(
     }
     plans
         .by_description
-        .insert(body.to_vec(), (plan.clone(), formats.clone()));
+        .insert(key, (plan.clone(), formats.clone()));
     lock(markers).shapes.described(plan, formats);
     Ok(())
 }

@@ -34,30 +34,28 @@ pub async fn relay_up(
             match f.tag {
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
-                    state.ends_at = {
-                        let mut t = lock(&markers);
-                        t.shapes.query();
-                        t.markers.query()
-                    };
-                    match state.judge(gw, "query", text) {
+                    state.ends_at = lock(&markers).markers.query();
+                    let refused = state.judge(gw, "query", text);
+                    let mut t = lock(&markers);
+                    t.shapes.query(state.tables.clone());
+                    match refused {
                         None => out.extend_from_slice(&f.bytes),
                         Some(message) => {
-                            let token = lock(&markers).markers.refuse(message, state.ends_at);
+                            let token = t.markers.refuse(message, state.ends_at);
                             out.extend_from_slice(&messages::query(&token));
                         }
                     }
                 }
                 b'P' => {
                     let (name, text) = messages::parse_body(f.body())?;
-                    state.ends_at = {
-                        let mut t = lock(&markers);
-                        t.shapes.parse(name);
-                        t.markers.parse()
-                    };
-                    match state.judge(gw, "parse", text) {
+                    state.ends_at = lock(&markers).markers.parse();
+                    let refused = state.judge(gw, "parse", text);
+                    let mut t = lock(&markers);
+                    t.shapes.parse(name, state.tables.clone());
+                    match refused {
                         None => out.extend_from_slice(&f.bytes),
                         Some(message) => {
-                            let token = lock(&markers).markers.refuse(message, state.ends_at);
+                            let token = t.markers.refuse(message, state.ends_at);
                             out.extend_from_slice(&messages::parse(name, &token));
                         }
                     }
@@ -67,7 +65,7 @@ pub async fn relay_up(
                     // judge (lo_import is one): refused, in place, as a query would be.
                     let token = {
                         let mut t = lock(&markers);
-                        t.shapes.query();
+                        t.shapes.query(Default::default());
                         let ends_at = t.markers.query();
                         t.markers.refuse(refusal::FUNCTION_CALL.into(), ends_at)
                     };

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::error::Error;
 use super::markers::Markers;
-use super::shapes::Shapes;
+use super::shapes::{Shapes, Tables};
 use super::startup::{self, Failed, Opening};
 use super::stream::{ClientStream, UpstreamStream};
 use super::{Gateway, upstream};
@@ -158,6 +158,8 @@ pub struct State {
     pending: Vec<(Pending, u64)>,
     /// The ReadyForQuery the statement being judged will complete at.
     pub ends_at: u64,
+    /// The tables the statement judged last reads or writes.
+    pub tables: Tables,
 }
 
 impl State {
@@ -175,6 +177,7 @@ impl State {
             peer: peer.to_string(),
             pending: Vec::new(),
             ends_at: 0,
+            tables: Tables::default(),
         }
     }
 
@@ -211,6 +214,21 @@ impl State {
         if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, judged.durable) {
             self.pending.push((ev, self.ends_at));
         }
+        // EXPLAIN's rows are a plan, not data: no table is behind them.
+        let mut tables = Vec::new();
+        for s in judged
+            .analysis
+            .statements
+            .iter()
+            .filter(|s| s.kind != "explain")
+        {
+            for t in s.tables_read.iter().chain(&s.tables_written) {
+                if !tables.contains(t) {
+                    tables.push(t.clone());
+                }
+            }
+        }
+        self.tables = Tables::new(tables);
         if judged.outcome.refusal.is_none() {
             for s in judged.analysis.statements.iter().flat_map(|s| &s.sets) {
                 if s.name == PROMPT_SETTING {

@@ -12,11 +12,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// The tables a statement reads or writes, as it names them: what an expression column
+/// of its results may derive from.
+pub type Tables = Arc<Vec<String>>;
+
 /// What the client asked for that the server will answer with descriptions or rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Expect {
     /// A simple Query: results until ReadyForQuery.
-    Query,
+    Query(Tables),
     /// Describe of a prepared statement: ParameterDescription, then RowDescription or
     /// NoData.
     Statement(String),
@@ -78,6 +82,8 @@ pub struct Shapes<P> {
     portals: HashMap<String, Shape<P>>,
     /// Statements the client has sent a Describe for since their Parse.
     described: HashMap<String, bool>,
+    /// The tables each prepared statement reads or writes, from its Parse.
+    tables: HashMap<String, Tables>,
     /// The shape of the rows arriving now.
     current: Option<Shape<P>>,
 }
@@ -90,6 +96,7 @@ impl<P> Default for Shapes<P> {
             bound: HashMap::new(),
             portals: HashMap::new(),
             described: HashMap::new(),
+            tables: HashMap::new(),
             current: None,
         }
     }
@@ -98,12 +105,28 @@ impl<P> Default for Shapes<P> {
 impl<P> Shapes<P> {
     // Client → server.
 
-    pub fn query(&mut self) {
-        self.expected.push_back(Expect::Query);
+    pub fn query(&mut self, tables: Tables) {
+        self.expected.push_back(Expect::Query(tables));
     }
 
-    pub fn parse(&mut self, statement: &str) {
+    pub fn parse(&mut self, statement: &str, tables: Tables) {
         self.described.insert(statement.to_string(), false);
+        self.tables.insert(statement.to_string(), tables);
+    }
+
+    /// The tables behind the description [`Shapes::reply`] just asked about.
+    pub fn tables(&self) -> Tables {
+        let statement = match self.expected.front() {
+            Some(Expect::Query(tables)) => return tables.clone(),
+            Some(Expect::Statement(name)) => Some(name),
+            Some(Expect::Portal { name, .. }) => self.bound.get(name).map(|(s, _, _)| s),
+            Some(Expect::Execute { statement, .. }) => Some(statement),
+            _ => None,
+        };
+        statement
+            .and_then(|s| self.tables.get(s))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn bind(&mut self, portal: &str, statement: &str, formats: Vec<i16>) {
@@ -198,7 +221,7 @@ impl<P> Shapes<P> {
             b'E' => {
                 // In the extended protocol the server skips to the Sync after an error;
                 // inside a simple Query, the query's ReadyForQuery ends it.
-                if !matches!(self.expected.front(), Some(Expect::Query) | None) {
+                if !matches!(self.expected.front(), Some(Expect::Query(_)) | None) {
                     while !matches!(self.expected.front(), Some(Expect::Sync) | None) {
                         self.expected.pop_front();
                     }
@@ -208,7 +231,7 @@ impl<P> Shapes<P> {
             }
             b'Z' => {
                 while let Some(e) = self.expected.pop_front() {
-                    if matches!(e, Expect::Query | Expect::Sync) {
+                    if matches!(e, Expect::Query(_) | Expect::Sync) {
                         break;
                     }
                 }
@@ -276,7 +299,7 @@ mod tests {
     #[test]
     fn a_simple_query_uses_each_result_sets_description() {
         let mut s = Shapes::default();
-        s.query();
+        s.query(Tables::default());
         assert_eq!(s.reply(b'T'), Reply::Describe);
         s.described(Arc::new("first"), vec![0]);
         assert_eq!(plan(&mut s), Some("first"));
@@ -293,7 +316,7 @@ mod tests {
     fn a_prepared_statement_described_once_is_executed_many_times() {
         // tokio-postgres: Parse + Describe S + Sync, then Bind + Execute + Sync, twice.
         let mut s = Shapes::default();
-        s.parse("s1");
+        s.parse("s1", Tables::default());
         s.describe_statement("s1");
         s.sync();
         s.reply(b'1');
@@ -317,7 +340,7 @@ mod tests {
     fn pipelined_statements_keep_their_own_plans() {
         let mut s = Shapes::default();
         for name in ["a", "b"] {
-            s.parse(name);
+            s.parse(name, Tables::default());
             s.describe_statement(name);
         }
         s.bind("pa", "a", vec![]);
@@ -343,7 +366,7 @@ mod tests {
     #[test]
     fn an_execute_nothing_described_gets_a_hidden_describe() {
         let mut s = Shapes::default();
-        s.parse("");
+        s.parse("", Tables::default());
         s.bind("", "", vec![]);
         assert!(s.execute(""), "the gateway must describe it");
         s.sync();
@@ -355,7 +378,7 @@ mod tests {
         s.reply(b'C');
         s.reply(b'Z');
         // A statement without result columns: its NoData is the gateway's, not the client's.
-        s.parse("");
+        s.parse("", Tables::default());
         s.bind("", "", vec![]);
         assert!(s.execute(""));
         assert_eq!(s.reply(b'n'), Reply::Drop);
@@ -364,12 +387,12 @@ mod tests {
     #[test]
     fn a_reparsed_unnamed_statement_is_described_again() {
         let mut s = Shapes::default();
-        s.parse("");
+        s.parse("", Tables::default());
         s.describe_statement("");
         s.reply(b't');
         s.reply(b'T');
         s.described(Arc::new("old"), vec![]);
-        s.parse("");
+        s.parse("", Tables::default());
         s.bind("", "", vec![]);
         assert!(s.execute(""), "the old plan belongs to another statement");
     }
@@ -377,12 +400,12 @@ mod tests {
     #[test]
     fn an_error_skips_to_the_sync() {
         let mut s = Shapes::default();
-        s.parse("x");
+        s.parse("x", Tables::default());
         s.describe_statement("x");
         s.bind("p", "x", vec![]);
         s.execute("p");
         s.sync();
-        s.query();
+        s.query(Tables::default());
         // Parse fails: the Describe and Execute get no reply.
         s.reply(b'E');
         s.reply(b'Z');
@@ -396,7 +419,7 @@ mod tests {
         // tokio-postgres pipelining two prepared statements through the unnamed portal.
         let mut s = Shapes::default();
         for name in ["a", "b"] {
-            s.parse(name);
+            s.parse(name, Tables::default());
             s.describe_statement(name);
             s.sync();
             s.reply(b't');

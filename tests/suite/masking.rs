@@ -89,32 +89,89 @@ async fn issue_11_columns_are_masked_by_name_source_and_content_in_the_simple_pr
             "{sql}"
         );
     }
-    // An email or a card number an expression returns is caught by its content.
+    // An expression over a table with masked columns may carry any of them: it is
+    // masked as the strictest of them (until the statement's own lineage is followed).
     assert_eq!(
         rows(
             &client,
             "SELECT upper(email), note || '!' FROM customers WHERE id = 1"
         )
         .await,
-        vec![vec![
-            s("J***@EXAMPLE.COM"),
-            s("pay with **** **** **** 1111 today!")
-        ]]
+        vec![vec![s("[redacted]"), s("[redacted]")]]
+    );
+    // Without a table behind it, an expression is read for content.
+    assert_eq!(
+        rows(&client, "SELECT 'mail jane.doe@example.com now'").await,
+        vec![vec![s("mail j***@example.com now")]]
     );
     // A JSON value holding an email stays valid JSON.
     let json = rows(&client, "SELECT profile FROM customers WHERE id = 1").await;
     let v: serde_json::Value =
         serde_json::from_str(json[0][0].as_deref().expect("a value")).expect("valid JSON");
     assert_eq!(v["contact"], "j***@example.com");
-    // What holds nothing sensitive comes back as it is.
+    // What holds nothing sensitive comes back as it is: plain columns, numbers,
+    // booleans.
     assert_eq!(
         rows(
             &client,
-            "SELECT count(*), bool_and(active), max(name) FROM customers"
+            "SELECT count(*), bool_and(active), sum(visits), min(name) = 'Bob' FROM customers"
         )
         .await,
-        vec![vec![s("2"), s("f"), s("Jane")]]
+        vec![vec![s("2"), s("f"), s("3"), s("t")]]
     );
+}
+
+/// What must never come back, in any spelling the leak attempts below produce.
+const RAW: &[&str] = &[
+    "jane.doe",
+    "hunter2",
+    "2retnuh",
+    "eod.enaj",
+    "68756e74657232",
+    "4111",
+    "JANE.DOE",
+    "HUNTER2",
+    "sw0rdfish",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_laundering_a_masked_column_through_expressions_leaks_nothing() {
+    let (_pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
+    let client = gw.client(&gw.token("agent", &["dev"])).await;
+    for sql in [
+        "SELECT reverse(password), reverse(email) FROM customers",
+        "SELECT encode(convert_to(password, 'UTF8'), 'hex') FROM customers",
+        "SELECT convert_to(password, 'UTF8')::text FROM customers",
+        "SELECT translate(password, 'h', 'H'), upper(email) FROM customers",
+        "SELECT row_to_json(c)::text FROM customers c",
+        "SELECT to_jsonb(c) FROM customers c",
+        "SELECT string_agg(password || email, ',') FROM customers",
+        "SELECT array_agg(password)::text FROM customers",
+        "SELECT name FROM customers UNION ALL SELECT password FROM customers",
+        "SELECT email FROM customers UNION SELECT note FROM customers",
+        "SELECT (SELECT password FROM customers WHERE id = 1)",
+        "SELECT CASE WHEN id = 1 THEN password ELSE email END FROM customers",
+        "SELECT coalesce(email, password) FROM customers",
+        "SELECT substr(password, 1, 7) || substr(password, 8) FROM customers",
+        "SELECT format('%s', password) FROM customers",
+        "WITH x AS (SELECT password || '' AS p FROM customers) SELECT * FROM x",
+        "SELECT t.* FROM customers c, LATERAL (SELECT c.password || '') t",
+    ] {
+        let got = client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for m in got {
+            if let SimpleQueryMessage::Row(r) = m {
+                for i in 0..r.len() {
+                    let v = r.get(i).unwrap_or_default();
+                    for raw in RAW {
+                        assert!(!v.contains(raw), "{sql} returned {v:?}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,19 +276,30 @@ fn issue_11_psql_and_the_audit_sample_see_only_masked_values() {
 }
 
 #[test]
-fn issue_11_copy_to_stdout_is_read_for_content() {
-    let (_pg, gw) = start();
+fn issue_11_copy_to_stdout_is_read_for_content_or_refused() {
+    let (pg, gw) = start();
+    pg.query(
+        "CREATE TABLE notes (id int, body text); \
+         INSERT INTO notes VALUES (1, 'call jane.doe@example.com about 4111 1111 1111 1111')",
+    );
     let token = gw.token("agent", &["dev"]);
-    let (ok, out, err) = gw.psql(
-        &token,
-        &[
-            "-c",
-            "COPY (SELECT id, email, note FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv)",
-        ],
-    );
+    let (ok, out, err) = gw.psql(&token, &["-c", "COPY notes TO STDOUT WITH (FORMAT csv)"]);
     assert!(ok, "{err}\n{}", gw.log());
-    assert_eq!(
-        out,
-        "1,j***@example.com,pay with **** **** **** 1111 today\n2,,no card on file\n"
-    );
+    assert_eq!(out, "1,call j***@example.com about **** **** **** 1111\n");
+    // A table with a column masked by what it is cannot be copied out raw, by name or
+    // through a query.
+    for sql in [
+        "COPY customers TO STDOUT",
+        "COPY (SELECT id, password FROM customers) TO STDOUT",
+    ] {
+        let (ok, out, err) = gw.psql(&token, &["-c", sql]);
+        assert!(
+            !ok && err.contains("COPY TO STDOUT of a table with masked columns"),
+            "{sql}: {err}"
+        );
+        assert!(
+            !out.contains("hunter2") && !err.contains("hunter2"),
+            "{out}"
+        );
+    }
 }
