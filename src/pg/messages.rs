@@ -107,8 +107,9 @@ pub fn describe_portal(name: &str) -> Bytes {
     })
 }
 
-/// `(portal, statement, result format codes)` of a Bind (F) body.
-pub fn bind_body(body: &[u8]) -> Result<(&str, &str, Vec<i16>), Error> {
+/// `(portal, statement, result format codes)` of a Bind (F) body; the codes are read
+/// in place, not copied.
+pub fn bind_body(body: &[u8]) -> Result<(&str, &str, FormatCodes<'_>), Error> {
     let short = || Error::Protocol("short Bind message".into());
     let mut b = body;
     let portal = cstr(&mut b)?;
@@ -128,12 +129,25 @@ pub fn bind_body(body: &[u8]) -> Result<(&str, &str, Vec<i16>), Error> {
             b = b.get(len as usize..).ok_or_else(short)?;
         }
     }
-    let n = take_i16(&mut b).ok_or_else(short)?;
-    let mut formats = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        formats.push(take_i16(&mut b).ok_or_else(short)?);
+    let n = take_i16(&mut b).ok_or_else(short)?.max(0) as usize;
+    let codes = b.get(..2 * n).ok_or_else(short)?;
+    Ok((portal, statement, FormatCodes(codes)))
+}
+
+/// A Bind's result format codes as they sit in the message (Int16 each).
+#[derive(Debug, Clone)]
+pub struct FormatCodes<'a>(&'a [u8]);
+
+impl<'a> IntoIterator for FormatCodes<'a> {
+    type Item = i16;
+    type IntoIter = std::iter::Map<std::slice::ChunksExact<'a, u8>, fn(&[u8]) -> i16>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn code(c: &[u8]) -> i16 {
+            i16::from_be_bytes([c[0], c[1]])
+        }
+        self.0.chunks_exact(2).map(code as fn(&[u8]) -> i16)
     }
-    Ok((portal, statement, formats))
 }
 
 /// `(kind, name)` of a Describe or Close (F) body: `S` a statement, `P` a portal.

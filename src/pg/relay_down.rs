@@ -22,7 +22,7 @@ use super::messages::{self, Severity};
 use super::results::Results;
 use super::rows;
 use super::session::{Shared, lock};
-use super::shapes::Reply;
+use super::shapes::{Formats, Reply};
 use super::stream::{ClientStream, UpstreamStream};
 use crate::gateway::mask::{Column, Masker, Plan};
 use crate::gateway::record::Pending;
@@ -283,7 +283,7 @@ async fn write(
 #[derive(Default)]
 struct Plans {
     generation: u64,
-    by_description: HashMap<Vec<u8>, (Arc<Plan>, Vec<i16>)>,
+    by_description: HashMap<Vec<u8>, (Arc<Plan>, Formats)>,
 }
 
 /// Plans kept per session before the oldest are dropped (all at once: simple, and rare).
@@ -319,7 +319,7 @@ async fn describe(
     let fields = rows::row_description(body)
         .ok_or_else(|| Error::Protocol("malformed RowDescription from the server".into()))?;
     let described = gw.catalog.describe(&gw.target, &fields).await?;
-    let formats: Vec<i16> = fields.iter().map(|f| f.format).collect();
+    let formats: Formats = fields.iter().map(|f| f.format).collect();
     // An expression's value may derive from any column of the tables its statement
     // reads: until the statement's own lineage is followed, an expression that could
     // carry text (not a number, boolean or time) counts as coming from all of them, and

@@ -73,7 +73,9 @@ pub async fn relay_up(
                 }
                 b'B' => {
                     let (portal, statement, formats) = messages::bind_body(f.body())?;
-                    lock(&markers).shapes.bind(portal, statement, formats);
+                    lock(&markers)
+                        .shapes
+                        .bind(portal, statement, formats.into_iter());
                     out.extend_from_slice(&f.bytes);
                 }
                 b'D' => {

@@ -33,12 +33,23 @@ enum Expect {
     /// What the rows are is taken when it is sent: the portal's latest Describe, else
     /// the statement and formats it was bound with (a later Bind may reuse the name).
     Execute {
-        portal: String,
+        binding: Arc<Binding>,
         described: bool,
-        statement: String,
-        formats: Vec<i16>,
     },
     Sync,
+}
+
+/// Result format codes (0 text, 1 binary), shared rather than copied.
+pub type Formats = Arc<[i16]>;
+
+/// What a Bind made of a portal. Kept behind an `Arc` and replaced only when a Bind
+/// changes it, so the usual prepared-statement loop (the same Bind again and again)
+/// allocates nothing.
+#[derive(Debug, PartialEq, Eq)]
+struct Binding {
+    portal: String,
+    statement: String,
+    formats: Formats,
 }
 
 /// How the rows of one result are to be read and rewritten: the plan built from its
@@ -46,7 +57,7 @@ enum Expect {
 #[derive(Debug)]
 pub struct Shape<P> {
     pub plan: Arc<P>,
-    pub formats: Vec<i16>,
+    pub formats: Formats,
 }
 
 impl<P> Clone for Shape<P> {
@@ -76,9 +87,8 @@ pub enum Reply {
 pub struct Shapes<P> {
     expected: VecDeque<Expect>,
     statements: HashMap<String, Arc<P>>,
-    /// Portal → (its statement, Bind's result formats, whether a Describe of the portal
-    /// has been sent since), from the client's Bind.
-    bound: HashMap<String, (String, Vec<i16>, bool)>,
+    /// Portal → its Bind, and whether a Describe of the portal has been sent since.
+    bound: HashMap<String, (Arc<Binding>, bool)>,
     portals: HashMap<String, Shape<P>>,
     /// Statements the client has sent a Describe for since their Parse.
     described: HashMap<String, bool>,
@@ -119,8 +129,8 @@ impl<P> Shapes<P> {
         let statement = match self.expected.front() {
             Some(Expect::Query(tables)) => return tables.clone(),
             Some(Expect::Statement(name)) => Some(name),
-            Some(Expect::Portal { name, .. }) => self.bound.get(name).map(|(s, _, _)| s),
-            Some(Expect::Execute { statement, .. }) => Some(statement),
+            Some(Expect::Portal { name, .. }) => self.bound.get(name).map(|(b, _)| &b.statement),
+            Some(Expect::Execute { binding, .. }) => Some(&binding.statement),
             _ => None,
         };
         statement
@@ -129,9 +139,35 @@ impl<P> Shapes<P> {
             .unwrap_or_default()
     }
 
-    pub fn bind(&mut self, portal: &str, statement: &str, formats: Vec<i16>) {
-        self.bound
-            .insert(portal.to_string(), (statement.to_string(), formats, false));
+    pub fn bind(
+        &mut self,
+        portal: &str,
+        statement: &str,
+        formats: impl ExactSizeIterator<Item = i16> + Clone,
+    ) {
+        let same =
+            |b: &Binding| b.statement == statement && b.formats.iter().copied().eq(formats.clone());
+        match self.bound.get_mut(portal) {
+            Some((b, described)) => {
+                if !same(b) {
+                    *b = Arc::new(Binding {
+                        portal: portal.to_string(),
+                        statement: statement.to_string(),
+                        formats: formats.collect(),
+                    });
+                }
+                *described = false;
+            }
+            None => {
+                let binding = Binding {
+                    portal: portal.to_string(),
+                    statement: statement.to_string(),
+                    formats: formats.collect(),
+                };
+                self.bound
+                    .insert(portal.to_string(), (Arc::new(binding), false));
+            }
+        }
     }
 
     pub fn describe_statement(&mut self, statement: &str) {
@@ -141,8 +177,8 @@ impl<P> Shapes<P> {
     }
 
     pub fn describe_portal(&mut self, portal: &str) {
-        if let Some(b) = self.bound.get_mut(portal) {
-            b.2 = true;
+        if let Some((_, described)) = self.bound.get_mut(portal) {
+            *described = true;
         }
         self.expected.push_back(Expect::Portal {
             name: portal.to_string(),
@@ -153,12 +189,19 @@ impl<P> Shapes<P> {
     /// An Execute of `portal`. `true`: the gateway must send a Describe of the portal
     /// first (nothing has described its statement), whose reply only it will read.
     pub fn execute(&mut self, portal: &str) -> bool {
-        let (statement, formats, mut described) = self
-            .bound
-            .get(portal)
-            .cloned()
-            .unwrap_or_else(|| (String::new(), Vec::new(), false));
-        let known = described || self.described.get(&statement) == Some(&true);
+        let (binding, mut described) = match self.bound.get(portal) {
+            Some((b, d)) => (b.clone(), *d),
+            // Not bound (the server will say so): described by the gateway, to be safe.
+            None => (
+                Arc::new(Binding {
+                    portal: portal.to_string(),
+                    statement: String::new(),
+                    formats: Formats::from([]),
+                }),
+                false,
+            ),
+        };
+        let known = described || self.described.get(&binding.statement) == Some(&true);
         if !known {
             self.expected.push_back(Expect::Portal {
                 name: portal.to_string(),
@@ -166,12 +209,8 @@ impl<P> Shapes<P> {
             });
             described = true;
         }
-        self.expected.push_back(Expect::Execute {
-            portal: portal.to_string(),
-            described,
-            statement,
-            formats,
-        });
+        self.expected
+            .push_back(Expect::Execute { binding, described });
         !known
     }
 
@@ -243,7 +282,7 @@ impl<P> Shapes<P> {
     }
 
     /// The plan of the RowDescription [`Shapes::reply`] asked about, with its formats.
-    pub fn described(&mut self, plan: Arc<P>, formats: Vec<i16>) {
+    pub fn described(&mut self, plan: Arc<P>, formats: Formats) {
         match self.expected.front() {
             Some(Expect::Statement(name)) => {
                 let name = name.clone();
@@ -265,19 +304,14 @@ impl<P> Shapes<P> {
     /// described, which the caller refuses to forward.
     pub fn row(&mut self) -> Option<&Shape<P>> {
         if self.current.is_none()
-            && let Some(Expect::Execute {
-                portal,
-                described,
-                statement,
-                formats,
-            }) = self.expected.front()
+            && let Some(Expect::Execute { binding, described }) = self.expected.front()
         {
             self.current = if *described {
-                self.portals.get(portal).cloned()
+                self.portals.get(&binding.portal).cloned()
             } else {
-                self.statements.get(statement).map(|plan| Shape {
+                self.statements.get(&binding.statement).map(|plan| Shape {
                     plan: plan.clone(),
-                    formats: formats.clone(),
+                    formats: binding.formats.clone(),
                 })
             };
         }
@@ -301,11 +335,11 @@ mod tests {
         let mut s = Shapes::default();
         s.query(Tables::default());
         assert_eq!(s.reply(b'T'), Reply::Describe);
-        s.described(Arc::new("first"), vec![0]);
+        s.described(Arc::new("first"), Formats::from([0]));
         assert_eq!(plan(&mut s), Some("first"));
         s.reply(b'C');
         assert_eq!(s.reply(b'T'), Reply::Describe);
-        s.described(Arc::new("second"), vec![0]);
+        s.described(Arc::new("second"), Formats::from([0]));
         assert_eq!(plan(&mut s), Some("second"));
         s.reply(b'C');
         s.reply(b'Z');
@@ -322,15 +356,15 @@ mod tests {
         s.reply(b'1');
         s.reply(b't');
         assert_eq!(s.reply(b'T'), Reply::Describe);
-        s.described(Arc::new("s1-plan"), vec![0, 0]);
+        s.described(Arc::new("s1-plan"), Formats::from([0, 0]));
         s.reply(b'Z');
         for _ in 0..2 {
-            s.bind("", "s1", vec![1]);
+            s.bind("", "s1", [1].into_iter());
             assert!(!s.execute(""), "described: no Describe of its own");
             s.sync();
             s.reply(b'2');
             let shape = s.row().expect("planned");
-            assert_eq!((*shape.plan, shape.formats.clone()), ("s1-plan", vec![1]));
+            assert_eq!((*shape.plan, &shape.formats[..]), ("s1-plan", &[1][..]));
             s.reply(b'C');
             s.reply(b'Z');
         }
@@ -343,16 +377,16 @@ mod tests {
             s.parse(name, Tables::default());
             s.describe_statement(name);
         }
-        s.bind("pa", "a", vec![]);
+        s.bind("pa", "a", std::iter::empty());
         s.execute("pa");
-        s.bind("pb", "b", vec![]);
+        s.bind("pb", "b", std::iter::empty());
         s.execute("pb");
         s.sync();
         for name in ["a-plan", "b-plan"] {
             s.reply(b'1');
             s.reply(b't');
             s.reply(b'T');
-            s.described(Arc::new(name), vec![]);
+            s.described(Arc::new(name), Formats::from([]));
         }
         s.reply(b'2');
         assert_eq!(plan(&mut s), Some("a-plan"));
@@ -367,19 +401,19 @@ mod tests {
     fn an_execute_nothing_described_gets_a_hidden_describe() {
         let mut s = Shapes::default();
         s.parse("", Tables::default());
-        s.bind("", "", vec![]);
+        s.bind("", "", std::iter::empty());
         assert!(s.execute(""), "the gateway must describe it");
         s.sync();
         s.reply(b'1');
         s.reply(b'2');
         assert_eq!(s.reply(b'T'), Reply::DescribeHidden);
-        s.described(Arc::new("hidden-plan"), vec![0]);
+        s.described(Arc::new("hidden-plan"), Formats::from([0]));
         assert_eq!(plan(&mut s), Some("hidden-plan"));
         s.reply(b'C');
         s.reply(b'Z');
         // A statement without result columns: its NoData is the gateway's, not the client's.
         s.parse("", Tables::default());
-        s.bind("", "", vec![]);
+        s.bind("", "", std::iter::empty());
         assert!(s.execute(""));
         assert_eq!(s.reply(b'n'), Reply::Drop);
     }
@@ -391,9 +425,9 @@ mod tests {
         s.describe_statement("");
         s.reply(b't');
         s.reply(b'T');
-        s.described(Arc::new("old"), vec![]);
+        s.described(Arc::new("old"), Formats::from([]));
         s.parse("", Tables::default());
-        s.bind("", "", vec![]);
+        s.bind("", "", std::iter::empty());
         assert!(s.execute(""), "the old plan belongs to another statement");
     }
 
@@ -402,7 +436,7 @@ mod tests {
         let mut s = Shapes::default();
         s.parse("x", Tables::default());
         s.describe_statement("x");
-        s.bind("p", "x", vec![]);
+        s.bind("p", "x", std::iter::empty());
         s.execute("p");
         s.sync();
         s.query(Tables::default());
@@ -410,7 +444,7 @@ mod tests {
         s.reply(b'E');
         s.reply(b'Z');
         assert_eq!(s.reply(b'T'), Reply::Describe);
-        s.described(Arc::new("query-plan"), vec![]);
+        s.described(Arc::new("query-plan"), Formats::from([]));
         assert_eq!(plan(&mut s), Some("query-plan"));
     }
 
@@ -426,14 +460,14 @@ mod tests {
             s.reply(b'T');
             s.described(
                 Arc::new(if name == "a" { "a-plan" } else { "b-plan" }),
-                vec![],
+                Formats::from([]),
             );
             s.reply(b'Z');
         }
-        s.bind("", "b", vec![1]);
+        s.bind("", "b", [1].into_iter());
         assert!(!s.execute(""));
         s.sync();
-        s.bind("", "a", vec![1]);
+        s.bind("", "a", [1].into_iter());
         assert!(!s.execute(""));
         s.sync();
         s.reply(b'2');
