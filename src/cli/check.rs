@@ -55,6 +55,14 @@ pub struct SqlArgs {
     sql: String,
     #[command(flatten)]
     rules: RuleOptions,
+    /// A gateway config: the statement's results are also described by that gateway's
+    /// upstream (nothing is run) and their masking plan printed, resolved through the
+    /// live catalog as the gateway would.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Which `[[postgres]]` listener of `--config` (default: the first).
+    #[arg(long = "listener", value_name = "NAME")]
+    listener: Option<String>,
     #[command(flatten)]
     who: Who,
     /// Print every fact as JSON.
@@ -216,7 +224,7 @@ fn print_rules(verdict: &crate::policy::Verdict<'_>) {
 }
 
 fn sql(args: SqlArgs) -> Result<u8, String> {
-    let rules = args.rules.load().map_err(|e| e.to_string())?;
+    let rules = std::sync::Arc::new(args.rules.load().map_err(|e| e.to_string())?);
     let (agent, target) = args.who.into_facts();
     let analysis = sql::analyze(&args.sql);
     let mut verdict = crate::policy::Verdict::default();
@@ -226,6 +234,18 @@ fn sql(args: SqlArgs) -> Result<u8, String> {
         per_statement.push(v.clone());
         verdict.merge(v);
     }
+    let plan = match &args.config {
+        Some(path) => Some(masking_plan(
+            path,
+            args.listener.as_deref(),
+            &rules,
+            &agent,
+            &target,
+            &args.sql,
+            &analysis,
+        )?),
+        None => None,
+    };
     if args.json {
         let statements: Vec<serde_json::Value> = analysis
             .statements
@@ -242,6 +262,25 @@ fn sql(args: SqlArgs) -> Result<u8, String> {
             .collect();
         let mut out = verdict_json(&verdict);
         out["statements"] = statements.into();
+        if let Some(plan) = &plan {
+            out["masking"] = plan
+                .columns
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "column": c.column.name,
+                        "type": c.column.type_name,
+                        "sources": c.column.sources,
+                        "derived": c.column.derived,
+                        "opaque": c.column.opaque,
+                        "masked_by": c.whole.as_ref().map(|(_, rule)| rule),
+                        "strategy": c.whole.as_ref().map(|(s, _)| s),
+                        "read_for_content": c.read_for_content(),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
@@ -255,8 +294,93 @@ fn sql(args: SqlArgs) -> Result<u8, String> {
         for (stmt, v) in analysis.statements.iter().zip(&per_statement) {
             print_statement(stmt, v.decision.as_str());
         }
+        if let Some(plan) = &plan {
+            print_plan(plan);
+        }
     }
     Ok(decision_exit(verdict.decision))
+}
+
+/// The masking plan of `sql`'s results, described by the upstream of the config's
+/// listener.
+fn masking_plan(
+    path: &std::path::Path,
+    listener: Option<&str>,
+    rules: &std::sync::Arc<crate::policy::RuleSet>,
+    agent: &Agent,
+    target: &Target,
+    text: &str,
+    analysis: &sql::Analysis,
+) -> Result<crate::gateway::mask::Plan, String> {
+    let config = crate::config::Config::load(path).map_err(|e| e.to_string())?;
+    let pg = match listener {
+        Some(name) => config.postgres.iter().find(|p| p.name == name),
+        None => config.postgres.first(),
+    }
+    .ok_or_else(|| format!("{}: no such [[postgres]] listener", path.display()))?;
+    let mut tables = Vec::new();
+    for s in analysis.statements.iter().filter(|s| s.kind != "explain") {
+        for t in s.tables_read.iter().chain(&s.tables_written) {
+            if !tables.contains(t) {
+                tables.push(t.clone());
+            }
+        }
+    }
+    let masker = crate::gateway::mask::Masker::new(
+        rules.clone(),
+        agent.clone(),
+        Target {
+            name: if target.name.is_empty() {
+                pg.name.clone()
+            } else {
+                target.name.clone()
+            },
+        },
+        crate::mask::strategy::HashKey::new(Vec::new()),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(crate::pg::masking_plan(pg, &masker, text, &tables))
+        .map_err(|e| format!("masking plan: {e}"))
+}
+
+fn print_plan(plan: &crate::gateway::mask::Plan) {
+    println!("masking plan (described by the upstream, nothing run):");
+    for c in &plan.columns {
+        let sources = if c.column.opaque {
+            format!(
+                "opaque: any of {} columns of its tables",
+                c.column.sources.len()
+            )
+        } else if c.column.sources.is_empty() {
+            "-".to_string()
+        } else {
+            c.column.sources.join(", ")
+        };
+        let what = match &c.whole {
+            Some((strategy, rule)) => format!("masked by {rule} ({})", strategy_word(*strategy)),
+            None if c.read_for_content() => "read for content".to_string(),
+            None => "as it is".to_string(),
+        };
+        println!(
+            "  {:<20} {:<12} {:<40} {what}",
+            c.column.name, c.column.type_name, sources
+        );
+    }
+}
+
+fn strategy_word(s: crate::policy::rule::MaskStrategy) -> &'static str {
+    use crate::policy::rule::MaskStrategy as M;
+    match s {
+        M::Redact => "redact",
+        M::Null => "null",
+        M::Hash => "hash",
+        M::Partial => "partial",
+        M::Email => "email",
+    }
 }
 
 fn print_statement(s: &SqlFacts, decision: &str) {

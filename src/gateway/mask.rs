@@ -82,6 +82,14 @@ pub struct ColumnPlan {
     pub whole: Option<Masking>,
 }
 
+impl ColumnPlan {
+    /// Whether its values are read by the content detectors (a text column no rule
+    /// masks whole).
+    pub fn read_for_content(&self) -> bool {
+        self.whole.is_none() && self.kind != Kind::Other
+    }
+}
+
 /// What to do with the columns of one result description.
 #[derive(Debug)]
 pub struct Plan {

@@ -16,6 +16,7 @@ use super::rows::{self, Field};
 use super::stream::UpstreamStream;
 use super::upstream;
 use crate::config::PostgresTarget;
+use crate::gateway::mask::{Column, Masker};
 
 /// How long a cached answer is trusted.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
@@ -57,6 +58,11 @@ struct Cache {
     /// A table as a statement names it → its columns as `schema.table.column` (empty
     /// when the name does not resolve).
     tables: HashMap<String, Vec<String>>,
+    /// A view (or materialized view) → every base column its definition references,
+    /// through other views too.
+    views: HashMap<u32, Vec<String>>,
+    /// Relations seen that are not views.
+    not_views: std::collections::HashSet<u32>,
     since: Option<Instant>,
 }
 
@@ -69,8 +75,9 @@ pub struct Catalog {
     conn: tokio::sync::Mutex<Option<(UpstreamStream, BytesMut)>>,
 }
 
-/// A described column's source (`None` for an expression) and type name.
-pub type Described = (Option<String>, String);
+/// A described column's source (`None` for an expression), type name, and, when it
+/// comes from a view, the base columns the view references.
+pub type Described = (Option<String>, String, Option<Vec<String>>);
 
 impl Catalog {
     /// Drops what is cached (after DDL).
@@ -123,6 +130,20 @@ impl Catalog {
         if !missing_sources.is_empty() || !missing_types.is_empty() {
             self.fetch(target, &missing_sources, &missing_types).await?;
         }
+        let views: Vec<u32> = {
+            let cache = self.lock();
+            let mut v: Vec<u32> = fields
+                .iter()
+                .map(|f| f.table_oid)
+                .filter(|t| *t != 0 && !cache.views.contains_key(t) && !cache.not_views.contains(t))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        if !views.is_empty() {
+            self.fetch_views(target, &views).await?;
+        }
         let cache = self.lock();
         Ok(fields
             .iter()
@@ -132,7 +153,106 @@ impl Catalog {
                     .map(str::to_string)
                     .or_else(|| cache.types.get(&f.type_oid).cloned())
                     .unwrap_or_else(|| "unknown".into());
-                (source, type_name)
+                (source, type_name, cache.views.get(&f.table_oid).cloned())
+            })
+            .collect())
+    }
+
+    /// Which of `oids` are views, and the base columns each references (transitively:
+    /// a view over a view reaches the tables).
+    async fn fetch_views(&self, target: &PostgresTarget, oids: &[u32]) -> Result<(), Error> {
+        let list: Vec<String> = oids.iter().map(u32::to_string).collect();
+        let list = list.join(",");
+        let sql = format!(
+            "WITH RECURSIVE deps(view, rel, col) AS ( \
+               SELECT r.ev_class, d.refobjid, d.refobjsubid \
+               FROM pg_catalog.pg_rewrite r \
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                 AND d.objid = r.oid \
+               WHERE r.ev_class::int8 IN ({list}) AND d.refobjid <> r.ev_class \
+                 AND d.refobjsubid > 0 \
+             UNION \
+               SELECT deps.view, d.refobjid, d.refobjsubid \
+               FROM deps JOIN pg_catalog.pg_rewrite r ON r.ev_class = deps.rel \
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                 AND d.objid = r.oid \
+               WHERE d.refobjid <> r.ev_class AND d.refobjsubid > 0) \
+             SELECT 'v', deps.view::int8::text, '0', quote_ident(n.nspname) || '.' || \
+               quote_ident(c.relname) || '.' || quote_ident(a.attname) \
+             FROM deps JOIN pg_catalog.pg_class c ON c.oid = deps.rel \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = deps.rel AND a.attnum = deps.col \
+             UNION ALL \
+             SELECT 'k', c.oid::int8::text, '0', c.relkind::text FROM pg_catalog.pg_class c \
+             WHERE c.oid::int8 IN ({list})"
+        );
+        let rows = self.query(target, &sql).await?;
+        let mut cache = self.lock();
+        for row in rows {
+            let [kind, oid, _, value] = &row[..] else {
+                continue;
+            };
+            let Ok(oid) = oid.parse::<u32>() else {
+                continue;
+            };
+            match kind.as_str() {
+                "v" => cache.views.entry(oid).or_default().push(value.clone()),
+                _ if value == "v" || value == "m" => {
+                    cache.views.entry(oid).or_default();
+                }
+                _ => {
+                    cache.not_views.insert(oid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `column.*` facts of described result columns. `tables` are those the
+    /// statement reads or writes: an expression that could carry text (not a number,
+    /// boolean or time) counts as coming from every column of them, until the
+    /// statement's own lineage is followed, so it is masked as the strictest of them.
+    pub async fn columns(
+        &self,
+        target: &PostgresTarget,
+        fields: Vec<Field>,
+        tables: &[String],
+    ) -> Result<Vec<Column>, Error> {
+        let described = self.describe(target, &fields).await?;
+        let opaque = |f: &Field, type_name: &str| {
+            f.table_oid == 0 && !Masker::is_scalar(type_name) && !tables.is_empty()
+        };
+        let everything = if fields
+            .iter()
+            .zip(&described)
+            .any(|(f, (_, t, _))| opaque(f, t))
+        {
+            self.table_columns(target, tables).await?
+        } else {
+            Vec::new()
+        };
+        Ok(fields
+            .into_iter()
+            .zip(described)
+            .map(|(f, (source, type_name, view))| {
+                // A view column is reported as the view's: its definition is not followed
+                // column by column yet, so one that could carry text counts as coming
+                // from every base column the view references.
+                let through_view = view.filter(|_| !Masker::is_scalar(&type_name));
+                let opaque = opaque(&f, &type_name) || through_view.is_some();
+                let sources = match through_view {
+                    Some(base) => source.into_iter().chain(base).collect(),
+                    None if opaque => everything.clone(),
+                    None => source.into_iter().collect(),
+                };
+                Column {
+                    derived: f.table_oid == 0,
+                    sources,
+                    name: f.name,
+                    type_name,
+                    opaque,
+                    detectors: Vec::new(),
+                }
             })
             .collect())
     }

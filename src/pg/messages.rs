@@ -100,8 +100,13 @@ pub fn copy_data(data: &[u8]) -> Bytes {
 
 /// Describe (F) of portal `name`: the gateway's own, for an Execute nothing described.
 pub fn describe_portal(name: &str) -> Bytes {
+    describe(b'P', name)
+}
+
+/// Describe (F) of a statement (`S`) or portal (`P`) named `name`.
+pub fn describe(kind: u8, name: &str) -> Bytes {
     message(b'D', |b| {
-        b.put_u8(b'P');
+        b.put_u8(kind);
         b.put_slice(name.as_bytes());
         b.put_u8(0);
     })

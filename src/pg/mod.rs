@@ -21,6 +21,7 @@
 
 mod cancel;
 mod catalog;
+mod describe;
 mod error;
 mod frame;
 mod login;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use cancel::CancelKeys;
+pub use describe::masking_plan;
 pub use error::Error;
 
 use crate::config::PostgresTarget;

@@ -318,43 +318,8 @@ async fn describe(
     }
     let fields = rows::row_description(body)
         .ok_or_else(|| Error::Protocol("malformed RowDescription from the server".into()))?;
-    let described = gw.catalog.describe(&gw.target, &fields).await?;
     let formats: Formats = fields.iter().map(|f| f.format).collect();
-    // An expression's value may derive from any column of the tables its statement
-    // reads: until the statement's own lineage is followed, an expression that could
-    // carry text (not a number, boolean or time) counts as coming from all of them, and
-    // is masked as the strictest of them would be.
-    let opaque_text = |f: &rows::Field, type_name: &str| {
-        f.table_oid == 0 && !Masker::is_scalar(type_name) && !tables.is_empty()
-    };
-    let everything = if fields
-        .iter()
-        .zip(&described)
-        .any(|(f, (_, t))| opaque_text(f, t))
-    {
-        gw.catalog.table_columns(&gw.target, &tables).await?
-    } else {
-        Vec::new()
-    };
-    let columns = fields
-        .into_iter()
-        .zip(described)
-        .map(|(f, (source, type_name))| {
-            let opaque = opaque_text(&f, &type_name);
-            Column {
-                derived: f.table_oid == 0,
-                sources: if opaque {
-                    everything.clone()
-                } else {
-                    source.into_iter().collect()
-                },
-                name: f.name,
-                type_name,
-                opaque,
-                detectors: Vec::new(),
-            }
-        })
-        .collect();
+    let columns = gw.catalog.columns(&gw.target, fields, &tables).await?;
     let plan = Arc::new(masker.plan(columns));
     if plans.by_description.len() >= MAX_PLANS {
         plans.by_description.clear();

@@ -303,3 +303,122 @@ fn issue_11_copy_to_stdout_is_read_for_content_or_refused() {
         );
     }
 }
+
+/// `portcullis check sql --config <the gateway's config> <sql>`: its stdout, after
+/// asserting it succeeded.
+fn check_with_config(pg: &PgCluster, gw: &Gateway, sql: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "sql", "--groups", "dev", "--config"])
+        .arg(gw.dir.path().join("portcullis.toml"))
+        .arg(sql)
+        .env(
+            "TEST_UPSTREAM_PASSWORD",
+            pg.password_of("portcullis").expect("the gateway's role"),
+        )
+        .output()
+        .expect("portcullis runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn issue_11_check_sql_shows_the_masking_plan_the_gateway_would_use() {
+    let (pg, gw) = start();
+    let text = check_with_config(
+        &pg,
+        &gw,
+        "SELECT id, password AS p, email, note, upper(name) FROM customers",
+    );
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(line("id").ends_with("as it is"), "{text}");
+    let p = line("p");
+    assert!(
+        p.contains("public.customers.password")
+            && p.ends_with("masked by mask.credentials (redact)"),
+        "{text}"
+    );
+    assert!(
+        line("email").ends_with("masked by mask.email (email)"),
+        "{text}"
+    );
+    assert!(line("note").ends_with("read for content"), "{text}");
+    let upper = line("upper");
+    assert!(
+        upper.contains("opaque") && upper.ends_with("masked by mask.credentials (redact)"),
+        "{text}"
+    );
+    // A write's RETURNING is planned too, and describing it runs nothing.
+    let text = check_with_config(
+        &pg,
+        &gw,
+        "UPDATE customers SET name = 'changed' WHERE id = 1 RETURNING email",
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("email ")
+                && l.ends_with("masked by mask.email (email)")),
+        "{text}"
+    );
+    assert_eq!(
+        pg.query("SELECT name FROM customers WHERE id = 1"),
+        "Jane\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_views_cursors_and_returning_are_masked() {
+    let (pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
+    // A DBA's views, one over the other, renaming the sensitive columns.
+    tokio::task::block_in_place(|| {
+        pg.query(
+            "CREATE VIEW contacts AS SELECT id, name, email AS reach, password AS word FROM customers; \
+             CREATE VIEW contacts2 AS SELECT id, reach AS r, word AS w FROM contacts",
+        )
+    });
+    let client = gw.client(&gw.token("agent", &["dev"])).await;
+    for sql in [
+        "SELECT reach, word FROM contacts WHERE id = 1",
+        "SELECT r, w FROM contacts2 WHERE id = 1",
+    ] {
+        let got = rows(&client, sql).await;
+        for v in got[0].iter().flatten() {
+            assert!(
+                !v.contains("jane") && !v.contains("hunter2"),
+                "{sql} returned {v:?}"
+            );
+        }
+    }
+    // A cursor's rows and a write's RETURNING carry a description like any query.
+    let got = rows(
+        &client,
+        "BEGIN; DECLARE c CURSOR FOR SELECT email, password FROM customers ORDER BY id; \
+         FETCH 1 FROM c; COMMIT",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![vec![
+            Some("j***@example.com".into()),
+            Some("[redacted]".into())
+        ]]
+    );
+    let got = rows(
+        &client,
+        "UPDATE customers SET visits = visits + 1 WHERE id = 1 RETURNING email, visits",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![vec![Some("j***@example.com".into()), Some("4".into())]]
+    );
+}
