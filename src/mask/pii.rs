@@ -70,15 +70,18 @@ fn cards(text: &[u8], out: &mut Vec<(&'static str, Range<usize>)>) {
             i += 1;
             continue;
         }
-        // A run of digits with single separators between groups.
+        // A run of digits with single separators between groups (no allocation: this
+        // runs for every number in every value read for content).
         let start = i;
-        let mut digits = Vec::with_capacity(19);
+        let mut digits = [0u8; 20];
+        let mut count = 0;
         let mut end = i;
         let mut j = i;
-        while j < text.len() && digits.len() <= 19 {
+        while j < text.len() && count < digits.len() {
             let b = text[j];
             if b.is_ascii_digit() {
-                digits.push(b - b'0');
+                digits[count] = b - b'0';
+                count += 1;
                 j += 1;
                 end = j;
             } else if (b == b' ' || b == b'-')
@@ -92,7 +95,7 @@ fn cards(text: &[u8], out: &mut Vec<(&'static str, Range<usize>)>) {
             }
         }
         let bounded = end == text.len() || !text[end].is_ascii_alphanumeric();
-        if (13..=19).contains(&digits.len()) && bounded && luhn(&digits) {
+        if (13..=19).contains(&count) && bounded && luhn(&digits[..count]) {
             out.push((CARD, start..end));
         }
         i = end.max(i + 1);
