@@ -88,6 +88,14 @@ pub fn copy_of_masked(column_rule: &str) -> String {
     )
 }
 
+/// A server error over tables with masked columns: its text could quote a value.
+pub fn error_hidden(sqlstate: &str) -> String {
+    format!(
+        "{PREFIX}the server reported error {sqlstate}; its message is withheld because it \
+         could quote a masked value"
+    )
+}
+
 /// A push from a shallow clone: its history cannot be walked.
 pub const SHALLOW_PUSH: &str =
     "portcullis: pushes from shallow clones are not accepted (fetch the full history first)";

@@ -69,6 +69,8 @@ pub async fn relay_down(
             let tag = ubuf[end];
             let body = &ubuf[end + 5..end + len];
             // Only the messages that end or describe a result move the shapes along.
+            // An error belongs to the request in front, which the reply below may drop.
+            let error_tables = (tag == b'E').then(|| lock(&markers).shapes.tables());
             let reply = match tag {
                 b'T' | b'n' | b'C' | b's' | b'I' | b'E' | b'Z' => lock(&markers).shapes.reply(tag),
                 _ => Reply::Forward,
@@ -148,18 +150,19 @@ pub async fn relay_down(
                     }
                 }
                 (b'E', _) => {
-                    let mut t = lock(&markers);
-                    let refusal = if t.markers.refusing() {
-                        let fields = messages::fields(body);
-                        let text = fields
-                            .iter()
-                            .find(|(c, _)| *c == b'M')
-                            .map_or("", |(_, t)| t.as_str());
-                        t.markers.error(text)
-                    } else {
-                        None
+                    let refusal = {
+                        let mut t = lock(&markers);
+                        if t.markers.refusing() {
+                            let fields = messages::fields(body);
+                            let text = fields
+                                .iter()
+                                .find(|(c, _)| *c == b'M')
+                                .map_or("", |(_, t)| t.as_str());
+                            t.markers.error(text)
+                        } else {
+                            None
+                        }
                     };
-                    drop(t);
                     match refusal {
                         // A refusal, not a server error: nothing for the results.
                         Some(message) => edits.push(Edit {
@@ -171,8 +174,29 @@ pub async fn relay_down(
                                 &message,
                             )),
                         }),
-                        None if capturing => results.observe(tag, body),
-                        None => {}
+                        None => {
+                            // A server error can quote a value (`invalid input syntax
+                            // for type integer: "..."`, a duplicate key's detail): over
+                            // tables with a column masked for this agent, only its
+                            // SQLSTATE gets through.
+                            let tables = error_tables.unwrap_or_default();
+                            let columns = gw.catalog.table_columns(&gw.target, &tables).await?;
+                            let hidden = masker.masks_any(&columns).map(|_| plain_error(body));
+                            match hidden {
+                                Some(replacement) => {
+                                    if capturing {
+                                        results.observe(tag, &replacement[5..]);
+                                    }
+                                    edits.push(Edit {
+                                        at: end,
+                                        len,
+                                        with: Some(replacement),
+                                    });
+                                }
+                                None if capturing => results.observe(tag, body),
+                                None => {}
+                            }
+                        }
                     }
                 }
                 (b'S', _) => {
@@ -329,6 +353,24 @@ async fn describe(
         .insert(key, (plan.clone(), formats.clone()));
     lock(markers).shapes.described(plan, formats);
     Ok(())
+}
+
+/// The server's ErrorResponse `body` with nothing but its severity and SQLSTATE, and a
+/// message saying why.
+fn plain_error(body: &[u8]) -> Bytes {
+    let fields = messages::fields(body);
+    let field = |code: u8| {
+        fields
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_str())
+    };
+    let severity = match field(b'V').or(field(b'S')) {
+        Some("FATAL") | Some("PANIC") => Severity::Fatal,
+        _ => Severity::Error,
+    };
+    let code = field(b'C').unwrap_or("XX000");
+    messages::error_response(severity, code, &refusal::error_hidden(code))
 }
 
 /// The DataRow to send instead of `body` (tag and length included), and the columns

@@ -422,3 +422,41 @@ async fn issue_11_views_cursors_and_returning_are_masked() {
         vec![vec![Some("j***@example.com".into()), Some("4".into())]]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_server_errors_cannot_quote_a_masked_value() {
+    let (pg, gw) = tokio::task::spawn_blocking(start).await.expect("setup");
+    let client = gw.client(&gw.token("agent", &["dev"])).await;
+    for sql in [
+        "SELECT password::int FROM customers WHERE id = 1",
+        "SELECT 1 / 0 FROM customers WHERE email = 'x' OR password::date IS NULL",
+        "INSERT INTO customers SELECT * FROM customers WHERE id = 1",
+    ] {
+        let err = client.simple_query(sql).await.expect_err("an error");
+        let db = err.as_db_error().expect("a server error");
+        let text = format!("{} {:?} {:?}", db.message(), db.detail(), db.hint());
+        assert!(
+            !text.contains("hunter2") && !text.contains("jane.doe"),
+            "{sql}: {text}"
+        );
+        assert!(text.contains("withheld"), "{sql}: {text}");
+        assert_ne!(
+            db.code().code(),
+            "42501",
+            "the server's own SQLSTATE: {text}"
+        );
+    }
+    // The session goes on, and errors elsewhere keep their words.
+    tokio::task::block_in_place(|| pg.query("CREATE TABLE plain (n int)"));
+    let err = client
+        .simple_query("SELECT 'abc'::int FROM plain")
+        .await
+        .expect_err("an error");
+    assert!(
+        err.as_db_error()
+            .expect("a server error")
+            .message()
+            .contains("invalid input syntax"),
+        "{err}"
+    );
+}
