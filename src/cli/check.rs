@@ -318,14 +318,7 @@ fn masking_plan(
         None => config.postgres.first(),
     }
     .ok_or_else(|| format!("{}: no such [[postgres]] listener", path.display()))?;
-    let mut tables = Vec::new();
-    for s in analysis.statements.iter().filter(|s| s.kind != "explain") {
-        for t in s.tables_read.iter().chain(&s.tables_written) {
-            if !tables.contains(t) {
-                tables.push(t.clone());
-            }
-        }
-    }
+    let tables = analysis.tables_touched();
     let masker = crate::gateway::mask::Masker::new(
         rules.clone(),
         agent.clone(),

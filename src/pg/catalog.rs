@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::Error;
 use super::frame::split_frame;
+use super::messages;
 use super::rows::{self, Field};
 use super::stream::UpstreamStream;
 use super::upstream;
@@ -390,50 +391,64 @@ fn builtin(oid: u32) -> Option<&'static str> {
         .map(|(_, n)| *n)
 }
 
-async fn ask(
+/// What the server answered a request, up to its ReadyForQuery.
+#[derive(Default)]
+pub struct Answer {
+    /// The last RowDescription's fields.
+    pub fields: Vec<Field>,
+    /// Every DataRow, as text (NULL as empty).
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Sends `request` on a connection of the gateway's own and reads the answer up to
+/// ReadyForQuery; a server error is returned as one.
+pub async fn exchange(
     stream: &mut UpstreamStream,
     buf: &mut BytesMut,
-    sql: &str,
-) -> Result<Vec<Vec<String>>, Error> {
-    let up = |e: std::io::Error| Error::Upstream(format!("catalog: {e}"));
-    stream
-        .write_all(&super::messages::query(sql))
-        .await
-        .map_err(up)?;
+    request: &[u8],
+) -> Result<Answer, Error> {
+    let up = |e: std::io::Error| Error::Upstream(e.to_string());
+    stream.write_all(request).await.map_err(up)?;
     stream.flush().await.map_err(up)?;
-    let mut rows = Vec::new();
+    let mut answer = Answer::default();
     let mut error = None;
     loop {
         let Some(frame) = split_frame(buf, MAX_REPLY)? else {
             if stream.read_buf(buf).await.map_err(up)? == 0 {
-                return Err(Error::Upstream("catalog: connection closed".into()));
+                return Err(Error::Upstream("the upstream closed the connection".into()));
             }
             continue;
         };
+        let malformed = || Error::Protocol("malformed reply from the server".into());
         match frame.tag {
+            b'T' => answer.fields = rows::row_description(frame.body()).ok_or_else(malformed)?,
             b'D' => {
-                let values = rows::data_row(frame.body())
-                    .ok_or_else(|| Error::Upstream("catalog: malformed row".into()))?;
-                rows.push(
+                let values = rows::data_row(frame.body()).ok_or_else(malformed)?;
+                answer.rows.push(
                     values
                         .into_iter()
                         .map(|v| String::from_utf8_lossy(v.unwrap_or_default()).into_owned())
                         .collect(),
                 );
             }
-            b'E' => error = Some(super::messages::fields(frame.body())),
+            b'E' => error = Some(messages::error_text(frame.body())),
             b'Z' => break,
             _ => {}
         }
     }
     match error {
-        Some(fields) => Err(Error::Upstream(format!(
-            "catalog query failed: {}",
-            fields
-                .iter()
-                .find(|(c, _)| *c == b'M')
-                .map_or("", |(_, m)| m.as_str())
-        ))),
-        None => Ok(rows),
+        Some(text) => Err(Error::Upstream(text)),
+        None => Ok(answer),
     }
+}
+
+async fn ask(
+    stream: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, Error> {
+    exchange(stream, buf, &messages::query(sql))
+        .await
+        .map(|a| a.rows)
+        .map_err(|e| Error::Upstream(format!("catalog: {e}")))
 }

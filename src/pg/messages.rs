@@ -169,6 +169,15 @@ fn take_i16(b: &mut &[u8]) -> Option<i16> {
     Some(i16::from_be_bytes(*head))
 }
 
+/// The message (`M`) of an ErrorResponse or NoticeResponse body.
+pub fn error_text(body: &[u8]) -> String {
+    fields(body)
+        .into_iter()
+        .find(|(c, _)| *c == b'M')
+        .map(|(_, m)| m)
+        .unwrap_or_default()
+}
+
 /// The fields of an ErrorResponse or NoticeResponse body, by field code.
 pub fn fields(body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();

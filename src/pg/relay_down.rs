@@ -125,8 +125,7 @@ pub async fn relay_down(
                 (b'H', _) => {
                     copy_binary = body.first() == Some(&1);
                     let tables = lock(&markers).shapes.tables();
-                    let columns = gw.catalog.table_columns(&gw.target, &tables).await?;
-                    if let Some(rule) = masker.masks_any(&columns) {
+                    if let Some(rule) = masked_in(gw, masker, &tables).await? {
                         ending = Some(Error::Refused(refusal::copy_of_masked(&rule)));
                         break;
                     }
@@ -153,12 +152,7 @@ pub async fn relay_down(
                     let refusal = {
                         let mut t = lock(&markers);
                         if t.markers.refusing() {
-                            let fields = messages::fields(body);
-                            let text = fields
-                                .iter()
-                                .find(|(c, _)| *c == b'M')
-                                .map_or("", |(_, t)| t.as_str());
-                            t.markers.error(text)
+                            t.markers.error(&messages::error_text(body))
                         } else {
                             None
                         }
@@ -180,8 +174,9 @@ pub async fn relay_down(
                             // tables with a column masked for this agent, only its
                             // SQLSTATE gets through.
                             let tables = error_tables.unwrap_or_default();
-                            let columns = gw.catalog.table_columns(&gw.target, &tables).await?;
-                            let hidden = masker.masks_any(&columns).map(|_| plain_error(body));
+                            let hidden = masked_in(gw, masker, &tables)
+                                .await?
+                                .map(|_| plain_error(body));
                             match hidden {
                                 Some(replacement) => {
                                     if capturing {
@@ -353,6 +348,19 @@ async fn describe(
         .insert(key, (plan.clone(), formats.clone()));
     lock(markers).shapes.described(plan, formats);
     Ok(())
+}
+
+/// A `column:rule` for a column of `tables` that the rules mask whole for this agent.
+async fn masked_in(
+    gw: &Gateway,
+    masker: &Masker,
+    tables: &[String],
+) -> Result<Option<String>, Error> {
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let columns = gw.catalog.table_columns(&gw.target, tables).await?;
+    Ok(masker.masks_any(&columns))
 }
 
 /// The server's ErrorResponse `body` with nothing but its severity and SQLSTATE, and a

@@ -214,21 +214,7 @@ impl State {
         if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, judged.durable) {
             self.pending.push((ev, self.ends_at));
         }
-        // EXPLAIN's rows are a plan, not data: no table is behind them.
-        let mut tables = Vec::new();
-        for s in judged
-            .analysis
-            .statements
-            .iter()
-            .filter(|s| s.kind != "explain")
-        {
-            for t in s.tables_read.iter().chain(&s.tables_written) {
-                if !tables.contains(t) {
-                    tables.push(t.clone());
-                }
-            }
-        }
-        self.tables = Tables::new(tables);
+        self.tables = Tables::new(judged.analysis.tables_touched());
         if judged.outcome.refusal.is_none() {
             for s in judged.analysis.statements.iter().flat_map(|s| &s.sets) {
                 if s.name == PROMPT_SETTING {

@@ -154,13 +154,9 @@ pub async fn connect(
                 return Ok(session);
             }
             b'E' => {
-                let fields = messages::fields(body);
-                let text = fields
-                    .iter()
-                    .find(|(c, _)| *c == b'M')
-                    .map_or("", |(_, m)| m.as_str());
                 return Err(Error::Upstream(format!(
-                    "refused the gateway's login: {text}"
+                    "refused the gateway's login: {}",
+                    messages::error_text(body)
                 )));
             }
             other => {

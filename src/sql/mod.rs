@@ -113,6 +113,23 @@ pub struct Analysis {
     pub statements: Vec<SqlFacts>,
 }
 
+impl Analysis {
+    /// The tables its statements read or write, each once: what the values of its
+    /// results may come from. EXPLAIN's rows are a plan, not data, so its tables are
+    /// left out.
+    pub fn tables_touched(&self) -> Vec<String> {
+        let mut tables: Vec<String> = Vec::new();
+        for s in self.statements.iter().filter(|s| s.kind != "explain") {
+            for t in s.tables_read.iter().chain(&s.tables_written) {
+                if !tables.contains(t) {
+                    tables.push(t.clone());
+                }
+            }
+        }
+        tables
+    }
+}
+
 /// Reads a query string: one [`SqlFacts`] per non-empty statement.
 pub fn analyze(sql: &str) -> Analysis {
     analyze_nested(sql, 0)
