@@ -318,7 +318,7 @@ fn masking_plan(
         None => config.postgres.first(),
     }
     .ok_or_else(|| format!("{}: no such [[postgres]] listener", path.display()))?;
-    let tables = analysis.tables_touched();
+    let reads = sql::Reads::of(analysis, &mut sql::Named::default(), true);
     let masker = crate::gateway::mask::Masker::new(
         rules.clone(),
         agent.clone(),
@@ -336,7 +336,7 @@ fn masking_plan(
         .build()
         .map_err(|e| e.to_string())?;
     runtime
-        .block_on(crate::pg::masking_plan(pg, &masker, text, &tables))
+        .block_on(crate::pg::masking_plan(pg, &masker, text, &reads))
         .map_err(|e| format!("masking plan: {e}"))
 }
 
@@ -350,10 +350,13 @@ fn print_plan(plan: &crate::gateway::mask::Plan) {
             )
         } else if c.column.sources.is_empty() {
             "-".to_string()
+        } else if c.column.derived {
+            format!("derived from {}", c.column.sources.join(", "))
         } else {
             c.column.sources.join(", ")
         };
         let what = match &c.whole {
+            Some((_, rule)) if c.masked_as_null() => format!("masked by {rule} (null: not text)"),
             Some((strategy, rule)) => format!("masked by {rule} ({})", strategy_word(*strategy)),
             None if c.read_for_content() => "read for content".to_string(),
             None => "as it is".to_string(),

@@ -83,6 +83,11 @@ pub struct ColumnPlan {
 }
 
 impl ColumnPlan {
+    /// Whether a masked value of it is sent as NULL (its type is not text or JSON).
+    pub fn masked_as_null(&self) -> bool {
+        self.kind == Kind::Other
+    }
+
     /// Whether its values are read by the content detectors (a text column no rule
     /// masks whole).
     pub fn read_for_content(&self) -> bool {
@@ -172,7 +177,17 @@ impl Masker {
         let columns = columns
             .into_iter()
             .map(|column| {
-                let whole = self.judge(&column);
+                let whole = self.judge(&column).map(|(strategy, rule)| {
+                    // Partial and email keep a value's ends, which only hides something
+                    // in a value of the shape they expect: `reverse(email)` through the
+                    // email strategy would show most of the address.
+                    match strategy {
+                        MaskStrategy::Partial | MaskStrategy::Email if column.derived => {
+                            (MaskStrategy::Redact, rule)
+                        }
+                        _ => (strategy, rule),
+                    }
+                });
                 let kind = kind(&column.type_name);
                 active |= whole.is_some() || kind != Kind::Other;
                 ColumnPlan {

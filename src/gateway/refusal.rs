@@ -89,6 +89,13 @@ pub fn copy_of_masked(column_rule: &str) -> String {
 }
 
 /// A server error over tables with masked columns: its text could quote a value.
+pub fn notice_hidden(sqlstate: &str) -> String {
+    format!(
+        "{PREFIX}the server sent a notice ({sqlstate}); its message is withheld because it \
+         could quote a masked value"
+    )
+}
+
 pub fn error_hidden(sqlstate: &str) -> String {
     format!(
         "{PREFIX}the server reported error {sqlstate}; its message is withheld because it \

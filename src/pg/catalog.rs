@@ -18,6 +18,9 @@ use super::stream::UpstreamStream;
 use super::upstream;
 use crate::config::PostgresTarget;
 use crate::gateway::mask::{Column, Masker};
+use crate::sql::Reads;
+use crate::sql::lineage::{self, Lineage};
+use std::sync::Arc;
 
 /// How long a cached answer is trusted.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
@@ -64,7 +67,131 @@ struct Cache {
     views: HashMap<u32, Vec<String>>,
     /// Relations seen that are not views.
     not_views: std::collections::HashSet<u32>,
+    /// Relations by [`lineage::relation_key`] (`None`: no such relation).
+    relations: HashMap<String, Option<Arc<Relation>>>,
+    /// Function names → whether some function of that name outside the system schemas
+    /// is written in SQL or a procedural language (and so may read tables).
+    functions: HashMap<String, bool>,
+    /// Every column of every user table, for what may come from anywhere.
+    everything: Option<Arc<Vec<String>>>,
     since: Option<Instant>,
+}
+
+/// A relation as the lineage of a statement over it needs it.
+#[derive(Debug)]
+struct Relation {
+    /// `schema.name`, quoted where needed.
+    qualified: String,
+    /// Its columns: name, name quoted where needed, and whether the type is scalar.
+    columns: Vec<(String, String, bool)>,
+    /// A view's definition (not for the system catalog's own views).
+    definition: Option<String>,
+}
+
+/// Relations whose values are samples of other tables' columns (planner statistics):
+/// their non-scalar columns may come from any column of the database.
+const STATISTICS: &[&str] = &[
+    "pg_catalog.pg_statistic",
+    "pg_catalog.pg_stats",
+    "pg_catalog.pg_stats_ext",
+    "pg_catalog.pg_stats_ext_exprs",
+    "pg_catalog.pg_statistic_ext_data",
+];
+
+/// Whether `source` (`schema.table.column`) is a sample-value column of a statistics
+/// relation.
+fn is_statistics(source: &str) -> bool {
+    STATISTICS.iter().any(|s| {
+        source
+            .strip_prefix(s)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// A relation's name as cached: names resolve by the search_path they were read with.
+fn keyed(search_path: Option<&str>, name: &str) -> String {
+    match search_path {
+        None => name.to_string(),
+        Some(path) => format!("{path}\0{name}"),
+    }
+}
+
+/// `sql` run with the session's `search_path`, and the catalog connection's own path
+/// back after it (on an error the connection is dropped anyway).
+fn with_search_path(search_path: Option<&str>, sql: &str) -> String {
+    match search_path {
+        None => sql.to_string(),
+        Some(path) => format!(
+            "SELECT pg_catalog.set_config('search_path', '{}', false); {sql}; RESET search_path",
+            path.replace('\'', "''")
+        ),
+    }
+}
+
+/// Views followed inside views, at most.
+const MAX_VIEW_DEPTH: usize = 16;
+
+/// The cached relations, as [`lineage::Relations`]: a view's columns come from its
+/// definition, read by the same lineage code.
+struct Known<'c> {
+    relations: &'c HashMap<String, Option<Arc<Relation>>>,
+    search_path: Option<&'c str>,
+    functions: &'c HashMap<String, bool>,
+    depth: std::cell::Cell<usize>,
+}
+
+impl lineage::Relations for Known<'_> {
+    fn reads_tables(&self, function: &str) -> bool {
+        // A function the catalog was not asked about counts as one that may.
+        self.functions.get(function).copied().unwrap_or(true)
+    }
+
+    fn columns(&self, name: &str) -> Option<Vec<(String, Lineage)>> {
+        let rel = self
+            .relations
+            .get(&keyed(self.search_path, name))?
+            .as_ref()?;
+        let own = |quoted: &str| format!("{}.{quoted}", rel.qualified);
+        let statistics = STATISTICS.contains(&rel.qualified.as_str());
+        let traced: Option<Vec<Lineage>> = match &rel.definition {
+            Some(def) => {
+                if self.depth.get() >= MAX_VIEW_DEPTH {
+                    return None;
+                }
+                self.depth.set(self.depth.get() + 1);
+                let out = crate::sql::parse(def)
+                    .and_then(|mut v| v.pop())
+                    .map(|stmt| lineage::statement(&stmt, self));
+                self.depth.set(self.depth.get() - 1);
+                match out? {
+                    lineage::Rows::Some(out) if out.len() == rel.columns.len() => {
+                        Some(out.into_iter().map(|o| o.lineage).collect())
+                    }
+                    _ => return None,
+                }
+            }
+            None => None,
+        };
+        Some(
+            rel.columns
+                .iter()
+                .enumerate()
+                .map(|(i, (name, quoted, scalar))| {
+                    let mut l = Lineage::of(own(quoted));
+                    if let Some(t) = &traced {
+                        l.sources.extend(t[i].sources.iter().cloned());
+                        l.derived = t[i].derived;
+                        l.opaque = t[i].opaque;
+                    }
+                    if statistics && !scalar {
+                        l.sources.insert(lineage::EVERYWHERE.into());
+                        l.opaque = true;
+                    }
+                    (name.clone(), l)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The catalog cache of one listener, and its connection.
@@ -209,67 +336,378 @@ impl Catalog {
         Ok(())
     }
 
-    /// The `column.*` facts of described result columns. `tables` are those the
-    /// statement reads or writes: an expression that could carry text (not a number,
-    /// boolean or time) counts as coming from every column of them, until the
-    /// statement's own lineage is followed, so it is masked as the strictest of them.
+    /// The `column.*` facts of described result columns, from the wire (a plain
+    /// column's table and number) and from the lineage of the statements in `reads`.
+    /// When that lineage cannot be followed, an expression counts as coming from every
+    /// column of the tables the statements name, so it is masked as the strictest of
+    /// them.
     pub async fn columns(
         &self,
         target: &PostgresTarget,
         fields: Vec<Field>,
-        tables: &[String],
+        reads: &Reads,
     ) -> Result<Vec<Column>, Error> {
         let described = self.describe(target, &fields).await?;
-        let opaque = |f: &Field, type_name: &str| {
-            f.table_oid == 0 && !Masker::is_scalar(type_name) && !tables.is_empty()
+        // A column the wire gives no origin for: an expression, or a table the catalog
+        // cannot see (another session's temporary table).
+        let unresolved = |f: &Field, source: &Option<String>| f.table_oid == 0 || source.is_none();
+        let needs_lineage = reads.writes
+            || fields.iter().zip(&described).any(|(f, (source, _, view))| {
+                unresolved(f, source)
+                    || view.is_some()
+                    || source.as_deref().is_some_and(is_statistics)
+            });
+        let (traced, reads_anything) = if needs_lineage {
+            self.trace(target, reads, &fields).await?
+        } else {
+            (None, false)
         };
-        let everything = if fields
-            .iter()
-            .zip(&described)
-            .any(|(f, (_, t, _))| opaque(f, t))
+        // Lineage not followed: such a column counts as coming from every column of the
+        // statement's tables, and from anywhere when it calls a function that may read
+        // tables itself.
+        let fallback = if traced.is_none()
+            && (reads.writes
+                || fields
+                    .iter()
+                    .zip(&described)
+                    .any(|(f, (s, _, _))| unresolved(f, s)))
         {
-            self.table_columns(target, tables).await?
+            let mut all = self
+                .table_columns(target, &reads.tables, reads.search_path.as_deref())
+                .await?;
+            if reads_anything {
+                all.push(lineage::EVERYWHERE.into());
+            }
+            all
         } else {
             Vec::new()
         };
-        Ok(fields
-            .into_iter()
-            .zip(described)
-            .map(|(f, (source, type_name, view))| {
-                // A view column is reported as the view's: its definition is not followed
-                // column by column yet, so one that could carry text counts as coming
-                // from every base column the view references.
-                let through_view = view.filter(|_| !Masker::is_scalar(&type_name));
-                let opaque = opaque(&f, &type_name) || through_view.is_some();
-                let sources = match through_view {
-                    Some(base) => source.into_iter().chain(base).collect(),
-                    None if opaque => everything.clone(),
-                    None => source.into_iter().collect(),
-                };
-                Column {
-                    derived: f.table_oid == 0,
-                    sources,
-                    name: f.name,
-                    type_name,
-                    opaque,
-                    detectors: Vec::new(),
+        let mut columns = Vec::with_capacity(fields.len());
+        for (i, (f, (source, type_name, view))) in fields.into_iter().zip(described).enumerate() {
+            let untraced = reads.writes || unresolved(&f, &source);
+            let mut column = Column {
+                derived: f.table_oid == 0,
+                name: f.name,
+                type_name,
+                ..Column::default()
+            };
+            let statistics = source.as_deref().is_some_and(is_statistics)
+                && !Masker::is_scalar(&column.type_name);
+            match traced.as_ref().map(|t| &t[i]) {
+                Some(l) => {
+                    column.sources = source.into_iter().collect();
+                    for s in &l.sources {
+                        if !column.sources.contains(s) {
+                            column.sources.push(s.clone());
+                        }
+                    }
+                    column.derived |= l.derived;
+                    column.opaque = l.opaque;
                 }
-            })
-            .collect())
+                // Lineage not followed: a view column counts as coming from every base
+                // column its view references.
+                None => match view.filter(|_| !Masker::is_scalar(&column.type_name)) {
+                    Some(base) => {
+                        column.sources = source.into_iter().chain(base).collect();
+                        column.opaque = true;
+                    }
+                    None if untraced && !fallback.is_empty() => {
+                        column.sources = fallback.clone();
+                        column.opaque = true;
+                    }
+                    None => column.sources = source.into_iter().collect(),
+                },
+            }
+            if statistics {
+                column.sources.push(lineage::EVERYWHERE.into());
+                column.opaque = true;
+            }
+            if column.sources.iter().any(|s| s == lineage::EVERYWHERE) {
+                let all = self.everything(target).await?;
+                column.sources.retain(|s| s != lineage::EVERYWHERE);
+                column.sources.extend(all.iter().cloned());
+            }
+            columns.push(column);
+        }
+        Ok(columns)
+    }
+
+    /// The lineage of each described column, from the one statement of `reads` whose
+    /// output matches the description (several that match are merged; `None` when it
+    /// cannot be told), and whether the statements call a function that may read
+    /// tables itself.
+    async fn trace(
+        &self,
+        target: &PostgresTarget,
+        reads: &Reads,
+        fields: &[Field],
+    ) -> Result<(Option<Vec<Lineage>>, bool), Error> {
+        if reads.untraced || reads.statements.is_empty() {
+            return Ok((None, false));
+        }
+        let mut statements = Vec::new();
+        for text in &reads.statements {
+            match crate::sql::parse(text) {
+                Some(mut s) if s.len() == 1 => statements.push(s.pop().expect("one")),
+                _ => return Ok((None, false)),
+            }
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut calls: Vec<String> = Vec::new();
+        for s in &statements {
+            for n in lineage::relations_named(s) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            calls.extend(lineage::functions_named(s));
+        }
+        let path = reads.search_path.as_deref();
+        calls.extend(self.relations(target, names, path).await?);
+        self.functions(target, calls.clone()).await?;
+        let cache = self.lock();
+        let known = Known {
+            relations: &cache.relations,
+            search_path: path,
+            functions: &cache.functions,
+            depth: std::cell::Cell::new(0),
+        };
+        let reads_anything = calls
+            .iter()
+            .any(|c| lineage::Relations::reads_tables(&known, c));
+        let mut matched: Option<Vec<Lineage>> = None;
+        for s in &statements {
+            let out = match lineage::statement(s, &known) {
+                lineage::Rows::Some(out) => out,
+                lineage::Rows::None => continue,
+                lineage::Rows::Unknown => return Ok((None, reads_anything)),
+            };
+            let fits = out.len() == fields.len()
+                && out
+                    .iter()
+                    .zip(fields)
+                    .all(|(o, f)| o.name.as_ref().is_none_or(|n| *n == f.name));
+            if !fits {
+                continue;
+            }
+            match &mut matched {
+                None => matched = Some(out.into_iter().map(|o| o.lineage).collect()),
+                Some(m) => {
+                    for (a, o) in m.iter_mut().zip(out) {
+                        a.sources.extend(o.lineage.sources);
+                        a.derived |= o.lineage.derived;
+                        a.opaque |= o.lineage.opaque;
+                    }
+                }
+            }
+        }
+        Ok((matched, reads_anything))
+    }
+
+    /// Asks the catalog about the relations `names` that are not cached, and about the
+    /// relations their view definitions name in turn; returns the functions those
+    /// definitions call.
+    async fn relations(
+        &self,
+        target: &PostgresTarget,
+        mut names: Vec<String>,
+        search_path: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let mut calls = Vec::new();
+        for round in 0..=MAX_VIEW_DEPTH {
+            // Definitions cached earlier call functions too.
+            if round == 0 {
+                let cache = self.lock();
+                for n in &names {
+                    if let Some(Some(rel)) = cache.relations.get(&keyed(search_path, n))
+                        && let Some(def) = &rel.definition
+                        && let Some(stmt) = crate::sql::parse(def).and_then(|mut v| v.pop())
+                    {
+                        calls.extend(lineage::functions_named(&stmt));
+                    }
+                }
+            }
+            let missing: Vec<String> = {
+                let cache = self.lock();
+                names
+                    .into_iter()
+                    .filter(|n| !cache.relations.contains_key(&keyed(search_path, n)))
+                    .collect()
+            };
+            if missing.is_empty() {
+                break;
+            }
+            let list: Vec<String> = missing
+                .iter()
+                .map(|n| format!("'{}'", n.replace('\'', "''")))
+                .collect();
+            let list = list.join(",");
+            let sql = format!(
+                "SELECT t.name, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                 a.attname::text, quote_ident(a.attname), ty.typname::text \
+                 FROM unnest(ARRAY[{list}]::text[]) WITH ORDINALITY AS t(name, i) \
+                 JOIN pg_catalog.pg_class c ON c.oid = to_regclass(t.name) \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+                 JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid \
+                 WHERE a.attnum > 0 AND NOT a.attisdropped ORDER BY t.i, a.attnum; \
+                 SELECT t.name, pg_catalog.pg_get_viewdef(c.oid) \
+                 FROM unnest(ARRAY[{list}]::text[]) AS t(name) \
+                 JOIN pg_catalog.pg_class c ON c.oid = to_regclass(t.name) \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('v', 'm') AND n.nspname <> 'pg_catalog'"
+            );
+            let rows = self
+                .query(target, &with_search_path(search_path, &sql))
+                .await?;
+            let mut found: HashMap<String, Relation> = HashMap::new();
+            names = Vec::new();
+            for row in rows {
+                match &row[..] {
+                    [name, qualified, column, quoted, type_name] => {
+                        let rel = found.entry(name.clone()).or_insert_with(|| Relation {
+                            qualified: qualified.clone(),
+                            columns: Vec::new(),
+                            definition: None,
+                        });
+                        rel.columns.push((
+                            column.clone(),
+                            quoted.clone(),
+                            Masker::is_scalar(type_name),
+                        ));
+                    }
+                    [name, definition] => {
+                        if let Some(stmt) = crate::sql::parse(definition).and_then(|mut v| v.pop())
+                        {
+                            names.extend(lineage::relations_named(&stmt));
+                            calls.extend(lineage::functions_named(&stmt));
+                        }
+                        if let Some(rel) = found.get_mut(name) {
+                            rel.definition = Some(definition.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let mut cache = self.lock();
+            cache.since.get_or_insert_with(Instant::now);
+            for name in missing {
+                let rel = found.remove(&name).map(Arc::new);
+                cache.relations.insert(keyed(search_path, &name), rel);
+            }
+        }
+        Ok(calls)
+    }
+
+    /// Whether the statements of `reads` call a function that may read tables itself
+    /// (one that cannot be parsed counts as calling one).
+    pub async fn calls_readers(
+        &self,
+        target: &PostgresTarget,
+        reads: &Reads,
+    ) -> Result<bool, Error> {
+        let mut calls = Vec::new();
+        for text in &reads.statements {
+            match crate::sql::parse(text) {
+                Some(stmts) => stmts
+                    .iter()
+                    .for_each(|s| calls.extend(lineage::functions_named(s))),
+                None => return Ok(true),
+            }
+        }
+        if reads.untraced {
+            return Ok(true);
+        }
+        self.functions(target, calls.clone()).await?;
+        let cache = self.lock();
+        Ok(calls
+            .iter()
+            .any(|c| cache.functions.get(c).copied().unwrap_or(true)))
+    }
+
+    /// Asks which of the functions `names` may read tables, for those not cached.
+    async fn functions(&self, target: &PostgresTarget, names: Vec<String>) -> Result<(), Error> {
+        let mut missing: Vec<String> = {
+            let cache = self.lock();
+            names
+                .into_iter()
+                .filter(|n| !cache.functions.contains_key(n))
+                .collect()
+        };
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = missing
+            .iter()
+            .map(|n| format!("'{}'", n.replace('\'', "''")))
+            .collect();
+        let sql = format!(
+            "SELECT t.name, EXISTS (SELECT 1 FROM pg_catalog.pg_proc p \
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+               JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+               WHERE p.proname = t.name AND l.lanname NOT IN ('c', 'internal') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema'))::text \
+             FROM unnest(ARRAY[{}]::text[]) AS t(name)",
+            list.join(",")
+        );
+        let rows = self.query(target, &sql).await?;
+        let mut cache = self.lock();
+        cache.since.get_or_insert_with(Instant::now);
+        for row in rows {
+            if let [name, reads] = &row[..] {
+                cache.functions.insert(name.clone(), reads == "true");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every column of every table outside the system schemas, as
+    /// `schema.table.column`.
+    async fn everything(&self, target: &PostgresTarget) -> Result<Arc<Vec<String>>, Error> {
+        if let Some(all) = self.lock().everything.clone() {
+            return Ok(all);
+        }
+        let rows = self
+            .query(
+                target,
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || \
+                 quote_ident(a.attname) FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'm', 'f') AND a.attnum > 0 \
+                 AND NOT a.attisdropped AND n.nspname <> 'information_schema' \
+                 AND n.nspname NOT LIKE 'pg\\_%'",
+            )
+            .await?;
+        let all = Arc::new(
+            rows.into_iter()
+                .filter_map(|r| r.into_iter().next())
+                .collect(),
+        );
+        let mut cache = self.lock();
+        cache.since.get_or_insert_with(Instant::now);
+        cache.everything = Some(Arc::clone(&all));
+        Ok(all)
     }
 
     /// Every column of the tables `names` (as statements name them, resolved with the
-    /// catalog connection's search_path), as `schema.table.column`.
+    /// session's `search_path`), as `schema.table.column`.
     pub async fn table_columns(
         &self,
         target: &PostgresTarget,
         names: &[String],
+        search_path: Option<&str>,
     ) -> Result<Vec<String>, Error> {
+        // More than `schema.table` is not a name to_regclass takes (nor PostgreSQL).
+        let names: Vec<&String> = names.iter().filter(|n| n.split('.').count() <= 2).collect();
         let missing: Vec<&String> = {
             let cache = self.lock();
             names
                 .iter()
-                .filter(|n| !cache.tables.contains_key(*n))
+                .copied()
+                .filter(|n| !cache.tables.contains_key(&keyed(search_path, n)))
                 .collect()
         };
         if !missing.is_empty() {
@@ -289,17 +727,19 @@ impl Catalog {
                  WHERE a.attnum > 0 AND NOT a.attisdropped",
                 list.join(",")
             );
-            let rows = self.query(target, &sql).await?;
+            let rows = self
+                .query(target, &with_search_path(search_path, &sql))
+                .await?;
             let mut cache = self.lock();
             cache.since.get_or_insert_with(Instant::now);
             for name in missing {
-                cache.tables.entry(name.clone()).or_default();
+                cache.tables.entry(keyed(search_path, name)).or_default();
             }
             for row in rows {
                 if let [name, column] = &row[..] {
                     cache
                         .tables
-                        .entry(name.clone())
+                        .entry(keyed(search_path, name))
                         .or_default()
                         .push(column.clone());
                 }
@@ -308,7 +748,14 @@ impl Catalog {
         let cache = self.lock();
         Ok(names
             .iter()
-            .flat_map(|n| cache.tables.get(n).into_iter().flatten().cloned())
+            .flat_map(|n| {
+                cache
+                    .tables
+                    .get(&keyed(search_path, n))
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+            })
             .collect())
     }
 

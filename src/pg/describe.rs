@@ -10,14 +10,15 @@ use super::error::Error;
 use super::{messages, upstream};
 use crate::config::PostgresTarget;
 use crate::gateway::mask::{Masker, Plan};
+use crate::sql::Reads;
 
 /// The plan the gateway would make for the results of `sql` (the first statement the
-/// server reads in it); `tables` are those the statement reads or writes.
+/// server reads in it); `reads` are what its statements read.
 pub async fn masking_plan(
     target: &PostgresTarget,
     masker: &Masker,
     sql: &str,
-    tables: &[String],
+    reads: &Reads,
 ) -> Result<Plan, Error> {
     let session = upstream::connect(
         &target.upstream,
@@ -34,6 +35,6 @@ pub async fn masking_plan(
         .await
         .map_err(|e| Error::Upstream(format!("the upstream cannot describe it: {e}")))?
         .fields;
-    let columns = Catalog::default().columns(target, fields, tables).await?;
+    let columns = Catalog::default().columns(target, fields, reads).await?;
     Ok(masker.plan(columns))
 }

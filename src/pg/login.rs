@@ -145,6 +145,10 @@ fn judge_startup(
             if k == PROMPT_SETTING {
                 state.prompt = Some(v.clone());
             }
+            // A start-up value is the setting's own list syntax, not one literal.
+            if k == "search_path" {
+                state.search_path = Some(v.clone());
+            }
         }
         forwarded.push((name.clone(), value.clone()));
     }

@@ -27,7 +27,18 @@ pub fn error_response(severity: Severity, code: &str, text: &str) -> Bytes {
         Severity::Error => "ERROR",
         Severity::Fatal => "FATAL",
     };
-    message(b'E', |b| {
+    report(b'E', severity, code, text)
+}
+
+/// NoticeResponse (B) with only a severity (`NOTICE`, `WARNING`, ...), SQLSTATE and
+/// message.
+pub fn notice_response(severity: &str, code: &str, text: &str) -> Bytes {
+    report(b'N', severity, code, text)
+}
+
+/// An error or notice with the fields every client reads.
+fn report(tag: u8, severity: &str, code: &str, text: &str) -> Bytes {
+    message(tag, |b| {
         for (field, value) in [
             (b'S', severity),
             (b'V', severity),

@@ -27,6 +27,7 @@ use super::stream::{ClientStream, UpstreamStream};
 use crate::gateway::mask::{Column, Masker, Plan};
 use crate::gateway::record::Pending;
 use crate::gateway::refusal;
+use crate::policy::rule::Subject;
 
 /// A change to the server's bytes: the frame at `at` (`len` bytes) is replaced (or, with
 /// `None`, dropped).
@@ -194,6 +195,22 @@ pub async fn relay_down(
                         }
                     }
                 }
+                // A notice can quote a value too (`RAISE NOTICE '%', password` in a
+                // function): withheld like an error's message, and also when the
+                // statement calls a function that may read tables itself.
+                (b'N', _) => {
+                    let reads = lock(&markers).shapes.tables();
+                    let quotes = masked_in(gw, masker, &reads).await?.is_some()
+                        || (!masker.rules.is_empty_for(Subject::Mask)
+                            && gw.catalog.calls_readers(&gw.target, &reads).await?);
+                    if quotes {
+                        edits.push(Edit {
+                            at: end,
+                            len,
+                            with: Some(plain_notice(body)),
+                        });
+                    }
+                }
                 (b'S', _) => {
                     if let Some(why) = super::reading::parameter_status(body)
                         .and_then(|(name, value)| super::reading::misreading(name, value))
@@ -322,12 +339,18 @@ async fn describe(
         plans.by_description.clear();
         plans.generation = generation;
     }
-    let tables = lock(markers).shapes.tables();
-    // The same description over other tables is another plan.
+    let reads = lock(markers).shapes.tables();
+    // The same description over other tables or statements is another plan.
     let mut key = body.to_vec();
-    for t in tables.iter() {
+    for t in reads.tables.iter() {
         key.push(0);
         key.extend_from_slice(t.as_bytes());
+    }
+    key.push(1);
+    key.extend_from_slice(reads.shape.as_bytes());
+    if let Some(path) = &reads.search_path {
+        key.push(2);
+        key.extend_from_slice(path.as_bytes());
     }
     if let Some((plan, formats)) = plans.by_description.get(&key) {
         lock(markers)
@@ -338,7 +361,7 @@ async fn describe(
     let fields = rows::row_description(body)
         .ok_or_else(|| Error::Protocol("malformed RowDescription from the server".into()))?;
     let formats: Formats = fields.iter().map(|f| f.format).collect();
-    let columns = gw.catalog.columns(&gw.target, fields, &tables).await?;
+    let columns = gw.catalog.columns(&gw.target, fields, &reads).await?;
     let plan = Arc::new(masker.plan(columns));
     if plans.by_description.len() >= MAX_PLANS {
         plans.by_description.clear();
@@ -350,35 +373,57 @@ async fn describe(
     Ok(())
 }
 
-/// A `column:rule` for a column of `tables` that the rules mask whole for this agent.
+/// A `column:rule` for a column of the tables `reads` names that the rules mask whole
+/// for this agent.
 async fn masked_in(
     gw: &Gateway,
     masker: &Masker,
-    tables: &[String],
+    reads: &crate::sql::Reads,
 ) -> Result<Option<String>, Error> {
-    if tables.is_empty() {
+    if reads.tables.is_empty() {
         return Ok(None);
     }
-    let columns = gw.catalog.table_columns(&gw.target, tables).await?;
+    let columns = gw
+        .catalog
+        .table_columns(&gw.target, &reads.tables, reads.search_path.as_deref())
+        .await?;
     Ok(masker.masks_any(&columns))
+}
+
+/// The severity and SQLSTATE of a server's ErrorResponse or NoticeResponse `body`.
+fn severity_and_code(body: &[u8]) -> (Option<String>, Option<String>) {
+    let mut fields = messages::fields(body);
+    let mut take = |code: u8| {
+        fields
+            .iter()
+            .position(|(c, _)| *c == code)
+            .map(|i| fields.swap_remove(i).1)
+    };
+    let code = take(b'C');
+    (take(b'V').or_else(|| take(b'S')), code)
 }
 
 /// The server's ErrorResponse `body` with nothing but its severity and SQLSTATE, and a
 /// message saying why.
 fn plain_error(body: &[u8]) -> Bytes {
-    let fields = messages::fields(body);
-    let field = |code: u8| {
-        fields
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, v)| v.as_str())
-    };
-    let severity = match field(b'V').or(field(b'S')) {
+    let (severity, code) = severity_and_code(body);
+    let severity = match severity.as_deref() {
         Some("FATAL") | Some("PANIC") => Severity::Fatal,
         _ => Severity::Error,
     };
-    let code = field(b'C').unwrap_or("XX000");
+    let code = code.as_deref().unwrap_or("XX000");
     messages::error_response(severity, code, &refusal::error_hidden(code))
+}
+
+/// The server's NoticeResponse `body` with nothing but its severity and SQLSTATE.
+fn plain_notice(body: &[u8]) -> Bytes {
+    let (severity, code) = severity_and_code(body);
+    let code = code.as_deref().unwrap_or("00000");
+    messages::notice_response(
+        severity.as_deref().unwrap_or("NOTICE"),
+        code,
+        &refusal::notice_hidden(code),
+    )
 }
 
 /// The DataRow to send instead of `body` (tag and length included), and the columns

@@ -160,6 +160,11 @@ pub struct State {
     pub ends_at: u64,
     /// The tables the statement judged last reads or writes.
     pub tables: Tables,
+    /// The session's cursors and SQL-level prepared statements, for what FETCH and
+    /// EXECUTE return.
+    named: crate::sql::Named,
+    /// The `search_path` the session set (start-up options or SET), if any.
+    pub search_path: Option<String>,
 }
 
 impl State {
@@ -178,6 +183,8 @@ impl State {
             pending: Vec::new(),
             ends_at: 0,
             tables: Tables::default(),
+            named: crate::sql::Named::default(),
+            search_path: None,
         }
     }
 
@@ -214,18 +221,30 @@ impl State {
         if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, judged.durable) {
             self.pending.push((ev, self.ends_at));
         }
-        self.tables = Tables::new(judged.analysis.tables_touched());
+        let mut reads = crate::sql::Reads::of(
+            &judged.analysis,
+            &mut self.named,
+            judged.outcome.refusal.is_none(),
+        );
         if judged.outcome.refusal.is_none() {
-            for s in judged.analysis.statements.iter().flat_map(|s| &s.sets) {
-                if s.name == PROMPT_SETTING {
-                    self.prompt = s.raw_value.clone();
+            for st in &judged.analysis.statements {
+                for s in &st.sets {
+                    if s.name == PROMPT_SETTING {
+                        self.prompt = s.raw_value.clone();
+                    }
+                    // Unqualified names in results resolve by the session's path.
+                    if s.name == "search_path" {
+                        self.search_path = crate::sql::search_path_set(&st.text);
+                    }
                 }
             }
+            reads.search_path = self.search_path.clone();
             // What result columns come from may have changed.
             if judged.analysis.statements.iter().any(|s| s.is_ddl) {
                 gw.catalog.forget();
             }
         }
+        self.tables = Tables::new(reads);
         judged.outcome.refusal
     }
 

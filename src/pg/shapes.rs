@@ -12,9 +12,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// The tables a statement reads or writes, as it names them: what an expression column
-/// of its results may derive from.
-pub type Tables = Arc<Vec<String>>;
+/// What a statement's results may be made from (its tables and statements).
+pub type Tables = Arc<crate::sql::Reads>;
 
 /// What the client asked for that the server will answer with descriptions or rows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,9 @@ mod fingerprint;
 mod fold;
 mod ident;
 pub mod kind;
+pub mod lineage;
 mod maintenance;
+mod reads;
 mod split;
 mod walk;
 
@@ -30,6 +32,7 @@ use sqlparser::tokenizer::Token;
 use crate::policy::value::{List, Record, Records, Value};
 
 pub use bounds::always_true;
+pub use reads::{Named, Reads, search_path_set};
 
 /// The facts of one statement: what `sql` rules see as `stmt.*`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -128,6 +131,23 @@ impl Analysis {
         }
         tables
     }
+}
+
+/// Longest statement text [`parse`] reads: deeper ASTs are not walked on a task's stack.
+const MAX_PARSE_BYTES: usize = 16 << 10;
+
+/// The statements of `sql` as ASTs, for readers that need more than the facts (result
+/// lineage); `None` when it is too long or does not parse.
+pub fn parse(sql: &str) -> Option<Vec<sqlparser::ast::Statement>> {
+    if sql.len() > MAX_PARSE_BYTES {
+        return None;
+    }
+    Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(64)
+        .try_with_sql(sql)
+        .ok()?
+        .parse_statements()
+        .ok()
 }
 
 /// Reads a query string: one [`SqlFacts`] per non-empty statement.

@@ -20,5 +20,6 @@ mod identity;
 mod language;
 mod logs;
 mod masking;
+mod masking_corpus;
 mod pg_harness;
 mod support;

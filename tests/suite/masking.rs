@@ -89,15 +89,19 @@ async fn issue_11_columns_are_masked_by_name_source_and_content_in_the_simple_pr
             "{sql}"
         );
     }
-    // An expression over a table with masked columns may carry any of them: it is
-    // masked as the strictest of them (until the statement's own lineage is followed).
+    // An expression is masked as what it is made from: a value derived from an email
+    // is redacted (its shape is no longer an email's), one derived from the note is
+    // read for content like the note.
     assert_eq!(
         rows(
             &client,
             "SELECT upper(email), note || '!' FROM customers WHERE id = 1"
         )
         .await,
-        vec![vec![s("[redacted]"), s("[redacted]")]]
+        vec![vec![
+            s("[redacted]"),
+            s("pay with **** **** **** 1111 today!")
+        ]]
     );
     // Without a table behind it, an expression is read for content.
     assert_eq!(
@@ -332,7 +336,7 @@ fn issue_11_check_sql_shows_the_masking_plan_the_gateway_would_use() {
     let text = check_with_config(
         &pg,
         &gw,
-        "SELECT id, password AS p, email, note, upper(name) FROM customers",
+        "SELECT id, password AS p, email, note, upper(name), length(password) FROM customers",
     );
     let line = |name: &str| {
         text.lines()
@@ -354,7 +358,13 @@ fn issue_11_check_sql_shows_the_masking_plan_the_gateway_would_use() {
     assert!(line("note").ends_with("read for content"), "{text}");
     let upper = line("upper");
     assert!(
-        upper.contains("opaque") && upper.ends_with("masked by mask.credentials (redact)"),
+        upper.contains("derived from public.customers.name") && upper.ends_with("read for content"),
+        "{text}"
+    );
+    let length = line("length");
+    assert!(
+        length.contains("derived from public.customers.password")
+            && length.ends_with("masked by mask.credentials (null: not text)"),
         "{text}"
     );
     // A write's RETURNING is planned too, and describing it runs nothing.
