@@ -273,7 +273,7 @@ fn sql(args: SqlArgs) -> Result<u8, String> {
                         "sources": c.column.sources,
                         "derived": c.column.derived,
                         "opaque": c.column.opaque,
-                        "masked_by": c.whole.as_ref().map(|(_, rule)| rule),
+                        "masked_by": c.whole.as_ref().map(|(_, rule)| rule.to_string()),
                         "strategy": c.whole.as_ref().map(|(s, _)| s),
                         "read_for_content": c.read_for_content(),
                     })

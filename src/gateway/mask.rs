@@ -9,7 +9,7 @@
 //! column's type and format: a column that is not text is sent as NULL when masked.
 
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::mask::detectors::Scanner;
 use crate::mask::pii;
@@ -71,7 +71,11 @@ fn kind(type_name: &str) -> Kind {
 }
 
 /// A mask rule's verdict on a column: its strategy and the rule's id.
-pub type Masking = (MaskStrategy, String);
+pub type Masking = (MaskStrategy, Arc<str>);
+
+/// A column masked in a row (`usize::MAX` for the whole row), by the rule named:
+/// shared, so a masked row allocates no label.
+pub type MaskedBy = (usize, Arc<str>);
 
 /// One output column's plan.
 #[derive(Debug)]
@@ -136,6 +140,14 @@ impl Plan {
     pub fn active(&self) -> bool {
         self.active
     }
+
+    /// The name of column `i` as the audit lists it (`(row)` for a whole row).
+    pub fn column_name(&self, i: usize) -> &str {
+        self.columns
+            .get(i)
+            .map(|c| c.column.name.as_str())
+            .unwrap_or("(row)")
+    }
 }
 
 /// Mask rules and what they need besides the columns: who is reading, from where, and
@@ -152,7 +164,7 @@ pub struct Masker {
 /// it, as `column:rule`, for the audit.
 pub struct MaskedRow<'a> {
     pub values: Option<Vec<Option<Cow<'a, [u8]>>>>,
-    pub masked: Vec<String>,
+    pub masked: Vec<MaskedBy>,
 }
 
 impl Masker {
@@ -242,7 +254,7 @@ impl Masker {
                         .as_ref()
                         .is_none_or(|(s, _)| strictness(*strategy) > strictness(*s)) =>
                 {
-                    best = Some((*strategy, m.rule.id.clone()));
+                    best = Some((*strategy, Arc::from(m.rule.id.as_str())));
                 }
                 _ => {}
             }
@@ -269,7 +281,7 @@ impl Masker {
         if values.len() != plan.columns.len() {
             return MaskedRow {
                 values: Some(vec![None; values.len()]),
-                masked: vec!["(row):unplanned".into()],
+                masked: vec![(usize::MAX, Arc::from("unplanned"))],
             };
         }
         let mut out: Option<Vec<Option<Cow<'a, [u8]>>>> = None;
@@ -278,14 +290,13 @@ impl Masker {
             let binary = is_binary(formats, i);
             let new = match &cp.whole {
                 Some((strategy, rule)) => {
-                    masked.push(format!("{}:{rule}", cp.column.name));
+                    masked.push((i, rule.clone()));
                     Some(whole(cp.kind, binary, *strategy, value, &self.key))
                 }
                 None if cp.kind != Kind::Other => self.content(plan, i, value).map(|(v, rules)| {
                     for r in rules {
-                        let entry = format!("{}:{r}", cp.column.name);
-                        if !masked.contains(&entry) {
-                            masked.push(entry);
+                        if !masked.iter().any(|(c, m)| *c == i && *m == r) {
+                            masked.push((i, r));
                         }
                     }
                     Some(Cow::Owned(v))
@@ -306,7 +317,7 @@ impl Masker {
 
     /// `value` with every finding the rules mask replaced in place, and the rules that
     /// did; `None` when nothing changed.
-    fn content(&self, plan: &Plan, column: usize, value: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    fn content(&self, plan: &Plan, column: usize, value: &[u8]) -> Option<(Vec<u8>, Vec<Arc<str>>)> {
         let mut findings: Vec<(&'static str, std::ops::Range<usize>)> = self
             .scanner
             .scan(value)
@@ -399,9 +410,9 @@ fn whole<'a>(
         _ => value,
     };
     let masked = strategy::apply(strategy, text, key)?;
-    Some(Cow::Owned(match kind {
+    Some(match kind {
         Kind::Text => masked,
-        Kind::Json | Kind::Jsonb => {
+        Kind::Json | Kind::Jsonb => Cow::Owned({
             let s = serde_json::to_string(&String::from_utf8_lossy(&masked)).unwrap_or_default();
             let mut v = Vec::with_capacity(s.len() + 1);
             if kind == Kind::Jsonb && binary {
@@ -409,7 +420,7 @@ fn whole<'a>(
             }
             v.extend_from_slice(s.as_bytes());
             v
-        }
+        }),
         Kind::Other => unreachable!("returned above"),
-    }))
+    })
 }

@@ -30,13 +30,18 @@ impl std::fmt::Debug for HashKey {
 }
 
 /// `value` masked by `strategy`; `None` is SQL NULL.
-pub fn apply(strategy: MaskStrategy, value: &[u8], key: &HashKey) -> Option<Vec<u8>> {
+pub fn apply(
+    strategy: MaskStrategy,
+    value: &[u8],
+    key: &HashKey,
+) -> Option<std::borrow::Cow<'static, [u8]>> {
+    use std::borrow::Cow;
     match strategy {
         MaskStrategy::Null => None,
-        MaskStrategy::Redact => Some(REDACTED.as_bytes().to_vec()),
-        MaskStrategy::Hash => Some(hash(value, key).into_bytes()),
-        MaskStrategy::Partial => Some(partial(value)),
-        MaskStrategy::Email => Some(email(value)),
+        MaskStrategy::Redact => Some(Cow::Borrowed(REDACTED.as_bytes())),
+        MaskStrategy::Hash => Some(Cow::Owned(hash(value, key).into_bytes())),
+        MaskStrategy::Partial => Some(Cow::Owned(partial(value))),
+        MaskStrategy::Email => Some(Cow::Owned(email(value))),
     }
 }
 
@@ -47,8 +52,10 @@ pub fn hash(value: &[u8], key: &HashKey) -> String {
     let digest = mac.finalize().into_bytes();
     let mut out = String::with_capacity(26);
     out.push_str("h:");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in &digest[..12] {
-        out.push_str(&format!("{b:02x}"));
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
     }
     out
 }
@@ -104,8 +111,8 @@ pub fn email(value: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn text(v: Option<Vec<u8>>) -> Option<String> {
-        v.map(|v| String::from_utf8(v).expect("utf-8"))
+    fn text(v: Option<std::borrow::Cow<'_, [u8]>>) -> Option<String> {
+        v.map(|v| String::from_utf8(v.into_owned()).expect("utf-8"))
     }
 
     #[test]

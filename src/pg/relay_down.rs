@@ -24,7 +24,7 @@ use super::rows;
 use super::session::{Shared, lock};
 use super::shapes::{Formats, Reply};
 use super::stream::{ClientStream, UpstreamStream};
-use crate::gateway::mask::{Column, Masker, Plan};
+use crate::gateway::mask::{Column, MaskedBy, Masker, Plan};
 use crate::gateway::record::Pending;
 use crate::gateway::refusal;
 use crate::policy::rule::Subject;
@@ -103,15 +103,15 @@ pub async fn relay_down(
                         }
                     };
                     let seen = match &masked {
-                        Some((row, _)) => &row[5..],
+                        Some((row, _, _)) => &row[5..],
                         None => body,
                     };
                     if capturing {
                         results.observe(tag, seen);
                     }
-                    if let Some((row, columns)) = masked {
+                    if let Some((row, columns, plan)) = masked {
                         if capturing {
-                            results.masked(columns);
+                            results.masked(&plan, &columns);
                         }
                         edits.push(Edit {
                             at: end,
@@ -140,7 +140,7 @@ pub async fn relay_down(
                             break;
                         }
                         if capturing {
-                            results.masked(masked.masked);
+                            results.masked(&copy_plan, &masked.masked);
                         }
                         edits.push(Edit {
                             at: end,
@@ -432,7 +432,7 @@ fn mask_row(
     masker: &Masker,
     markers: &Shared,
     body: &[u8],
-) -> Result<Option<(Bytes, Vec<String>)>, Error> {
+) -> Result<Option<(Bytes, Vec<MaskedBy>, Arc<Plan>)>, Error> {
     let mut t = lock(markers);
     let Some(shape) = t.shapes.row() else {
         // Rows nothing described: the gateway cannot tell what they hold.
@@ -445,7 +445,11 @@ fn mask_row(
         .ok_or_else(|| Error::Protocol("malformed DataRow from the server".into()))?;
     // Bind's format codes and a RowDescription's per-column formats read alike.
     let masked = masker.row(&shape.plan, &shape.formats, &values);
-    Ok(masked
-        .values
-        .map(|v| (rows::encode_data_row(&v), masked.masked)))
+    Ok(masked.values.map(|v| {
+        (
+            rows::encode_data_row(&v),
+            masked.masked,
+            shape.plan.clone(),
+        )
+    }))
 }

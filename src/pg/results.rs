@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::gateway::mask::{MaskedBy, Plan};
+
 /// Results seen since the last ReadyForQuery.
 pub struct Results {
     keep: usize,
@@ -60,11 +62,18 @@ impl Results {
         self.error.take()
     }
 
-    /// Takes note of the columns masked in a row.
-    pub fn masked(&mut self, columns: Vec<String>) {
-        for c in columns {
-            if !self.masked.contains(&c) {
-                self.masked.push(c);
+    /// Takes note of the columns masked in a row, as `column:rule` (each once; a label is
+    /// made only the first time).
+    pub fn masked(&mut self, plan: &Plan, columns: &[MaskedBy]) {
+        for (i, rule) in columns {
+            let name = plan.column_name(*i);
+            let known = self.masked.iter().any(|m| {
+                m.strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .is_some_and(|r| r == &**rule)
+            });
+            if !known {
+                self.masked.push(format!("{name}:{rule}"));
             }
         }
     }
