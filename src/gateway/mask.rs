@@ -317,7 +317,12 @@ impl Masker {
 
     /// `value` with every finding the rules mask replaced in place, and the rules that
     /// did; `None` when nothing changed.
-    fn content(&self, plan: &Plan, column: usize, value: &[u8]) -> Option<(Vec<u8>, Vec<Arc<str>>)> {
+    fn content(
+        &self,
+        plan: &Plan,
+        column: usize,
+        value: &[u8],
+    ) -> Option<(Vec<u8>, Vec<Arc<str>>)> {
         let mut findings: Vec<(&'static str, std::ops::Range<usize>)> = self
             .scanner
             .scan(value)

@@ -445,11 +445,7 @@ fn mask_row(
         .ok_or_else(|| Error::Protocol("malformed DataRow from the server".into()))?;
     // Bind's format codes and a RowDescription's per-column formats read alike.
     let masked = masker.row(&shape.plan, &shape.formats, &values);
-    Ok(masked.values.map(|v| {
-        (
-            rows::encode_data_row(&v),
-            masked.masked,
-            shape.plan.clone(),
-        )
-    }))
+    Ok(masked
+        .values
+        .map(|v| (rows::encode_data_row(&v), masked.masked, shape.plan.clone())))
 }
