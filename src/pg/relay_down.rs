@@ -426,13 +426,12 @@ fn plain_notice(body: &[u8]) -> Bytes {
     )
 }
 
+/// A rewritten DataRow, the columns masked in it, and the plan that names them.
+type MaskedRow = (Bytes, Vec<MaskedBy>, Arc<Plan>);
+
 /// The DataRow to send instead of `body` (tag and length included), and the columns
 /// masked in it; `None` when it goes as it is.
-fn mask_row(
-    masker: &Masker,
-    markers: &Shared,
-    body: &[u8],
-) -> Result<Option<(Bytes, Vec<MaskedBy>, Arc<Plan>)>, Error> {
+fn mask_row(masker: &Masker, markers: &Shared, body: &[u8]) -> Result<Option<MaskedRow>, Error> {
     let mut t = lock(markers);
     let Some(shape) = t.shapes.row() else {
         // Rows nothing described: the gateway cannot tell what they hold.
