@@ -59,6 +59,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
     let agent_token = token("agent@demo", &["dev"])?;
     let auditor_token = token("auditor@demo", &["auditors", "monitoring"])?;
     let reader_token = token("analyst@demo", &["dev", "pii-readers"])?;
+    let approver_token = token("approver@demo", &["dba", "maintainers"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,14 +86,19 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
          PGPASSWORD='{agent_token}' {} \"{conninfo}\"\n\n\
          Then try:\n  SELECT * FROM users;            -- allowed, emails masked (mask.email)\n  DELETE FROM users;              -- refused by sql.unbounded-write\n  \
          WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d;   -- refused too\n  \
-         CREATE INDEX ON orders (user_id); -- held for review (sql.ddl)\n\n\
+         CREATE INDEX ON orders (user_id); -- held until an approver decides (sql.ddl)\n\n\
+         Approve held statements and pushes in a browser, signed in as the demo's approver\n\
+         (groups dba and maintainers; the token rides in the link's fragment, never sent):\n\n  \
+         http://127.0.0.1:{admin_port}/approvals#token={approver_token}\n\n\
+         or from a terminal:\n\n  \
+         PORTCULLIS_TOKEN='{approver_token}' {exe} approvals list --config {config}\n\n\
          The same as an analyst in the pii-readers group sees emails as they are:\n\n  \
          PGPASSWORD='{reader_token}' {} \"{conninfo}\" -c 'SELECT * FROM users'\n\n\
          Git: a bare repository with a protected main is behind the gateway:\n\n  \
          git clone 'http://agent:{agent_token}@127.0.0.1:{git_port}/git/app.git' && cd app\n\n\
          Then try:\n  git switch -c agent/hello && echo hi > hello.txt && git add hello.txt && git commit -m hello\n  \
          git push origin agent/hello                  # allowed: a new feature branch\n  \
-         git push origin HEAD:main                    # held for review (git.protected-push)\n  \
+         git push origin HEAD:main                    # held until an approver decides (git.protected-push)\n  \
          git reset --hard origin/main && git commit --amend -m rewritten\n  \
          git push --force origin HEAD:main            # refused by git.protected-force\n\n\
          Audit: everything above is in a DuckDB store; ask it with SQL (as an auditor):\n\n  \

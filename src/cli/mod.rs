@@ -1,6 +1,7 @@
 //! The `portcullis` command line: subcommands, their output and exit codes. Knows no
 //! wire bytes; every decision comes from [`crate::policy`].
 
+mod approvals;
 mod audit;
 mod check;
 mod demo;
@@ -57,6 +58,11 @@ enum Command {
     },
     /// Mint a test JWT, print a key's JWKS, or generate a key (for demos and tests).
     Token(token::TokenArgs),
+    /// Approver commands: list, approve and reject held requests (token in PORTCULLIS_TOKEN).
+    Approvals {
+        #[command(subcommand)]
+        what: approvals::ApprovalsCommand,
+    },
 }
 
 /// Which rules to use: `--rules` files or directories, or the built-in packs.
@@ -95,7 +101,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Check { .. } | Command::Rules { .. } | Command::Token(_) | Command::Audit { .. }
+        Command::Check { .. }
+            | Command::Rules { .. }
+            | Command::Token(_)
+            | Command::Audit { .. }
+            | Command::Approvals { .. }
     ) {
         // Printing commands end quietly when their reader goes away (`... | head`), as
         // Unix tools do; the servers keep Rust's default of ignoring SIGPIPE.
@@ -111,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Token(args) => token::run(args),
         Command::Audit { what } => audit::run(what),
+        Command::Approvals { what } => approvals::run(what),
     };
     match result {
         Ok(code) => ExitCode::from(code),

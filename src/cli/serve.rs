@@ -103,6 +103,15 @@ pub async fn serve_until(
         return Err("the config has no [[postgres]] listener and no [[git]] repository".into());
     }
     let mask_key = mask_key(&config.mask)?;
+    // Requests a rule sends to review are held for approvers on the admin listener; with
+    // no admin listener nobody could approve, and they are refused.
+    let approvals = config.server.admin_listen.map(|addr| {
+        crate::gateway::approvals::Broker::new(
+            config.approvals.clone(),
+            format!("http://{addr}"),
+            recorder.clone(),
+        )
+    });
     for target in &config.postgres {
         let listener = tokio::net::TcpListener::bind(target.listen)
             .await
@@ -112,16 +121,16 @@ pub async fn serve_until(
                     target.listen, target.name
                 )
             })?;
-        let gw = Arc::new(
-            pg::Gateway::new(
-                target.clone(),
-                rules.clone(),
-                auth.clone(),
-                recorder.clone(),
-                mask_key.clone(),
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let mut gw = pg::Gateway::new(
+            target.clone(),
+            rules.clone(),
+            auth.clone(),
+            recorder.clone(),
+            mask_key.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        gw.approvals = approvals.clone();
+        let gw = Arc::new(gw);
         tracing::info!(target = %target.name, listen = %target.listen, "postgres listener ready");
         eprintln!("portcullis: {} listening on {}", target.name, target.listen);
         tokio::spawn(async move {
@@ -134,10 +143,11 @@ pub async fn serve_until(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} for git: {e}"))?;
-        let gw = Arc::new(
+        let mut gw =
             git::GitGateway::new(&config.git, rules.clone(), auth.clone(), recorder.clone())
-                .map_err(|e| format!("git: {e}"))?,
-        );
+                .map_err(|e| format!("git: {e}"))?;
+        gw.approvals = approvals.clone();
+        let gw = Arc::new(gw);
         for repo in &config.git {
             tracing::info!(repo = %repo.name, "git repository served");
             eprintln!(
@@ -155,7 +165,9 @@ pub async fn serve_until(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} for the admin API: {e}"))?;
-        eprintln!("portcullis: admin (/healthz, /metrics, /api/audit/query) at http://{addr}");
+        eprintln!(
+            "portcullis: admin (/approvals, /healthz, /metrics, /api/audit/query) at http://{addr}"
+        );
         let app = crate::admin::router(crate::admin::Admin {
             recorder: recorder.clone(),
             auth: auth.clone(),
@@ -165,6 +177,7 @@ pub async fn serve_until(
                 .map_or_else(|| "auditors".into(), |a| a.auditor_group.clone()),
             metrics_public: config.server.metrics_public,
             metrics_group: config.server.metrics_group.clone(),
+            approvals: approvals.clone(),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -26,9 +26,43 @@ pub struct Config {
     /// The `[audit]` section, when present.
     pub audit: Option<Audit>,
     pub mask: Mask,
+    pub approvals: Approvals,
     /// Sections present in the file that later issues implement (`approvals`): accepted
     /// and checked, but not active yet.
     pub not_yet_active: Vec<&'static str>,
+}
+
+/// `[approvals]`: how long a reviewed request waits, who decides, where they are told.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    /// A pending request expires after this (a rule's `review ... timeout` overrides it).
+    pub timeout: std::time::Duration,
+    /// How long the client's request waits on the wire before it is told it is pending.
+    pub hold: std::time::Duration,
+    /// The group that decides when the rule names none (`approvals.group`).
+    pub group: String,
+    /// The base URL approvers open (`approvals.link`); default: the admin listener's.
+    pub link: Option<String>,
+    pub webhook: Option<String>,
+    pub webhook_secret_env: Option<String>,
+}
+
+/// Default `approvals.timeout`.
+pub const DEFAULT_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Default `approvals.hold`: agents run commands under tool timeouts.
+pub const DEFAULT_APPROVAL_HOLD: std::time::Duration = std::time::Duration::from_secs(25);
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Approvals {
+            timeout: DEFAULT_APPROVAL_TIMEOUT,
+            hold: DEFAULT_APPROVAL_HOLD,
+            group: "approvers".into(),
+            link: None,
+            webhook: None,
+            webhook_secret_env: None,
+        }
+    }
 }
 
 /// `[mask]`: where the key of the `hash` strategy comes from (an environment variable or

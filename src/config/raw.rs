@@ -64,12 +64,15 @@ struct RawAudit {
     query_timeout: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // The approvals issue reads these.
 struct RawApprovals {
     timeout: Option<String>,
+    hold: Option<String>,
+    group: Option<String>,
+    link: Option<String>,
     webhook: Option<String>,
+    webhook_secret_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -299,10 +302,54 @@ impl RawConfig {
                 },
             })
         };
-        let mut not_yet_active = Vec::new();
-        if self.approvals.is_some() {
-            not_yet_active.push("approvals");
-        }
+        let not_yet_active = Vec::new();
+        let approvals = {
+            let a = self.approvals.unwrap_or_default();
+            let parse = |key: &str, value: Option<&str>, default| match value {
+                None => Ok(default),
+                Some(t) => super::duration(t).ok_or_else(|| {
+                    Error::invalid(
+                        path,
+                        key,
+                        format!("{t:?}: expected a duration such as \"25s\" or \"10m\""),
+                    )
+                }),
+            };
+            let timeout = parse(
+                "approvals.timeout",
+                a.timeout.as_deref(),
+                super::DEFAULT_APPROVAL_TIMEOUT,
+            )?;
+            let hold = parse(
+                "approvals.hold",
+                a.hold.as_deref(),
+                super::DEFAULT_APPROVAL_HOLD,
+            )?;
+            if hold > timeout {
+                return Err(Error::invalid(
+                    path,
+                    "approvals.hold",
+                    "longer than approvals.timeout: a request would expire while held",
+                ));
+            }
+            if let Some(url) = &a.webhook
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(Error::invalid(
+                    path,
+                    "approvals.webhook",
+                    format!("{url:?}: expected an http:// or https:// URL"),
+                ));
+            }
+            super::Approvals {
+                timeout,
+                hold,
+                group: a.group.unwrap_or_else(|| "approvers".into()),
+                link: a.link,
+                webhook: a.webhook,
+                webhook_secret_env: a.webhook_secret_env,
+            }
+        };
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -318,6 +365,7 @@ impl RawConfig {
                 }
             },
             not_yet_active,
+            approvals,
         })
     }
 }

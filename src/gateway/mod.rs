@@ -24,11 +24,13 @@
 //! );
 //! ```
 
+pub mod approvals;
 mod judge;
 pub mod mask;
 pub mod metrics;
 pub mod record;
 pub mod refusal;
+pub mod webhook;
 
 /// The rules a protocol holds only to hand back to [`judge_query`] and [`judge_refs`].
 pub use crate::policy::RuleSet;

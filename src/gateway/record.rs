@@ -81,6 +81,23 @@ fn state_word<S: serde::Serializer>(state: &SessionState, s: S) -> Result<S::Ok,
 pub struct Pending(audit::Event);
 
 impl Pending {
+    /// The same event for another run of the same statement: a new id and time.
+    pub fn again(&self) -> Pending {
+        let mut ev = self.0.clone();
+        ev.event_id = audit::record::new_id();
+        ev.ts_us = audit::record::now_us();
+        Pending(ev)
+    }
+
+    /// The final decision on a held request: what happened and what the client was told.
+    /// `runs` marks one that goes upstream (its event is then committed first when it
+    /// can write).
+    pub fn decided(&mut self, decision: Decision, message: Option<String>, runs_a_write: bool) {
+        self.0.decision = decision;
+        self.0.message = message;
+        self.0.must_be_durable = runs_a_write;
+    }
+
     /// Whether it may wait for its results: an allowed read whose event need not be
     /// committed before it runs.
     pub fn may_wait_for_results(&self) -> bool {
@@ -291,6 +308,62 @@ impl Recorder {
             .durable()
             .await
             .map_err(|e| Unrecorded(e.to_string()))
+    }
+
+    /// Records one step of an approval: an event (`kind`, by `actor` or else the
+    /// requesting agent) and the request's `approvals` row pointing at `first_event` (the
+    /// `requested` step's, this one's when `None`). Waits for the commit. Returns the
+    /// event's id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn approval(
+        &self,
+        r: &super::approvals::Request,
+        protocol: Protocol,
+        kind: &str,
+        decision: Decision,
+        actor: Option<&str>,
+        message: String,
+        first_event: Option<String>,
+    ) -> Result<String, Unrecorded> {
+        let Some(store) = &self.audit else {
+            return Ok(String::new());
+        };
+        let unrecorded = |e: audit::Error| Unrecorded(e.to_string());
+        let mut ev = audit::Event::new(&r.session_id, protocol, &r.target, kind, decision);
+        ev.subject = Some(actor.unwrap_or(&r.subject).to_string());
+        if actor.is_none() {
+            ev.groups = r.groups.clone();
+        }
+        ev.prompt = r.prompt.as_deref().map(|p| redact(p).into_owned());
+        ev.statement = Some(r.statement.clone());
+        ev.rule_ids = vec![r.rule.clone()];
+        ev.message = Some(message);
+        ev.must_be_durable = true;
+        let id = ev.event_id.clone();
+        store
+            .record(ev)
+            .await
+            .map_err(unrecorded)?
+            .durable()
+            .await
+            .map_err(unrecorded)?;
+        let row = audit::record::Approval {
+            approval_id: r.id.clone(),
+            event_id: first_event.unwrap_or_else(|| id.clone()),
+            requested_us: r.requested_us,
+            decided_us: r.decided_us,
+            approver: r.approver.clone(),
+            state: r.state.as_str().to_string(),
+            reason: r.reason.clone(),
+        };
+        store
+            .record(row)
+            .await
+            .map_err(unrecorded)?
+            .durable()
+            .await
+            .map_err(unrecorded)?;
+        Ok(id)
     }
 
     /// Records a session's start, end or refusal.

@@ -14,16 +14,61 @@ pub fn denied(why: &str) -> String {
     format!("{PREFIX}{why}")
 }
 
-/// A rule wants a person to approve the request first. Until approvals exist nothing is
-/// held: the request is refused, naming the rule.
+/// A rule wants a person to approve the request first, and this gateway has no way for
+/// anyone to (no `server.admin_listen`): the request is refused, naming the rule.
 pub fn review(rule: Option<(&str, &str)>) -> String {
     match rule {
         Some((id, message)) => format!(
-            "{PREFIX}approval required by {id}: {message} (approvals are not available yet, \
-             so it is refused)"
+            "{PREFIX}approval required by {id}: {message} (no approvals are served here: \
+             server.admin_listen is not set, so it is refused)"
         ),
         None => format!("{PREFIX}approval required"),
     }
+}
+
+/// What the client is told at once when its request is held (a notice, a progress line).
+pub fn held(id: &str, rule: &str, message: &str, group: &str, link: &str, hold_s: u64) -> String {
+    format!(
+        "{PREFIX}held for approval {id} by {rule}: {message}. A member of {group} can approve \
+         it at {link}; waiting up to {hold_s} s"
+    )
+}
+
+/// A held request is still waiting (a repeated progress line).
+pub fn still_held(id: &str, waited_s: u64) -> String {
+    format!("{PREFIX}still waiting for approval {id} ({waited_s} s)")
+}
+
+/// A held request was approved and goes ahead.
+pub fn approved(id: &str, approver: &str) -> String {
+    format!("{PREFIX}approved by {approver} (approval {id}); running it")
+}
+
+/// A held request was rejected.
+pub fn rejected(id: &str, approver: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{PREFIX}rejected by {approver} (approval {id}): {r}; nothing ran"),
+        None => format!("{PREFIX}rejected by {approver} (approval {id}); nothing ran"),
+    }
+}
+
+/// A request expired before anyone decided it.
+pub fn expired(id: &str) -> String {
+    format!("{PREFIX}approval {id} expired before anyone decided it; nothing ran")
+}
+
+/// The hold ended with the request still undecided. `again` says what to send again
+/// (`the same statement`, `the same push`).
+pub fn pending(id: &str, link: &str, again: &str) -> String {
+    format!(
+        "{PREFIX}approval {id} is pending ({link}); nothing ran. Run {again} again once \
+         approved: it is admitted once"
+    )
+}
+
+/// The approval could not be asked for (the audit store is down).
+pub fn approval_unavailable(why: &dyn Display) -> String {
+    format!("{PREFIX}approval could not be requested: {why}; nothing ran")
 }
 
 /// The event the durability setting requires could not be recorded.
@@ -79,12 +124,14 @@ pub const UNDESCRIBED_ROWS: &str =
     "portcullis: the server sent rows the gateway cannot place; the session is closed";
 
 /// A binary `COPY ... TO STDOUT` holds a value the mask rules hide.
-pub const BINARY_COPY_MASK: &str = "portcullis: a binary COPY holds values that must be masked;                                     copy in text or CSV format; the session is closed";
+pub const BINARY_COPY_MASK: &str = "portcullis: a binary COPY holds values that must be masked; \
+                                     copy in text or CSV format; the session is closed";
 
 /// `COPY ... TO STDOUT` of a table with a column the rules mask whole.
 pub fn copy_of_masked(column_rule: &str) -> String {
     format!(
-        "{PREFIX}COPY TO STDOUT of a table with masked columns ({column_rule}) is not served;          SELECT the columns instead, which are masked row by row"
+        "{PREFIX}COPY TO STDOUT of a table with masked columns ({column_rule}) is not served; \
+         SELECT the columns instead, which are masked row by row"
     )
 }
 

@@ -47,6 +47,8 @@ pub struct GitGateway {
     pub rules: Arc<RuleSet>,
     pub auth: Arc<dyn Authenticator>,
     pub recorder: Recorder,
+    /// Where reviewed pushes are held for approval (`None`: refused instead).
+    pub approvals: Option<Arc<crate::gateway::approvals::Broker>>,
 }
 
 impl GitGateway {
@@ -76,6 +78,7 @@ impl GitGateway {
             rules,
             auth,
             recorder,
+            approvals: None,
         })
     }
 
@@ -228,7 +231,15 @@ async fn receive_pack(
             .boxed(),
         gzip,
     };
-    match push::receive(&gw.rules, &gw.recorder, &repo, request).await {
+    match push::receive(
+        &gw.rules,
+        &gw.recorder,
+        &repo,
+        gw.approvals.as_ref(),
+        request,
+    )
+    .await
+    {
         Ok(body) => git_response("application/x-git-receive-pack-result", body),
         Err(e) => plain(e.status(), e.to_string().trim_start_matches("portcullis: ")),
     }

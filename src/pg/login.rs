@@ -11,9 +11,10 @@ use super::cancel::UpstreamKey;
 use super::error::Error;
 use super::frame::split_frame;
 use super::messages;
-use super::session::{PROMPT_SETTING, State, Upstream};
+use super::session::{Judged, PROMPT_SETTING, State, Upstream};
 use super::stream::ClientStream;
 use super::upstream;
+use crate::audit::Decision;
 use crate::gateway::record::SessionState;
 use crate::gateway::refusal;
 
@@ -139,8 +140,16 @@ fn judge_startup(
                 return Err(Error::Refused(refusal::setting_name(k)));
             }
             let sql = format!("SET {k} TO '{}'", v.replace('\'', "''"));
-            if let Some(message) = state.judge(gw, "startup", &sql) {
-                return Err(Error::Refused(message));
+            match state.judge(gw, "startup", &sql) {
+                Judged::Go => {}
+                Judged::Refuse(message) => return Err(Error::Refused(message)),
+                // Nothing is held at login: a setting that needs approval is set with
+                // SET once connected.
+                Judged::Review(mut r) => {
+                    let message = refusal::review(Some((&r.rule, &r.message)));
+                    state.decided(&mut r, Decision::Denied, Some(message.clone()));
+                    return Err(Error::Refused(message));
+                }
             }
             if k == PROMPT_SETTING {
                 state.prompt = Some(v.clone());

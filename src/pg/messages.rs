@@ -150,6 +150,30 @@ pub fn bind_body(body: &[u8]) -> Result<(&str, &str, FormatCodes<'_>), Error> {
     Ok((portal, statement, FormatCodes(codes)))
 }
 
+/// A Bind's statement name and the bytes of its parameters (their format codes and
+/// values, as sent): what a held request's identity includes.
+pub fn bind_parameters(body: &[u8]) -> Option<(&str, &[u8])> {
+    let mut b = body;
+    cstr(&mut b).ok()?;
+    let statement = cstr(&mut b).ok()?;
+    let start = body.len() - b.len();
+    let n = take_i16(&mut b)?;
+    for _ in 0..n {
+        take_i16(&mut b)?;
+    }
+    let n = take_i16(&mut b)?;
+    for _ in 0..n {
+        let (h, _) = b.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*h);
+        b = &b[4..];
+        if len > 0 {
+            b = b.get(len as usize..)?;
+        }
+    }
+    let end = body.len() - b.len();
+    Some((statement, &body[start..end]))
+}
+
 /// A Bind's result format codes as they sit in the message (Int16 each).
 #[derive(Debug, Clone)]
 pub struct FormatCodes<'a>(&'a [u8]);

@@ -24,6 +24,7 @@ mod catalog;
 mod describe;
 mod error;
 mod frame;
+mod hold;
 mod login;
 mod markers;
 mod messages;
@@ -65,6 +66,8 @@ pub struct Gateway {
     pub mask_key: HashKey,
     /// What the upstream's catalog says about result columns.
     pub catalog: catalog::Catalog,
+    /// Where reviewed statements are held for approval (`None`: refused instead).
+    pub approvals: Option<Arc<crate::gateway::approvals::Broker>>,
 }
 
 impl Gateway {
@@ -88,6 +91,7 @@ impl Gateway {
             recorder,
             mask_key,
             catalog: catalog::Catalog::default(),
+            approvals: None,
         })
     }
 

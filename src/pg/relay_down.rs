@@ -37,6 +37,13 @@ struct Edit {
     with: Option<Bytes>,
 }
 
+/// What the client-side relay sends the client through this one: a fatal error to end
+/// with, and notices (a held request's) to send between the server's frames.
+pub struct FromClientSide {
+    pub fatal: oneshot::Receiver<Bytes>,
+    pub notices: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+}
+
 pub async fn relay_down(
     gw: &Gateway,
     masker: &Masker,
@@ -44,8 +51,12 @@ pub async fn relay_down(
     mut cw: WriteHalf<ClientStream>,
     mut ubuf: BytesMut,
     markers: Shared,
-    mut fatal: oneshot::Receiver<Bytes>,
+    from_up: FromClientSide,
 ) -> Result<(), Error> {
+    let FromClientSide {
+        mut fatal,
+        mut notices,
+    } = from_up;
     let recorder = &gw.recorder;
     let mut results = Results::new(recorder.result_rows());
     let mut done: Vec<Pending> = Vec::new();
@@ -283,6 +294,11 @@ pub async fn relay_down(
                     cw.flush().await?;
                 }
                 return Ok(());
+            }
+            // Only between the server's frames: everything complete was written above.
+            Some(notice) = notices.recv() => {
+                cw.write_all(&notice).await?;
+                cw.flush().await?;
             }
         }
     }

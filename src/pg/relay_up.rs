@@ -8,8 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use super::Gateway;
 use super::error::Error;
 use super::frame::{self, split_frame};
+use super::hold::{Notices, has_sync, hold};
 use super::messages;
-use super::session::{Shared, State, lock};
+use super::session::{Judged, Shared, State, lock};
 use super::stream::{ClientStream, UpstreamStream};
 use crate::gateway::refusal;
 
@@ -20,6 +21,7 @@ pub async fn relay_up(
     mut cbuf: BytesMut,
     markers: Shared,
     state: &mut State,
+    notices: Notices,
 ) -> Result<(), Error> {
     let max = gw.target.max_message_bytes;
     let mut out = BytesMut::with_capacity(8192);
@@ -35,7 +37,16 @@ pub async fn relay_up(
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
                     state.ends_at = lock(&markers).markers.query();
-                    let refused = state.judge(gw, "query", text);
+                    let refused = match state.judge(gw, "query", text) {
+                        Judged::Go => None,
+                        Judged::Refuse(sentence) => Some(sentence),
+                        Judged::Review(review) => {
+                            // What the client sent before it does not wait with it.
+                            send(gw, state, &markers, &mut uw, &mut out).await?;
+                            let identity = vec![text.to_string()];
+                            hold(gw, state, &notices, *review, text, identity).await
+                        }
+                    };
                     let mut t = lock(&markers);
                     t.shapes.query(state.tables.clone());
                     match refused {
@@ -49,7 +60,18 @@ pub async fn relay_up(
                 b'P' => {
                     let (name, text) = messages::parse_body(f.body())?;
                     state.ends_at = lock(&markers).markers.parse();
-                    let refused = state.judge(gw, "parse", text);
+                    let refused = match state.judge(gw, "parse", text) {
+                        Judged::Go => {
+                            state.forget_statement(name);
+                            None
+                        }
+                        Judged::Refuse(sentence) => Some(sentence),
+                        // Parsing runs nothing: each execution waits instead (see Bind).
+                        Judged::Review(review) => {
+                            state.hold_statement(name, *review, text);
+                            None
+                        }
+                    };
                     let mut t = lock(&markers);
                     t.shapes.parse(name, state.tables.clone());
                     match refused {
@@ -73,10 +95,44 @@ pub async fn relay_up(
                 }
                 b'B' => {
                     let (portal, statement, formats) = messages::bind_body(f.body())?;
-                    lock(&markers)
-                        .shapes
-                        .bind(portal, statement, formats.into_iter());
-                    out.extend_from_slice(&f.bytes);
+                    let refused = match state.statement_review(statement) {
+                        None => None,
+                        Some((review, text)) => {
+                            // An execution of a statement a rule sent to review: the batch
+                            // waits for approval of this text with these parameters.
+                            while !has_sync(&cbuf) && cbuf.len() <= max {
+                                if cr.read_buf(&mut cbuf).await? == 0 {
+                                    break;
+                                }
+                            }
+                            let params = messages::bind_parameters(f.body())
+                                .map(|(_, p)| crate::audit::chain::hex(p))
+                                .unwrap_or_default();
+                            state.ends_at = lock(&markers).markers.parse();
+                            send(gw, state, &markers, &mut uw, &mut out).await?;
+                            hold(
+                                gw,
+                                state,
+                                &notices,
+                                review,
+                                &text,
+                                vec![text.clone(), params],
+                            )
+                            .await
+                        }
+                    };
+                    let mut t = lock(&markers);
+                    t.shapes.bind(portal, statement, formats.into_iter());
+                    match refused {
+                        None => out.extend_from_slice(&f.bytes),
+                        // Refused in place: the server fails the marker and skips the
+                        // rest of the batch, its Execute included.
+                        Some(message) => {
+                            let ends_at = t.markers.parse();
+                            let token = t.markers.refuse(message, ends_at);
+                            out.extend_from_slice(&messages::parse(&token, &token));
+                        }
+                    }
                 }
                 b'D' => {
                     let (kind, name) = messages::target_body(f.body())?;
@@ -99,6 +155,9 @@ pub async fn relay_up(
                 }
                 b'C' => {
                     let (kind, name) = messages::target_body(f.body())?;
+                    if kind == b'S' {
+                        state.forget_statement(name);
+                    }
                     let mut t = lock(&markers);
                     match kind {
                         b'S' => t.shapes.close_statement(name),
@@ -122,15 +181,28 @@ pub async fn relay_up(
                 _ => out.extend_from_slice(&f.bytes),
             }
         }
-        if !out.is_empty() {
-            // Nothing judged goes upstream before its event is recorded as required.
-            state.flush_events(gw, Some(&markers)).await?;
-            uw.write_all(&out).await?;
-            uw.flush().await?;
-            out.clear();
-        }
+        send(gw, state, &markers, &mut uw, &mut out).await?;
         if cr.read_buf(&mut cbuf).await? == 0 {
             return Ok(());
         }
     }
+}
+
+/// Sends what is ready to go upstream. Nothing judged goes upstream before its event is
+/// recorded as required.
+async fn send(
+    gw: &Gateway,
+    state: &mut State,
+    markers: &Shared,
+    uw: &mut WriteHalf<UpstreamStream>,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    state.flush_events(gw, Some(markers)).await?;
+    uw.write_all(out).await?;
+    uw.flush().await?;
+    out.clear();
+    Ok(())
 }

@@ -16,12 +16,14 @@ use super::shapes::{Shapes, Tables};
 use super::startup::{self, Failed, Opening};
 use super::stream::{ClientStream, UpstreamStream};
 use super::{Gateway, upstream};
+use crate::audit::Decision;
 use crate::gateway::Analyzer;
-use crate::gateway::judge_query;
 use crate::gateway::mask::{Masker, Plan};
 use crate::gateway::record::{Pending, Protocol, SessionEvent, SessionState, StatementEvent};
 use crate::gateway::refusal;
+use crate::gateway::{judge_query, must_be_durable};
 use crate::identity::Identity;
+use crate::policy::rule::Action;
 use crate::policy::value::{Agent, Target};
 
 /// The custom setting that carries the agent's current prompt.
@@ -142,6 +144,30 @@ async fn cancel(gw: &Gateway, body: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Statements a session keeps to show an approver what came before a held one.
+const HISTORY: usize = 10;
+
+/// What the session does with a judged request.
+pub enum Judged {
+    Go,
+    Refuse(String),
+    /// A rule asked for approval and approvals are served: the caller holds it.
+    Review(Box<Review>),
+}
+
+/// A request a rule sent to review.
+pub struct Review {
+    pub rule: String,
+    pub message: String,
+    /// The rule's approver group and timeout.
+    pub by: Option<String>,
+    pub timeout: Option<std::time::Duration>,
+    /// Its event, recorded with the final decision.
+    event: Option<Pending>,
+    /// It can change data or schema.
+    writes: bool,
+}
+
 /// What a session knows about itself while it judges.
 pub struct State {
     pub id: String,
@@ -165,6 +191,11 @@ pub struct State {
     named: crate::sql::Named,
     /// The `search_path` the session set (start-up options or SET), if any.
     pub search_path: Option<String>,
+    /// The last statements that went ahead, oldest first.
+    pub history: std::collections::VecDeque<String>,
+    /// Prepared statements a rule sent to review, by name, with their text: parsing one
+    /// runs nothing, so it goes upstream; each execution (Bind) waits for approval.
+    held_statements: std::collections::HashMap<String, (Review, String)>,
 }
 
 impl State {
@@ -185,12 +216,16 @@ impl State {
             tables: Tables::default(),
             named: crate::sql::Named::default(),
             search_path: None,
+            history: Default::default(),
+            held_statements: Default::default(),
         }
     }
 
-    /// Asks the gateway about one query string and records the answer; `Some(sentence)`
-    /// refuses it. An allowed `SET portcullis.prompt` becomes the session's prompt.
-    pub fn judge(&mut self, gw: &Gateway, kind: &'static str, text: &str) -> Option<String> {
+    /// Asks the gateway about one query string and records the answer. An allowed
+    /// `SET portcullis.prompt` becomes the session's prompt. A request a rule sends to
+    /// review is held by the caller when approvals are served (its event is recorded
+    /// once decided, see [`State::decided`]); otherwise it is refused.
+    pub fn judge(&mut self, gw: &Gateway, kind: &'static str, text: &str) -> Judged {
         let judged = judge_query(
             &gw.rules,
             &mut self.analyzer,
@@ -218,9 +253,36 @@ impl State {
             message: judged.outcome.refusal.clone(),
             judge_us: judged.judge_us,
         };
-        if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, judged.durable) {
-            self.pending.push((ev, self.ends_at));
-        }
+        let review = (judged.outcome.review && gw.approvals.is_some())
+            .then(|| judged.verdict.deciding().next())
+            .flatten()
+            .and_then(|rule| match &rule.action {
+                Action::Review {
+                    message,
+                    by,
+                    timeout,
+                } => Some(Review {
+                    rule: rule.id.clone(),
+                    message: message.clone(),
+                    by: by.clone(),
+                    timeout: *timeout,
+                    event: None,
+                    writes: judged.analysis.statements.iter().any(must_be_durable),
+                }),
+                _ => None,
+            });
+        let ev = gw.recorder.statement_event(&e, &self.peer, judged.durable);
+        let review = match (review, ev) {
+            (Some(mut r), ev) => {
+                r.event = ev;
+                Some(r)
+            }
+            (None, Some(ev)) => {
+                self.pending.push((ev, self.ends_at));
+                None
+            }
+            (None, None) => None,
+        };
         let mut reads = crate::sql::Reads::of(
             &judged.analysis,
             &mut self.named,
@@ -245,7 +307,53 @@ impl State {
             }
         }
         self.tables = Tables::new(reads);
-        judged.outcome.refusal
+        match (review, judged.outcome.refusal) {
+            (Some(r), _) => Judged::Review(Box::new(r)),
+            (None, Some(sentence)) => Judged::Refuse(sentence),
+            (None, None) => {
+                if self.history.len() == HISTORY {
+                    self.history.pop_front();
+                }
+                self.history.push_back(text.to_string());
+                Judged::Go
+            }
+        }
+    }
+
+    /// Each run of prepared statement `name` waits for approval (`review` said so).
+    pub fn hold_statement(&mut self, name: &str, review: Review, text: &str) {
+        self.held_statements
+            .insert(name.to_string(), (review, text.to_string()));
+    }
+
+    /// The prepared statement `name` was closed or replaced.
+    pub fn forget_statement(&mut self, name: &str) {
+        self.held_statements.remove(name);
+    }
+
+    /// When prepared statement `name` waits for approval: the review of one run of it
+    /// (with an event of its own) and its text.
+    pub fn statement_review(&self, name: &str) -> Option<(Review, String)> {
+        let (r, text) = self.held_statements.get(name)?;
+        let run = Review {
+            rule: r.rule.clone(),
+            message: r.message.clone(),
+            by: r.by.clone(),
+            timeout: r.timeout,
+            event: r.event.as_ref().map(Pending::again),
+            writes: r.writes,
+        };
+        Some((run, text.clone()))
+    }
+
+    /// Records the final decision on a held request: `decision`, and the sentence the
+    /// client was told (`None` when it ran).
+    pub fn decided(&mut self, review: &mut Review, decision: Decision, message: Option<String>) {
+        let runs = message.is_none();
+        if let Some(mut ev) = review.event.take() {
+            ev.decided(decision, message, runs && review.writes);
+            self.pending.push((ev, self.ends_at));
+        }
     }
 
     /// Hands the events judged since the last call to the audit store, waiting for those
@@ -311,8 +419,21 @@ async fn relay(
         state.target.clone(),
         gw.mask_key.clone(),
     );
-    let down = super::relay_down::relay_down(gw, &masker, ur, cw, ubuf, markers.clone(), fatal_rx);
-    let up = super::relay_up::relay_up(gw, cr, uw, cbuf, markers.clone(), state);
+    // Notices for the client (a held request's) go out between the server's frames.
+    let (notice_tx, notice_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let down = super::relay_down::relay_down(
+        gw,
+        &masker,
+        ur,
+        cw,
+        ubuf,
+        markers.clone(),
+        super::relay_down::FromClientSide {
+            fatal: fatal_rx,
+            notices: notice_rx,
+        },
+    );
+    let up = super::relay_up::relay_up(gw, cr, uw, cbuf, markers.clone(), state, notice_tx);
     tokio::pin!(down);
     tokio::pin!(up);
     let result = tokio::select! {

@@ -2,10 +2,11 @@
 //! token, `/metrics` behind a token, and auditors' queries that can neither stall the
 //! agents' writes nor run without a time limit.
 
-use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::gateway::{AUDIENCE, Gateway, ISSUER, Options, free_port, wait_listening};
+use crate::support::gateway::{
+    AUDIENCE, Gateway, ISSUER, Options, free_port, http, wait_listening,
+};
 use crate::support::pg::PgCluster;
 
 fn start(options: Options) -> (PgCluster, Gateway) {
@@ -19,23 +20,6 @@ fn start(options: Options) -> (PgCluster, Gateway) {
         },
     );
     (pg, gw)
-}
-
-/// One HTTP/1.1 request to the admin listener; the whole response.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }
 
 #[test]

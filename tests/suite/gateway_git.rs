@@ -28,9 +28,18 @@ impl Fixture {
     }
 
     fn with_rules(rules: Option<&str>) -> Fixture {
+        Fixture::with(rules, None)
+    }
+
+    /// With the admin API (and so approvals) on `admin`.
+    fn with(rules: Option<&str>, admin: Option<u16>) -> Fixture {
         let root = tempfile::tempdir().unwrap();
         let upstream = seeded_upstream(root.path(), "app");
-        let gw = GitGateway::start(&[("app", UpstreamSpec::Local(upstream.clone()))], rules);
+        let gw = GitGateway::start_with_admin(
+            &[("app", UpstreamSpec::Local(upstream.clone()))],
+            rules,
+            admin,
+        );
         let work = root.path().join("work");
         let url = gw.url("app", &gw.token("agent-1"));
         let out = git(root.path(), &["clone", "-q", &url, work.to_str().unwrap()]);
@@ -1050,4 +1059,88 @@ fn issue_9_secrets_in_prompts_and_push_options_are_not_kept() {
         !rows.contains(&aws_key()),
         "the secret is in the audit store:\n{rows}"
     );
+}
+
+/// Pushes `HEAD:main` (a fast-forward, which `git.protected-push` sends to review) in
+/// the background; the approval request's id once it is pending.
+fn held_push(f: &Fixture, admin: u16) -> (std::thread::JoinHandle<std::process::Output>, String) {
+    f.commit("held.txt", b"held\n", "needs a maintainer");
+    let work = f.work.clone();
+    let push = std::thread::spawn(move || git(&work, &["push", "origin", "HEAD:main"]));
+    let maintainer = f.gw.token_in("mia", &["maintainers"]);
+    let id = crate::support::gateway::pending(admin, &maintainer, "refs/heads/main");
+    (push, id)
+}
+
+#[test]
+fn issue_12_a_push_to_main_waits_for_a_maintainer_then_is_applied_as_judged() {
+    let admin = crate::support::gateway::free_port();
+    let f = Fixture::with(None, Some(admin));
+    let (push, id) = held_push(&f, admin);
+    assert_ne!(
+        f.upstream_has("main"),
+        git_ok(&f.work, &["rev-parse", "HEAD"])
+    );
+    let (status, r) = crate::support::gateway::api(
+        admin,
+        "GET",
+        &format!("/api/approvals/{id}"),
+        &f.gw.token_in("mia", &["maintainers"]),
+        "",
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["rule"], "git.protected-push");
+    assert_eq!(r["refs"][0]["ref"], "refs/heads/main");
+    assert_eq!(r["refs"][0]["commits"], 1);
+    let (status, r) = crate::support::gateway::api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &f.gw.token_in("mia", &["maintainers"]),
+        r#"{"reason": "reviewed in PR 12"}"#,
+    );
+    assert_eq!(status, 200, "{r}");
+    let out = push.join().expect("git push");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", f.gw.log());
+    assert!(
+        stderr.contains(&format!("held for approval {id}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("approved by mia"), "{stderr}");
+    assert_eq!(
+        f.upstream_has("main"),
+        git_ok(&f.work, &["rev-parse", "HEAD"])
+    );
+}
+
+#[test]
+fn issue_12_a_rejected_push_reaches_nothing_and_says_why() {
+    let admin = crate::support::gateway::free_port();
+    let f = Fixture::with(None, Some(admin));
+    let before = f.upstream_refs();
+    let (push, id) = held_push(&f, admin);
+    let agent = f.gw.token("agent-1");
+    let (status, why) = crate::support::gateway::api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &agent,
+        "",
+    );
+    assert_eq!(status, 403, "an agent is no maintainer: {why}");
+    let (status, r) = crate::support::gateway::api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/reject"),
+        &f.gw.token_in("mia", &["maintainers"]),
+        r#"{"reason": "needs a changelog entry"}"#,
+    );
+    assert_eq!(status, 200, "{r}");
+    let out = push.join().expect("git push");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("rejected by mia"), "{stderr}");
+    assert!(stderr.contains("needs a changelog entry"), "{stderr}");
+    assert_eq!(f.upstream_refs(), before);
 }

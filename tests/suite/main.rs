@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per feature (issue #2: rule engine).
 
+mod approvals;
 mod audit;
 mod bypass_elsewhere;
 mod bypass_sql;

@@ -19,6 +19,8 @@ pub struct Log<'a> {
     /// Empty until the push has been inspected.
     pub facts: &'a [(RefFacts, PushFacts)],
     pub started: Instant,
+    /// Set when the push runs on an approval: it is recorded as approved, saying by whom.
+    pub approved: Option<String>,
 }
 
 impl Log<'_> {
@@ -40,7 +42,18 @@ impl Log<'_> {
 
     /// Records an allowed push, durably unless `durability = "async"`.
     pub async fn allowed(&self, rules: &[&str], monitored: &[&str]) -> Result<(), Unrecorded> {
-        self.send(&Outcome::allowed(), rules, monitored, None).await
+        match &self.approved {
+            None => self.send(&Outcome::allowed(), rules, monitored, None).await,
+            Some(note) => {
+                let outcome = Outcome {
+                    decision: crate::audit::Decision::Approved,
+                    refusal: None,
+                    review: false,
+                };
+                self.send(&outcome, rules, monitored, Some(note.clone()))
+                    .await
+            }
+        }
     }
 
     async fn send(

@@ -13,6 +13,7 @@
 //! Every step's event goes through [`log`] to the gateway's recorder.
 
 mod apply;
+mod hold;
 mod inspect;
 mod intake;
 mod log;
@@ -28,6 +29,7 @@ use super::Error;
 use super::http::Repo;
 use super::upstream::ByteStream;
 use crate::config::{GitApply, GitUpstream};
+use crate::gateway::approvals::Broker;
 use crate::gateway::record::Recorder;
 use crate::gateway::{Outcome, RuleSet, judge_refs, refusal};
 use crate::policy::value::{Agent, Target};
@@ -49,6 +51,7 @@ pub async fn receive(
     rules: &RuleSet,
     recorder: &Recorder,
     repo: &Arc<Repo>,
+    approvals: Option<&Arc<Broker>>,
     req: PushRequest,
 ) -> Result<Body, Error> {
     let started = Instant::now();
@@ -78,6 +81,7 @@ pub async fn receive(
         request: &request,
         facts: &[],
         started,
+        approved: None,
     };
     if !request.shallow.is_empty() {
         let outcome = Outcome::refused(refusal::SHALLOW_PUSH.into());
@@ -137,6 +141,48 @@ pub async fn receive(
     };
     let judged = judge_refs(rules, &facts, &req.agent, &target);
     let decided = (judged.deciding.as_slice(), judged.monitored.as_slice());
+
+    // 3b. A push a rule sent to review waits for an approver (the answer streams:
+    // progress lines while it waits, then the push's report).
+    if judged.outcome.review
+        && let Some(broker) = approvals
+    {
+        let rule = judged
+            .verdicts
+            .iter()
+            .flat_map(|v| v.deciding())
+            .find_map(|r| match &r.action {
+                crate::policy::rule::Action::Review {
+                    message,
+                    by,
+                    timeout,
+                } => Some((r.id.clone(), message.clone(), by.clone(), *timeout)),
+                _ => None,
+            });
+        if let Some((rule, message, by, timeout)) = rule {
+            let held = hold::Held {
+                broker: broker.clone(),
+                recorder: recorder.clone(),
+                repo: repo.clone(),
+                peer: req.peer.clone(),
+                session: log.session.clone(),
+                agent: req.agent.clone(),
+                prompt: prompt.clone(),
+                started,
+                deciding: judged.deciding.iter().map(|r| r.to_string()).collect(),
+                monitored: judged.monitored.iter().map(|r| r.to_string()).collect(),
+                rule,
+                message,
+                by,
+                timeout,
+                upstream_caps,
+                pack: inspected.pack,
+                spool,
+                guard,
+            };
+            return Ok(hold::start(held, request, facts));
+        }
+    }
 
     // 5. Report a refusal (the upstream sees nothing).
     if let Some(message) = &judged.outcome.refusal {

@@ -217,6 +217,14 @@ max_message_bytes = 1048576
     }
 
     pub fn psql_with(&self, conninfo: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+        psql_at(conninfo, token, args)
+    }
+}
+
+/// psql with `conninfo` and the token as password (usable from another thread);
+/// returns (exit ok, stdout, stderr).
+pub fn psql_at(conninfo: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    {
         let mut cmd = Command::new(PgCluster::bin("psql"));
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
@@ -262,4 +270,66 @@ pub fn setup() -> (PgCluster, Gateway) {
     );
     let gw = Gateway::start(&pg);
     (pg, gw)
+}
+
+/// One HTTP/1.1 request to a listener on `port` (the admin API); the whole response.
+pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+/// The status code and JSON body of an admin API call.
+pub fn api(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let raw = http(port, method, path, Some(token), body);
+    let status: u16 = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()));
+    (status, json)
+}
+
+/// Waits for a pending request whose statement contains `needle`; its id.
+pub fn pending(port: u16, token: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, list) = api(port, "GET", "/api/approvals?state=pending", token, "");
+        assert_eq!(status, 200, "{list}");
+        if let Some(r) = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["statement"].as_str().is_some_and(|s| s.contains(needle)))
+        {
+            return r["id"].as_str().expect("an id").to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending request for {needle}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

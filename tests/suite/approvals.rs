@@ -1,0 +1,401 @@
+//! Issue #12: just-in-time approvals. A statement a rule sends to review waits on the
+//! wire for an approver in the rule's group, then runs on the same session, or is
+//! refused; undecided at the end of the hold, the identical request is admitted once
+//! after approval. Through the gateway against a real PostgreSQL, with psql and
+//! tokio-postgres, and approvers using the HTTP API and the CLI.
+
+use std::time::{Duration, Instant};
+
+use crate::support::gateway::{Gateway, Options, api, free_port, http, pending};
+use crate::support::pg::PgCluster;
+
+/// A gateway with approvals on an admin listener; `approvals` is the section's body.
+fn start(approvals: &str, rules: Option<&str>) -> (PgCluster, Gateway, u16) {
+    let pg = PgCluster::start();
+    pg.query("CREATE TABLE users (id int PRIMARY KEY, email text); INSERT INTO users VALUES (1, 'a@x.io'), (2, 'b@x.io')");
+    let admin = free_port();
+    let gw = Gateway::start_with(
+        &pg,
+        Options {
+            upstream_params: "sslmode=disable".into(),
+            server: format!("admin_listen = \"127.0.0.1:{admin}\"\n"),
+            sections: format!("[approvals]\n{approvals}\n"),
+            rules: rules.map(str::to_string),
+            ..Options::default()
+        },
+    );
+    crate::support::gateway::wait_listening(admin, || gw.log());
+    (pg, gw, admin)
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn exists(pg: &PgCluster, table: &str) -> bool {
+    pg.query(&format!("SELECT to_regclass('{table}') IS NOT NULL"))
+        .trim()
+        == "t"
+}
+
+#[test]
+fn issue_12_psql_waits_for_an_approver_then_the_statement_runs_on_the_same_session() {
+    let (pg, gw, admin) = start("hold = \"20s\"\ntimeout = \"60s\"", None);
+    let agent = gw.token("alice", &["dev"]);
+    let dba = gw.token("dora", &["dba"]);
+    let psql = {
+        let agent = agent.clone();
+        let conninfo = gw.conninfo();
+        std::thread::spawn(move || {
+            crate::support::gateway::psql_at(
+                &conninfo,
+                &agent,
+                &[
+                    "-c",
+                    "CREATE TABLE held_a (id int)",
+                    "-c",
+                    "SELECT 'same session'",
+                ],
+            )
+        })
+    };
+    let id = pending(admin, &dba, "CREATE TABLE held_a");
+    assert!(!exists(&pg, "held_a"), "nothing ran before approval");
+
+    // What the approver sees.
+    let (status, r) = api(admin, "GET", &format!("/api/approvals/{id}"), &dba, "");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["subject"], "alice");
+    assert_eq!(r["rule"], "sql.ddl");
+    assert_eq!(r["group"], "dba");
+    assert_eq!(r["groups"], serde_json::json!(["dev"]));
+
+    // The agent cannot approve its own request; a non-member cannot either.
+    let (status, why) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &agent,
+        "",
+    );
+    assert_eq!(status, 403, "{why}");
+    let other = gw.token("oscar", &["dev"]);
+    let (status, why) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &other,
+        "",
+    );
+    assert_eq!(status, 403, "{why}");
+    assert!(why.to_string().contains("dba"), "{why}");
+
+    let (status, r) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &dba,
+        r#"{"reason": "migration ticket 42"}"#,
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["state"], "approved");
+    let (ok, out, err) = psql.join().expect("psql");
+    assert!(ok, "{err}\n{}", gw.log());
+    assert!(err.contains(&format!("held for approval {id}")), "{err}");
+    assert!(err.contains("approved by dora"), "{err}");
+    assert!(out.contains("same session"), "{out}");
+    assert!(exists(&pg, "held_a"));
+    // Never twice.
+    let (status, why) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/reject"),
+        &dba,
+        "",
+    );
+    assert_eq!(status, 409, "{why}");
+}
+
+#[test]
+fn issue_12_a_rejected_statement_gets_the_reason_and_nothing_runs() {
+    let (pg, gw, admin) = start("hold = \"20s\"", None);
+    let agent = gw.token("alice", &["dev"]);
+    let dba = gw.token("dora", &["dba"]);
+    let psql = {
+        let conninfo = gw.conninfo();
+        std::thread::spawn(move || {
+            crate::support::gateway::psql_at(
+                &conninfo,
+                &agent,
+                &[
+                    "-v",
+                    "VERBOSITY=verbose",
+                    "-c",
+                    "CREATE TABLE held_r (id int)",
+                ],
+            )
+        })
+    };
+    let id = pending(admin, &dba, "held_r");
+    let (status, r) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/reject"),
+        &dba,
+        r#"{"reason": "not during business hours"}"#,
+    );
+    assert_eq!(status, 200, "{r}");
+    let (ok, _, err) = psql.join().expect("psql");
+    assert!(!ok);
+    assert!(err.contains("42501"), "{err}");
+    assert!(err.contains("rejected by dora"), "{err}");
+    assert!(err.contains("not during business hours"), "{err}");
+    assert!(!exists(&pg, "held_r"));
+}
+
+#[test]
+fn issue_12_undecided_at_the_end_of_the_hold_then_admitted_once_on_retry() {
+    let (pg, gw, admin) = start("hold = \"1s\"\ntimeout = \"60s\"", None);
+    let alice = gw.token("alice", &["dev"]);
+    let carol = gw.token("carol", &["dev"]);
+    let dba = gw.token("dora", &["dba"]);
+    let sql = "CREATE TABLE held_p (id int)";
+    let (ok, _, err) = gw.psql(&alice, &["-c", sql]);
+    assert!(!ok);
+    assert!(
+        err.contains("is pending") && err.contains("again once approved"),
+        "{err}"
+    );
+    assert!(!exists(&pg, "held_p"));
+    let id = pending(admin, &dba, "held_p");
+    // Sending it again while pending joins the same request.
+    let (ok, _, err) = gw.psql(&alice, &["-c", sql]);
+    assert!(
+        !ok && err.contains(&format!("approval {id} is pending")),
+        "{err}"
+    );
+
+    let (status, r) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &dba,
+        "",
+    );
+    assert_eq!(status, 200, "{r}");
+    // Another subject, or a changed statement, is not what was approved.
+    let (ok, _, err) = gw.psql(&carol, &["-c", sql]);
+    assert!(!ok && err.contains("is pending"), "{err}");
+    let (ok, _, err) = gw.psql(&alice, &["-c", "CREATE TABLE held_p (id bigint)"]);
+    assert!(!ok && err.contains("is pending"), "{err}");
+    assert!(!exists(&pg, "held_p"));
+    // The identical request runs, once, on a new session.
+    let (ok, _, err) = gw.psql(&alice, &["-c", sql]);
+    assert!(ok, "{err}\n{}", gw.log());
+    assert!(
+        err.contains(&format!("approved by dora (approval {id})")),
+        "{err}"
+    );
+    assert!(exists(&pg, "held_p"));
+    let (ok, _, err) = gw.psql(&alice, &["-c", sql]);
+    assert!(!ok && err.contains("is pending"), "admitted twice: {err}");
+    assert!(
+        !err.contains(&format!("approval {id} ")),
+        "a new request: {err}"
+    );
+}
+
+#[test]
+fn issue_12_a_request_nobody_decides_expires() {
+    let (pg, gw, admin) = start("hold = \"1s\"\ntimeout = \"2s\"", None);
+    let alice = gw.token("alice", &["dev"]);
+    let dba = gw.token("dora", &["dba"]);
+    let (ok, _, err) = gw.psql(&alice, &["-c", "CREATE TABLE held_e (id int)"]);
+    assert!(!ok && err.contains("is pending"), "{err}");
+    let id = pending(admin, &dba, "held_e");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, r) = api(admin, "GET", &format!("/api/approvals/{id}"), &dba, "");
+        if r["state"] == "expired" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, why) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &dba,
+        "",
+    );
+    assert_eq!(status, 409, "{why}");
+    assert!(why.to_string().contains("expired"), "{why}");
+    assert!(!exists(&pg, "held_e"));
+}
+
+/// Review for every DELETE, decided by `dba`, for the extended-protocol tests.
+const DELETE_REVIEW: &str = r#"
+rule team.review-deletes on sql {
+  when "delete" in stmt.kinds
+  review "deletes need a second pair of eyes" by "dba"
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_tokio_postgres_held_inside_a_transaction_then_approved() {
+    let (pg, gw, admin) =
+        tokio::task::spawn_blocking(|| start("hold = \"20s\"", Some(DELETE_REVIEW)))
+            .await
+            .expect("setup");
+    let client = gw.client(&gw.token("alice", &["dev"])).await;
+    let dba = gw.token("dora", &["dba"]);
+    client
+        .batch_execute("BEGIN; INSERT INTO users VALUES (3, 'c@x.io')")
+        .await
+        .expect("begin");
+    let held = tokio::spawn(async move {
+        let n = client
+            .execute("DELETE FROM users WHERE id = $1", &[&2i32])
+            .await;
+        (client, n)
+    });
+    let id = tokio::task::spawn_blocking(move || {
+        let id = pending(admin, &dba, "DELETE FROM users");
+        let (status, r) = api(
+            admin,
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            &dba,
+            "",
+        );
+        assert_eq!(status, 200, "{r}");
+        id
+    })
+    .await
+    .expect("approve");
+    let (client, n) = held.await.expect("held task");
+    assert_eq!(n.expect("the DELETE ran once approved"), 1);
+    client.batch_execute("COMMIT").await.expect("commit");
+    let left = tokio::task::spawn_blocking(move || pg.query("SELECT id FROM users ORDER BY id"))
+        .await
+        .expect("query");
+    assert_eq!(
+        left, "1\n3\n",
+        "approval {id}: the insert before and the delete both committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_an_approved_extended_request_is_admitted_only_with_the_same_parameters() {
+    let (pg, gw, admin) =
+        tokio::task::spawn_blocking(|| start("hold = \"1s\"", Some(DELETE_REVIEW)))
+            .await
+            .expect("setup");
+    let client = gw.client(&gw.token("alice", &["dev"])).await;
+    let dba = gw.token("dora", &["dba"]);
+    let sql = "DELETE FROM users WHERE id = $1";
+    let e = client.execute(sql, &[&2i32]).await.expect_err("pending");
+    assert!(message(&e).contains("is pending"), "{e:?}");
+    tokio::task::spawn_blocking(move || {
+        let id = pending(admin, &dba, "DELETE FROM users");
+        let (status, r) = api(
+            admin,
+            "POST",
+            &format!("/api/approvals/{id}/approve"),
+            &dba,
+            "",
+        );
+        assert_eq!(status, 200, "{r}");
+    })
+    .await
+    .expect("approve");
+    // Other parameters are another request.
+    let e = client.execute(sql, &[&1i32]).await.expect_err("pending");
+    assert!(message(&e).contains("is pending"), "{e:?}");
+    assert_eq!(client.execute(sql, &[&2i32]).await.expect("admitted"), 1);
+    let left = tokio::task::spawn_blocking(move || pg.query("SELECT id FROM users ORDER BY id"))
+        .await
+        .expect("query");
+    assert_eq!(left, "1\n");
+}
+
+#[test]
+fn issue_12_the_cli_lists_and_decides_and_the_audit_says_who_approved_what_and_why() {
+    let (_pg, gw, admin) = start("hold = \"20s\"", None);
+    let agent = gw.token("alice", &["dev"]);
+    let dba = gw.token("dora", &["dba"]);
+    let psql = {
+        let conninfo = gw.conninfo();
+        std::thread::spawn(move || {
+            crate::support::gateway::psql_at(
+                &conninfo,
+                &agent,
+                &["-c", "CREATE TABLE held_c (id int)"],
+            )
+        })
+    };
+    let id = pending(admin, &dba, "held_c");
+    let config = gw.dir.path().join("portcullis.toml");
+    let cli = |args: &[&str], token: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("PORTCULLIS_TOKEN", token)
+            .output()
+            .expect("portcullis runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["approvals", "list"], &dba);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&id) && out.contains("alice") && out.contains("held_c"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(
+        &["approvals", "approve", &id, "--reason", "ticket 7"],
+        &gw.token("alice", &["dev"]),
+    );
+    assert!(!ok && err.contains("cannot decide"), "{err}");
+    let (ok, out, err) = cli(&["approvals", "approve", &id, "--reason", "ticket 7"], &dba);
+    assert!(ok, "{err}");
+    assert!(out.contains("approved"), "{out}");
+    let (ok, _, err) = psql.join().expect("psql");
+    assert!(ok, "{err}");
+
+    // Who approved what, when, and why: one query.
+    let auditor = gw.token("audrey", &["auditors"]);
+    let sql =
+        "SELECT a.approver, a.reason, a.state, e.subject, e.statement, a.decided_at IS NOT NULL \
+               FROM approvals a JOIN events e USING (event_id) WHERE a.approval_id = '"
+            .to_string()
+            + &id
+            + "'";
+    let raw = http(
+        admin,
+        "POST",
+        "/api/audit/query?format=csv",
+        Some(&auditor),
+        &sql,
+    );
+    assert!(
+        raw.contains("dora,ticket 7,approved,alice,CREATE TABLE held_c (id int),true"),
+        "{raw}"
+    );
+    // The held statement's own event carries the final decision.
+    let raw = http(
+        admin,
+        "POST",
+        "/api/audit/query?format=csv",
+        Some(&auditor),
+        "SELECT decision FROM events WHERE kind = 'query' AND statement LIKE 'CREATE TABLE held_c%'",
+    );
+    assert!(raw.contains("approved"), "{raw}");
+}
