@@ -204,6 +204,8 @@ fn view(r: &approvals::Request) -> serde_json::Value {
 #[derive(serde::Deserialize, Default)]
 struct Decision {
     reason: Option<String>,
+    /// "Approve similar" for this long (`30m`, `2h`).
+    similar_for: Option<String>,
 }
 
 async fn approval_approve(
@@ -249,7 +251,22 @@ async fn decide(
             }
         }
     };
-    match broker.decide(&id, &who, approve, decision.reason).await {
+    let similar_for = match decision.similar_for.as_deref() {
+        None => None,
+        Some(d) => match crate::config::duration(d) {
+            Some(d) => Some(d),
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("similar_for {d:?}: expected a duration such as \"30m\""),
+                );
+            }
+        },
+    };
+    match broker
+        .decide(&id, &who, approve, decision.reason, similar_for)
+        .await
+    {
         Ok(r) => json(&view(&r)),
         Err(e) => {
             let status = match e {
@@ -257,6 +274,7 @@ async fn decide(
                 Refused::Decided(..) => StatusCode::CONFLICT,
                 Refused::OwnRequest(_) | Refused::NotInGroup { .. } => StatusCode::FORBIDDEN,
                 Refused::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refused::TooLong => StatusCode::BAD_REQUEST,
             };
             text(status, &e.to_string())
         }

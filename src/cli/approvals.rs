@@ -30,6 +30,10 @@ pub enum ApprovalsCommand {
         /// Why (kept in the audit store).
         #[arg(long)]
         reason: Option<String>,
+        /// Also let requests of the same shape by the same agent pass for this long
+        /// (`30m`, at most `8h`).
+        #[arg(long, value_name = "DURATION")]
+        similar_for: Option<String>,
     },
     /// Reject a held request; the agent is told why.
     Reject {
@@ -86,13 +90,26 @@ pub fn run(cmd: ApprovalsCommand) -> Result<u8, String> {
             }
             Ok(0)
         }
-        ApprovalsCommand::Approve { id, admin, reason } => decide(&admin, &id, "approve", reason),
-        ApprovalsCommand::Reject { id, admin, reason } => decide(&admin, &id, "reject", reason),
+        ApprovalsCommand::Approve {
+            id,
+            admin,
+            reason,
+            similar_for,
+        } => decide(&admin, &id, "approve", reason, similar_for),
+        ApprovalsCommand::Reject { id, admin, reason } => {
+            decide(&admin, &id, "reject", reason, None)
+        }
     }
 }
 
-fn decide(admin: &AdminArgs, id: &str, verb: &str, reason: Option<String>) -> Result<u8, String> {
-    let body = serde_json::json!({ "reason": reason }).to_string();
+fn decide(
+    admin: &AdminArgs,
+    id: &str,
+    verb: &str,
+    reason: Option<String>,
+    similar_for: Option<String>,
+) -> Result<u8, String> {
+    let body = serde_json::json!({ "reason": reason, "similar_for": similar_for }).to_string();
     let answer = call(
         admin,
         "POST",

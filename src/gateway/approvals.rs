@@ -110,6 +110,25 @@ pub struct Ask {
     pub timeout: Option<Duration>,
     pub earlier: Vec<String>,
     pub estimate: Option<String>,
+    /// The request's shape (statement fingerprints, ref names): what "approve similar"
+    /// matches.
+    pub shape: String,
+}
+
+/// Longest "approve similar" an approver may grant.
+pub const MAX_SIMILAR: Duration = Duration::from_secs(8 * 3600);
+
+/// An approver's "approve similar": requests of the same shape by the same agent on the
+/// same target pass without waiting until `until_us`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub from: String,
+    pub approver: String,
+    pub subject: String,
+    pub target: String,
+    pub protocol: &'static str,
+    pub shape: String,
+    pub until_us: i64,
 }
 
 /// What [`Broker::ask`] says.
@@ -152,11 +171,14 @@ pub enum Refused {
     NotInGroup { who: String, group: String },
     #[error("{0}")]
     Unrecorded(String),
+    #[error("approve similar is granted for at most {} h", MAX_SIMILAR.as_secs() / 3600)]
+    TooLong,
 }
 
 struct Entry {
     request: Request,
     key: String,
+    shape: String,
     changes: watch::Sender<State>,
     /// The event of the `requested` step (the `approvals` row points at it).
     event_id: String,
@@ -168,6 +190,7 @@ pub struct Broker {
     link_base: String,
     recorder: Recorder,
     book: Mutex<HashMap<String, Entry>>,
+    grants: Mutex<Vec<Grant>>,
     /// Bumped on every change, for pages that watch the list.
     generation: watch::Sender<u64>,
     webhook: Option<super::webhook::Webhook>,
@@ -188,6 +211,7 @@ impl Broker {
             config,
             recorder,
             book: Mutex::new(HashMap::new()),
+            grants: Mutex::new(Vec::new()),
             generation: watch::channel(0).0,
             webhook,
         })
@@ -246,6 +270,19 @@ impl Broker {
                 });
             }
         }
+        let grant = self
+            .grants
+            .lock()
+            .expect("the grants lock is never poisoned")
+            .iter()
+            .find(|g| {
+                g.until_us > now
+                    && g.subject == ask.subject
+                    && g.target == ask.target
+                    && g.protocol == ask.protocol.as_str()
+                    && g.shape == ask.shape
+            })
+            .cloned();
         let timeout = ask.timeout.unwrap_or(self.config.timeout);
         let id = format!("{:012x}", rand::random::<u64>() >> 16);
         let link = format!("{}/approvals/{id}", self.link_base.trim_end_matches('/'));
@@ -273,6 +310,33 @@ impl Broker {
             used: false,
             link: link.clone(),
         };
+        if let Some(g) = grant {
+            // Approved by the grant, recorded as such, and used by this request.
+            let mut request = request;
+            request.state = State::Approved;
+            request.approver = Some(g.approver.clone());
+            request.reason = Some(format!("approve similar, granted with approval {}", g.from));
+            request.decided_us = Some(now);
+            request.used = true;
+            let event_id = self
+                .record(&request, ask.protocol, "approved", Some(&g.approver))
+                .await?;
+            self.lock().insert(
+                id.clone(),
+                Entry {
+                    request: request.clone(),
+                    key,
+                    shape: ask.shape,
+                    changes: watch::channel(State::Approved).0,
+                    event_id,
+                },
+            );
+            self.changed(&request, "approved");
+            return Ok(Asked::Admitted {
+                id,
+                approver: g.approver,
+            });
+        }
         let event_id = self
             .record(&request, ask.protocol, "requested", None)
             .await?;
@@ -282,6 +346,7 @@ impl Broker {
             Entry {
                 request: request.clone(),
                 key,
+                shape: ask.shape,
                 changes: tx,
                 event_id,
             },
@@ -343,15 +408,20 @@ impl Broker {
         }
     }
 
-    /// `who` approves or rejects request `id`.
+    /// `who` approves or rejects request `id`; an approval with `similar_for` also lets
+    /// requests of the same shape by the same agent on the same target pass for that long.
     pub async fn decide(
         &self,
         id: &str,
         who: &Identity,
         approve: bool,
         reason: Option<String>,
+        similar_for: Option<Duration>,
     ) -> Result<Request, Refused> {
-        let (request, protocol) = {
+        if similar_for.is_some_and(|d| d > MAX_SIMILAR) {
+            return Err(Refused::TooLong);
+        }
+        let (request, protocol, shape) = {
             let mut book = self.lock();
             let e = book
                 .get_mut(id)
@@ -377,11 +447,40 @@ impl Broker {
             r.approver = Some(who.sub.clone());
             r.reason = reason.filter(|r| !r.trim().is_empty());
             r.decided_us = Some(audit::record::now_us());
-            (r.clone(), protocol_of(r.protocol))
+            (r.clone(), protocol_of(r.protocol), e.shape.clone())
         };
         let step = request.state.as_str();
         if let Err(e) = self.record(&request, protocol, step, Some(&who.sub)).await {
             return Err(Refused::Unrecorded(e.to_string()));
+        }
+        if let (true, Some(d)) = (approve, similar_for) {
+            let grant = Grant {
+                from: request.id.clone(),
+                approver: who.sub.clone(),
+                subject: request.subject.clone(),
+                target: request.target.clone(),
+                protocol: request.protocol,
+                shape,
+                until_us: audit::record::now_us()
+                    + i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2),
+            };
+            let mut noted = request.clone();
+            noted.reason = Some(format!(
+                "approve similar for {} s: the same shape by {} on {}",
+                d.as_secs(),
+                grant.subject,
+                grant.target
+            ));
+            if let Err(e) = self
+                .record(&noted, protocol, "granted", Some(&who.sub))
+                .await
+            {
+                return Err(Refused::Unrecorded(e.to_string()));
+            }
+            self.grants
+                .lock()
+                .expect("the grants lock is never poisoned")
+                .push(grant);
         }
         // Told only once recorded: nothing runs on an approval the audit lacks.
         if let Some(e) = self.lock().get(id) {

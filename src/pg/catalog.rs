@@ -625,6 +625,42 @@ impl Catalog {
             .any(|c| cache.functions.get(c).copied().unwrap_or(true)))
     }
 
+    /// The planner's estimate of the rows the write `sql` (one statement) touches, for an
+    /// approver: `EXPLAIN` without ANALYZE, in a read-only transaction that is rolled
+    /// back, with the session's `search_path`. `None` when it cannot be had.
+    pub async fn estimate(
+        &self,
+        target: &PostgresTarget,
+        sql: &str,
+        search_path: Option<&str>,
+    ) -> Option<String> {
+        let explain = with_search_path(search_path, &format!("EXPLAIN (FORMAT JSON) {sql}"));
+        let rows = self
+            .query(target, &format!("BEGIN READ ONLY; {explain}; ROLLBACK"))
+            .await
+            .ok()?;
+        let plan: serde_json::Value = rows
+            .iter()
+            .filter_map(|r| r.first())
+            .find_map(|v| serde_json::from_str(v).ok())?;
+        let top = &plan[0]["Plan"];
+        // A write's top node returns nothing; what it writes comes from below.
+        let (node, rows) = match top["Node Type"].as_str() {
+            Some("ModifyTable") => (&top["Plans"][0], &top["Plans"][0]["Plan Rows"]),
+            _ => (top, &top["Plan Rows"]),
+        };
+        Some(format!(
+            "about {} row(s) ({} {})",
+            rows.as_f64()? as u64,
+            top["Operation"].as_str().unwrap_or("write").to_lowercase(),
+            match (node["Node Type"].as_str(), node["Relation Name"].as_str()) {
+                (Some(n), Some(r)) => format!("via {n} on {r}"),
+                (Some(n), None) => format!("via {n}"),
+                _ => String::new(),
+            }
+        ))
+    }
+
     /// Asks which of the functions `names` may read tables, for those not cached.
     async fn functions(&self, target: &PostgresTarget, names: Vec<String>) -> Result<(), Error> {
         let mut missing: Vec<String> = {

@@ -33,6 +33,14 @@ pub async fn hold(
         state.decided(&mut review, Decision::Denied, Some(sentence.clone()));
         return Some(sentence);
     };
+    let estimate = match review.estimable {
+        true => {
+            gw.catalog
+                .estimate(&gw.target, statement, state.search_path.as_deref())
+                .await
+        }
+        false => None,
+    };
     let ask = Ask {
         protocol: Protocol::Postgres,
         target: state.target.name.clone(),
@@ -48,7 +56,8 @@ pub async fn hold(
         by: review.by.clone(),
         timeout: review.timeout,
         earlier: state.history.iter().cloned().collect(),
-        estimate: None,
+        estimate,
+        shape: review.shape.clone(),
     };
     let notice = |text: &str| {
         let _ = notices.send(messages::notice_response("NOTICE", "00000", text));

@@ -166,6 +166,10 @@ pub struct Review {
     event: Option<Pending>,
     /// It can change data or schema.
     writes: bool,
+    /// One INSERT, UPDATE, DELETE or MERGE: the planner can estimate what it touches.
+    pub estimable: bool,
+    /// Its statements' shapes (fingerprints), for "approve similar".
+    pub shape: String,
 }
 
 /// What a session knows about itself while it judges.
@@ -268,6 +272,18 @@ impl State {
                     timeout: *timeout,
                     event: None,
                     writes: judged.analysis.statements.iter().any(must_be_durable),
+                    estimable: matches!(
+                        &judged.analysis.statements[..],
+                        [one] if one.parsed
+                            && matches!(one.kind, "insert" | "update" | "delete" | "merge")
+                    ),
+                    shape: judged
+                        .analysis
+                        .statements
+                        .iter()
+                        .map(|f| f.fingerprint.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 }),
                 _ => None,
             });
@@ -342,6 +358,9 @@ impl State {
             timeout: r.timeout,
             event: r.event.as_ref().map(Pending::again),
             writes: r.writes,
+            // Its parameters are not in the text the planner would see.
+            estimable: false,
+            shape: r.shape.clone(),
         };
         Some((run, text.clone()))
     }

@@ -11,6 +11,14 @@ use crate::support::pg::PgCluster;
 
 /// A gateway with approvals on an admin listener; `approvals` is the section's body.
 fn start(approvals: &str, rules: Option<&str>) -> (PgCluster, Gateway, u16) {
+    start_with_env(approvals, rules, Vec::new())
+}
+
+fn start_with_env(
+    approvals: &str,
+    rules: Option<&str>,
+    env: Vec<(String, String)>,
+) -> (PgCluster, Gateway, u16) {
     let pg = PgCluster::start();
     pg.query("CREATE TABLE users (id int PRIMARY KEY, email text); INSERT INTO users VALUES (1, 'a@x.io'), (2, 'b@x.io')");
     let admin = free_port();
@@ -21,6 +29,7 @@ fn start(approvals: &str, rules: Option<&str>) -> (PgCluster, Gateway, u16) {
             server: format!("admin_listen = \"127.0.0.1:{admin}\"\n"),
             sections: format!("[approvals]\n{approvals}\n"),
             rules: rules.map(str::to_string),
+            env,
             ..Options::default()
         },
     );
@@ -398,4 +407,171 @@ fn issue_12_the_cli_lists_and_decides_and_the_audit_says_who_approved_what_and_w
         "SELECT decision FROM events WHERE kind = 'query' AND statement LIKE 'CREATE TABLE held_c%'",
     );
     assert!(raw.contains("approved"), "{raw}");
+}
+
+/// A local webhook receiver: every request's headers (lower-cased names) and body.
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut headers = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push_str(&lower);
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx
+                .send((headers, String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn issue_12_the_webhook_hears_every_request_and_decision_signed() {
+    let (hook, heard) = webhook_receiver();
+    let (_pg, gw, admin) = start_with_env(
+        &format!(
+            "hold = \"1s\"\nwebhook = \"http://127.0.0.1:{hook}/hook\"\n\
+             webhook_secret_env = \"TEST_HOOK_SECRET\""
+        ),
+        None,
+        vec![("TEST_HOOK_SECRET".into(), "hook-secret".into())],
+    );
+    let (ok, _, err) = gw.psql(
+        &gw.token("alice", &["dev"]),
+        &["-c", "CREATE TABLE hooked (id int)"],
+    );
+    assert!(!ok && err.contains("is pending"), "{err}");
+    let dba = gw.token("dora", &["dba"]);
+    let id = pending(admin, &dba, "hooked");
+    let (status, _) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/reject"),
+        &dba,
+        "",
+    );
+    assert_eq!(status, 200);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(
+            heard
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a webhook call"),
+        );
+    }
+    for (headers, body) in &got {
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(v["approval"]["id"], id.as_str(), "{body}");
+        assert!(
+            v["text"].as_str().is_some_and(|t| t.contains("alice")),
+            "{body}"
+        );
+        let signature = portcullis::gateway::webhook::signature("hook-secret", body.as_bytes());
+        assert!(
+            headers.contains(&format!("x-portcullis-signature: {signature}")),
+            "{headers}"
+        );
+    }
+    assert_eq!(
+        got[0].1.contains("\"event\":\"requested\""),
+        true,
+        "{}",
+        got[0].1
+    );
+    assert!(
+        got[0].1.contains(&format!("/approvals/{id}")),
+        "the link: {}",
+        got[0].1
+    );
+    assert!(got[1].1.contains("\"event\":\"rejected\""), "{}", got[1].1);
+}
+
+#[test]
+fn issue_12_the_approver_sees_the_planners_estimate_and_may_approve_similar_requests() {
+    let (pg, gw, admin) = start("hold = \"20s\"", Some(DELETE_REVIEW));
+    let alice = gw.token("alice", &["dev"]);
+    let dba = gw.token("dora", &["dba"]);
+    let psql = {
+        let (conninfo, alice) = (gw.conninfo(), alice.clone());
+        std::thread::spawn(move || {
+            crate::support::gateway::psql_at(
+                &conninfo,
+                &alice,
+                &["-c", "DELETE FROM users WHERE id = 2"],
+            )
+        })
+    };
+    let id = pending(admin, &dba, "DELETE FROM users");
+    let (_, r) = api(admin, "GET", &format!("/api/approvals/{id}"), &dba, "");
+    let estimate = r["estimate"].as_str().unwrap_or_default().to_string();
+    assert!(estimate.starts_with("about 1 row(s) (delete"), "{r}");
+    let (status, r) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        &dba,
+        r#"{"reason": "cleanup", "similar_for": "10m"}"#,
+    );
+    assert_eq!(status, 200, "{r}");
+    let (ok, _, err) = psql.join().expect("psql");
+    assert!(ok, "{err}");
+    // The same shape by the same agent now passes at once, recorded as approved.
+    let (ok, _, err) = gw.psql(&alice, &["-c", "DELETE FROM users WHERE id = 1"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("approved by dora"), "{err}");
+    assert_eq!(pg.query("SELECT count(*) FROM users").trim(), "0");
+    // Not for another agent, nor another shape.
+    pg.query("INSERT INTO users VALUES (5, 'e@x.io')");
+    let carol = gw.token("carol", &["dev"]);
+    let held = {
+        let conninfo = gw.conninfo();
+        std::thread::spawn(move || {
+            crate::support::gateway::psql_at(
+                &conninfo,
+                &carol,
+                &["-c", "DELETE FROM users WHERE id = 5"],
+            )
+        })
+    };
+    let other = pending(admin, &dba, "DELETE FROM users WHERE id = 5");
+    let (status, _) = api(
+        admin,
+        "POST",
+        &format!("/api/approvals/{other}/reject"),
+        &dba,
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(!held.join().expect("psql").0);
+    let auditor = gw.token("audrey", &["auditors"]);
+    let raw = http(
+        admin,
+        "POST",
+        "/api/audit/query?format=csv",
+        Some(&auditor),
+        "SELECT count(*) FROM events WHERE kind = 'approval.granted'",
+    );
+    assert!(raw.trim_end().ends_with("\n1"), "{raw}");
 }

@@ -144,6 +144,11 @@ async fn run(
         timeout: held.timeout,
         earlier: Vec::new(),
         estimate: None,
+        shape: {
+            let mut names: Vec<&str> = request.commands.iter().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            names.join(" ")
+        },
     };
     let deciding: Vec<&str> = held.deciding.iter().map(String::as_str).collect();
     let monitored: Vec<&str> = held.monitored.iter().map(String::as_str).collect();

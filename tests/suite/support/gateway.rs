@@ -67,6 +67,8 @@ pub struct Options {
     pub postgres: String,
     /// More sections at the end of the file (`[audit]`).
     pub sections: String,
+    /// Environment variables for the gateway process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -149,6 +151,7 @@ max_message_bytes = 1048576
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("TEST_UPSTREAM_PASSWORD", &upstream_password)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env("PORTCULLIS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("gateway.log")).expect("log file"))
