@@ -70,7 +70,7 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
         let result = runtime.block_on(async {
             tokio::select! {
                 r = super::serve::serve_until(config, || {}, std::future::pending::<()>()) => r.map(|_| Vec::new()),
-                checks = self_test(&psql, &conninfo, &agent_token, port, git_port, &cluster.dir, (admin_port, &auditor_token)) => Ok(checks),
+                checks = self_test(&psql, &conninfo, &agent_token, port, git_port, &cluster.dir, (admin_port, &auditor_token, &approver_token)) => Ok(checks),
             }
         })?;
         let mut failed = false;
@@ -104,6 +104,9 @@ pub fn run(args: DemoArgs) -> Result<u8, String> {
          Audit: everything above is in a DuckDB store; ask it with SQL (as an auditor):\n\n  \
          PORTCULLIS_TOKEN='{auditor_token}' {exe} audit sql --config {config} \\\n    \
          \"SELECT ts, subject, prompt, statement, decision, rule_ids FROM events ORDER BY seq\"\n\n\
+         Who approved what, when and why:\n\n  \
+         PORTCULLIS_TOKEN='{auditor_token}' {exe} audit sql --config {config} \\\n    \
+         \"SELECT a.approver, a.decided_at, a.state, a.reason, e.subject, e.statement FROM approvals a JOIN events e USING (event_id)\"\n\n\
          Health and metrics (metrics need a token of the monitoring or auditors group):\n\n  \
          curl http://127.0.0.1:{admin_port}/healthz\n  \
          curl -H 'Authorization: Bearer {auditor_token}' http://127.0.0.1:{admin_port}/metrics\n\n\
@@ -138,7 +141,7 @@ async fn self_test(
     port: u16,
     git_port: u16,
     dir: &std::path::Path,
-    (admin_port, auditor_token): (u16, &str),
+    (admin_port, auditor_token, approver_token): (u16, &str, &str),
 ) -> Vec<(&'static str, bool, String)> {
     for p in [port, git_port] {
         for _ in 0..200 {
@@ -220,7 +223,75 @@ async fn self_test(
         ok,
         detail.lines().last().unwrap_or("").to_string(),
     ));
+    checks.push(approval_check(psql, conninfo, token, admin_port, approver_token).await);
     checks
+}
+
+/// A CREATE INDEX waits for an approver, who approves it through the API; psql finishes.
+async fn approval_check(
+    psql: &std::path::Path,
+    conninfo: &str,
+    token: &str,
+    admin_port: u16,
+    approver_token: &str,
+) -> (&'static str, bool, String) {
+    const NAME: &str = "CREATE INDEX held, approved, then run";
+    let held = {
+        let (psql, conninfo, token) = (psql.to_path_buf(), conninfo.to_string(), token.to_string());
+        std::thread::spawn(move || {
+            std::process::Command::new(psql)
+                .args([
+                    "-X",
+                    "-At",
+                    "-d",
+                    &conninfo,
+                    "-c",
+                    "CREATE INDEX ON orders (user_id)",
+                ])
+                .env("PGPASSWORD", token)
+                .output()
+        })
+    };
+    let approve = async {
+        let client = crate::git::http::http_client().map_err(|e| e.to_string())?;
+        let base = format!("http://127.0.0.1:{admin_port}/api/approvals");
+        for _ in 0..100 {
+            let text = client
+                .get(format!("{base}?state=pending"))
+                .bearer_auth(approver_token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            let list: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+            if let Some(id) = list[0]["id"].as_str() {
+                let resp = client
+                    .post(format!("{base}/{id}/approve"))
+                    .bearer_auth(approver_token)
+                    .body(r#"{"reason": "demo self-test"}"#)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(resp.status().is_success());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("no pending request appeared".to_string())
+    };
+    let approved = approve.await;
+    let out = tokio::task::block_in_place(|| held.join());
+    match (approved, out) {
+        (Ok(true), Ok(Ok(o))) => {
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            let ok = o.status.success() && err.contains("approved by approver@demo");
+            (NAME, ok, err.lines().last().unwrap_or("").to_string())
+        }
+        (Err(e), _) => (NAME, false, e),
+        (_, out) => (NAME, false, format!("{out:?}")),
+    }
 }
 
 /// Clone, push a feature branch (allowed), force-push main (refused).

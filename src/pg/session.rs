@@ -350,6 +350,9 @@ impl State {
     /// When prepared statement `name` waits for approval: the review of one run of it
     /// (with an event of its own) and its text.
     pub fn statement_review(&self, name: &str) -> Option<(Review, String)> {
+        if self.held_statements.is_empty() {
+            return None;
+        }
         let (r, text) = self.held_statements.get(name)?;
         let run = Review {
             rule: r.rule.clone(),

@@ -10,7 +10,7 @@ use crate::support::gateway::{Gateway, Options, api, free_port, http, pending};
 use crate::support::pg::PgCluster;
 
 /// A gateway with approvals on an admin listener; `approvals` is the section's body.
-fn start(approvals: &str, rules: Option<&str>) -> (PgCluster, Gateway, u16) {
+pub fn start(approvals: &str, rules: Option<&str>) -> (PgCluster, Gateway, u16) {
     start_with_env(approvals, rules, Vec::new())
 }
 
@@ -494,12 +494,7 @@ fn issue_12_the_webhook_hears_every_request_and_decision_signed() {
             "{headers}"
         );
     }
-    assert_eq!(
-        got[0].1.contains("\"event\":\"requested\""),
-        true,
-        "{}",
-        got[0].1
-    );
+    assert!(got[0].1.contains("\"event\":\"requested\""), "{}", got[0].1);
     assert!(
         got[0].1.contains(&format!("/approvals/{id}")),
         "the link: {}",
@@ -574,4 +569,35 @@ fn issue_12_the_approver_sees_the_planners_estimate_and_may_approve_similar_requ
         "SELECT count(*) FROM events WHERE kind = 'approval.granted'",
     );
     assert!(raw.trim_end().ends_with("\n1"), "{raw}");
+}
+
+#[test]
+fn issue_12_a_rules_own_timeout_ends_a_held_request_as_expired() {
+    let rules = r#"
+rule team.review-deletes on sql {
+  when "delete" in stmt.kinds
+  review "deletes need a second pair of eyes" by "dba" timeout 2s
+}
+"#;
+    let (pg, gw, admin) = start("hold = \"20s\"", Some(rules));
+    let started = Instant::now();
+    let (ok, _, err) = gw.psql(
+        &gw.token("alice", &["dev"]),
+        &["-c", "DELETE FROM users WHERE id = 1"],
+    );
+    assert!(!ok);
+    assert!(err.contains("expired before anyone decided it"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the rule's timeout, not the hold"
+    );
+    let (_, list) = api(
+        admin,
+        "GET",
+        "/api/approvals?state=expired",
+        &gw.token("dora", &["dba"]),
+        "",
+    );
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(pg.query("SELECT count(*) FROM users").trim(), "2");
 }

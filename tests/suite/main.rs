@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per feature (issue #2: rule engine).
 
 mod approvals;
+mod approvals_page;
 mod audit;
 mod bypass_elsewhere;
 mod bypass_sql;
