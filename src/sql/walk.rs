@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, Expr, FromTable, FunctionArg,
     FunctionArgExpr, FunctionArguments, Ident, LimitClause, MergeAction, MergeClauseKind,
-    ObjectName, OnConflictAction, OnInsert, Query, Reset, Set, Statement, TableFactor, TableObject,
-    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
+    ObjectName, OnConflictAction, OnInsert, Query, Reset, SelectItem, Set, Statement, TableFactor,
+    TableObject, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
 };
 
 use super::bounds::Scope;
@@ -30,6 +30,7 @@ pub fn collect(stmt: &Statement, facts: &mut SqlFacts, body_depth: usize) {
         table_functions: Vec::new(),
         relations: Vec::new(),
         body_depth,
+        pinned_calls: Vec::new(),
     };
     let _ = stmt.visit(&mut walker);
     let Walker {
@@ -60,6 +61,8 @@ struct Walker<'f> {
     table_functions: Vec<*const ObjectName>,
     relations: Vec<String>,
     body_depth: usize,
+    /// `set_config(name, ...)` calls whose setting the query pins (see [`pinned_setting`]).
+    pinned_calls: Vec<(*const ObjectName, String)>,
 }
 
 fn push_unique(list: &mut Vec<String>, value: String) {
@@ -439,6 +442,7 @@ impl Walker<'_> {
     }
 
     fn function_call(&mut self, name: &ObjectName, args: Option<&FunctionArguments>) {
+        let name_ptr = name as *const ObjectName;
         let base = base_name(name);
         if base == "set_config" {
             // set_config(setting_name, new_value, is_local) is SET by another spelling;
@@ -467,6 +471,13 @@ impl Walker<'_> {
                     };
                     let literal = string_literal(e).map(|s| s.to_lowercase());
                     match slot {
+                        0 if is_name_column(e) => {
+                            name = self
+                                .pinned_calls
+                                .iter()
+                                .find(|(p, _)| std::ptr::eq(*p, name_ptr))
+                                .map(|(_, n)| n.clone());
+                        }
                         0 => name = literal,
                         1 => value = literal,
                         _ => {}
@@ -520,6 +531,22 @@ impl Visitor for Walker<'_> {
     }
 
     fn pre_visit_select(&mut self, select: &sqlparser::ast::Select) -> ControlFlow<()> {
+        if let Some(pinned) = pinned_setting(select) {
+            for item in &select.projection {
+                let (SelectItem::UnnamedExpr(Expr::Function(f))
+                | SelectItem::ExprWithAlias {
+                    expr: Expr::Function(f),
+                    ..
+                }) = item
+                else {
+                    continue;
+                };
+                if base_name(&f.name) == "set_config" {
+                    self.pinned_calls
+                        .push((&f.name as *const ObjectName, pinned.clone()));
+                }
+            }
+        }
         // `SELECT ... INTO t` creates a table.
         if let Some(into) = &select.into {
             if self.planned_only == 0 && !self.facts.kinds.contains(&"create_table") {
@@ -638,6 +665,60 @@ fn string_literal(e: &Expr) -> Option<String> {
         // `'role'::text`: a cast does not change the text.
         Expr::Cast { expr, .. } => string_literal(expr),
         _ => None,
+    }
+}
+
+/// The setting a `SELECT ... FROM pg_settings WHERE name = 'n'` pins: only rows with that
+/// name reach its target list, so a `set_config(name, ...)` there sets `n` (pg_dump asks
+/// this way). Not for a `set_config` in the WHERE, which may run before the filter.
+fn pinned_setting(select: &sqlparser::ast::Select) -> Option<String> {
+    let [from] = &select.from[..] else {
+        return None;
+    };
+    let TableFactor::Table {
+        name, args: None, ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let table = object_name(name);
+    if !from.joins.is_empty() || !matches!(table.as_str(), "pg_settings" | "pg_catalog.pg_settings")
+    {
+        return None;
+    }
+    pinned_by(select.selection.as_ref()?)
+}
+
+/// `name = 'n'`, alone or as one conjunct of an AND.
+fn pinned_by(e: &Expr) -> Option<String> {
+    use sqlparser::ast::BinaryOperator as Op;
+    match e {
+        Expr::Nested(inner) => pinned_by(inner),
+        Expr::BinaryOp {
+            left,
+            op: Op::And,
+            right,
+        } => pinned_by(left).or_else(|| pinned_by(right)),
+        Expr::BinaryOp {
+            left,
+            op: Op::Eq,
+            right,
+        } => match (is_name_column(left), is_name_column(right)) {
+            (true, false) => string_literal(right),
+            (false, true) => string_literal(left),
+            _ => None,
+        }
+        .map(|n| n.to_lowercase()),
+        _ => None,
+    }
+}
+
+/// The `name` column of `pg_settings` (`name`, `s.name`).
+fn is_name_column(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(i) => ident(i) == "name",
+        Expr::CompoundIdentifier(parts) => parts.len() == 2 && ident(&parts[1]) == "name",
+        _ => false,
     }
 }
 

@@ -24,4 +24,5 @@ mod logs;
 mod masking;
 mod masking_corpus;
 mod pg_harness;
+mod real_clients;
 mod support;
