@@ -21,6 +21,9 @@ pub struct Case {
     pub target: Target,
     /// `server.unparsed` for this case (deny when not given).
     pub unparsed: Decision,
+    /// `estimate=ROWS/TABLE` or `estimate=failed`: what the planner says of its writes,
+    /// as the gateway would ask it.
+    pub estimate: Option<(&'static str, i64, i64)>,
     pub note: Option<String>,
     pub sql: String,
 }
@@ -104,6 +107,7 @@ fn parse_header(origin: &str, header: &str) -> Result<Case, String> {
             name: "corpus".into(),
         },
         unparsed: Decision::Deny,
+        estimate: None,
         note,
         sql: String::new(),
     };
@@ -129,9 +133,21 @@ fn parse_header(origin: &str, header: &str) -> Result<Case, String> {
                     }
                 }
             }
+            Some(("estimate", "failed")) => case.estimate = Some(("failed", 0, 0)),
+            Some(("estimate", v)) => {
+                let parsed = v
+                    .split_once('/')
+                    .and_then(|(r, t)| Some((r.parse().ok()?, t.parse().ok()?)));
+                let Some((rows, table)) = parsed else {
+                    return Err(format!(
+                        "{origin}: estimate= takes ROWS/TABLE or failed, found {v:?}"
+                    ));
+                };
+                case.estimate = Some(("ok", rows, table));
+            }
             Some((k, _)) => {
                 return Err(format!(
-                    "{origin}: unknown option {k:?} (sub, groups, target, unparsed)"
+                    "{origin}: unknown option {k:?} (sub, groups, target, unparsed, estimate)"
                 ));
             }
             None if case.rule.is_none() => case.rule = Some(w.to_string()),
@@ -199,6 +215,7 @@ pub fn inline_cases(rules: &RuleSet) -> Vec<Case> {
                     name: t.target.clone().unwrap_or_default(),
                 },
                 unparsed: Decision::Deny,
+                estimate: None,
                 note: None,
                 sql: t.input.clone(),
             });
@@ -223,7 +240,19 @@ pub fn run(cases: Vec<Case>, load: impl Fn() -> RuleSet) -> Vec<Outcome> {
                 }),
                 _ => &strict,
             };
-            let analysis = sql::analyze(&case.sql);
+            let mut analysis = sql::analyze(&case.sql);
+            if let Some((how, rows, table)) = case.estimate {
+                for s in analysis
+                    .statements
+                    .iter_mut()
+                    .filter(|s| s.wants_estimate())
+                {
+                    match how {
+                        "ok" => s.estimated(rows, table),
+                        _ => s.estimate = "failed",
+                    }
+                }
+            }
             let verdict =
                 crate::gateway::judge_statements(rules, &analysis, &case.agent, &case.target);
             let rule_ids = verdict.rule_ids().map(String::from).collect();

@@ -103,6 +103,18 @@ pub fn judge_query<'r>(
 ) -> QueryJudgement<'r> {
     let started = Instant::now();
     let analysis = analyzer.analyze(text);
+    judge_analysis(rules, analysis, agent, target, started)
+}
+
+/// Judges a query string already read (and, for writes, estimated by the upstream's
+/// planner); `started` is when its reading began.
+pub fn judge_analysis<'r>(
+    rules: &'r RuleSet,
+    analysis: Analysis,
+    agent: &Agent,
+    target: &Target,
+    started: Instant,
+) -> QueryJudgement<'r> {
     let verdict = judge_statements(rules, &analysis, agent, target);
     let judge_us = started.elapsed().as_micros() as u64;
     let outcome = Outcome::of(&verdict);

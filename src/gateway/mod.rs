@@ -38,6 +38,6 @@ pub use crate::policy::RuleSet;
 pub use crate::sql::Analyzer;
 
 pub use judge::{
-    Outcome, PushJudgement, QueryJudgement, judge_query, judge_refs, judge_statement,
-    judge_statements, must_be_durable,
+    Outcome, PushJudgement, QueryJudgement, judge_analysis, judge_query, judge_refs,
+    judge_statement, judge_statements, must_be_durable,
 };

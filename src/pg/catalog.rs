@@ -128,6 +128,39 @@ fn with_search_path(search_path: Option<&str>, sql: &str) -> String {
     }
 }
 
+/// Rows counted, at most, to size a table that has no statistics.
+const COUNTED: i64 = 100_000;
+
+/// How long the planner may take to estimate a write.
+const ESTIMATE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a write has no estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEstimate {
+    Unseen,
+    Failed,
+}
+
+/// Every ModifyTable node of a plan (a CTE's too): schema, table, and the rows it is
+/// fed (the estimate of the scan or join under it).
+fn modify_tables(node: &serde_json::Value, out: &mut Vec<(String, String, i64)>) {
+    if node["Node Type"] == "ModifyTable"
+        && let (Some(schema), Some(table)) =
+            (node["Schema"].as_str(), node["Relation Name"].as_str())
+    {
+        let rows = node["Plans"][0]["Plan Rows"].as_f64().unwrap_or(0.0) as i64;
+        out.push((schema.to_string(), table.to_string(), rows));
+    }
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        modify_tables(child, out);
+    }
+}
+
+/// An identifier quoted for SQL (`"a""b"`).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Views followed inside views, at most.
 const MAX_VIEW_DEPTH: usize = 16;
 
@@ -659,6 +692,83 @@ impl Catalog {
                 _ => String::new(),
             }
         ))
+    }
+
+    /// The planner's opinion of the write `sql` (one statement): the rows its largest
+    /// write touches and the planner's size of that table. `EXPLAIN` without ANALYZE, in
+    /// a read-only transaction with a tight statement timeout that is rolled back, with
+    /// the session's `search_path`. `Err(Unseen)` when its table is not visible here
+    /// (another session's temporary or uncommitted table), `Err(Failed)` when the
+    /// planner could not be asked or refused the statement.
+    pub async fn blast_radius(
+        &self,
+        target: &PostgresTarget,
+        sql: &str,
+        search_path: Option<&str>,
+    ) -> Result<(i64, i64), NoEstimate> {
+        let explain = with_search_path(
+            search_path,
+            &format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"),
+        );
+        let ask = |sql: String| async move {
+            self.query(
+                target,
+                &format!(
+                    "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'; {sql}; ROLLBACK",
+                    ESTIMATE_TIMEOUT.as_millis()
+                ),
+            )
+            .await
+        };
+        let rows = ask(explain).await.map_err(|e| match e {
+            Error::Upstream(m) if m.contains("does not exist") && m.contains("relation") => {
+                NoEstimate::Unseen
+            }
+            _ => NoEstimate::Failed,
+        })?;
+        let plan: serde_json::Value = rows
+            .iter()
+            .filter_map(|r| r.first())
+            .find_map(|v| serde_json::from_str(v).ok())
+            .ok_or(NoEstimate::Failed)?;
+        let mut writes = Vec::new();
+        modify_tables(&plan[0]["Plan"], &mut writes);
+        if writes.is_empty() {
+            return Err(NoEstimate::Failed);
+        }
+        // Each written table's size: its statistics when it has been analysed or
+        // vacuumed; else counted up to a bound (the planner would guess ten pages for a
+        // small table it knows nothing about, which would make every table look big).
+        let sizes: Vec<String> = writes
+            .iter()
+            .map(|(schema, table, _)| {
+                let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
+                format!(
+                    "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 \
+                     ELSE (SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {COUNTED}) x) END \
+                     FROM pg_catalog.pg_class c WHERE c.oid = '{}'::regclass",
+                    name.replace('\'', "''")
+                )
+            })
+            .collect();
+        let rows = ask(sizes.join("; "))
+            .await
+            .map_err(|_| NoEstimate::Failed)?;
+        let sizes: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| r.first())
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if sizes.len() != writes.len() {
+            return Err(NoEstimate::Failed);
+        }
+        // The write that reaches the largest share of its table speaks for the statement.
+        writes
+            .iter()
+            .zip(sizes)
+            .map(|((_, _, rows), table)| (*rows, table))
+            .max_by_key(|(rows, table)| rows.saturating_mul(1000) / (*table).max(1))
+            .ok_or(NoEstimate::Failed)
     }
 
     /// Asks which of the functions `names` may read tables, for those not cached.

@@ -61,7 +61,7 @@ pub async fn login(
         .map_err(|(m, code)| Error::Auth(refusal::unauthenticated(&m), code))?;
 
     let mut state = State::new(id, peer, &identity, &gw.target.name);
-    let judged = judge_startup(gw, &mut state, &params);
+    let judged = judge_startup(gw, &mut state, &params).await;
     state.flush_events(gw, None).await?;
     let forwarded = judged?;
     let up = upstream::connect(
@@ -113,7 +113,7 @@ pub async fn login(
 
 /// Start-up parameters change settings as `SET` does, so each is judged as one
 /// (`options=-c name=value` included). Returns those to forward.
-fn judge_startup(
+async fn judge_startup(
     gw: &Gateway,
     state: &mut State,
     params: &[(String, String)],
@@ -140,7 +140,7 @@ fn judge_startup(
                 return Err(Error::Refused(refusal::setting_name(k)));
             }
             let sql = format!("SET {k} TO '{}'", v.replace('\'', "''"));
-            match state.judge(gw, "startup", &sql) {
+            match state.judge(gw, "startup", &sql).await {
                 Judged::Go => {}
                 Judged::Refuse(message) => return Err(Error::Refused(message)),
                 // Nothing is held at login: a setting that needs approval is set with

@@ -37,7 +37,7 @@ pub async fn relay_up(
                 b'Q' => {
                     let text = messages::query_text(f.body())?;
                     state.ends_at = lock(&markers).markers.query();
-                    let refused = match state.judge(gw, "query", text) {
+                    let refused = match state.judge(gw, "query", text).await {
                         Judged::Go => None,
                         Judged::Refuse(sentence) => Some(sentence),
                         Judged::Review(review) => {
@@ -60,7 +60,7 @@ pub async fn relay_up(
                 b'P' => {
                     let (name, text) = messages::parse_body(f.body())?;
                     state.ends_at = lock(&markers).markers.parse();
-                    let refused = match state.judge(gw, "parse", text) {
+                    let refused = match state.judge(gw, "parse", text).await {
                         Judged::Go => {
                             state.forget_statement(name);
                             None

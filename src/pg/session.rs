@@ -21,7 +21,7 @@ use crate::gateway::Analyzer;
 use crate::gateway::mask::{Masker, Plan};
 use crate::gateway::record::{Pending, Protocol, SessionEvent, SessionState, StatementEvent};
 use crate::gateway::refusal;
-use crate::gateway::{judge_query, must_be_durable};
+use crate::gateway::{judge_analysis, must_be_durable};
 use crate::identity::Identity;
 use crate::policy::rule::Action;
 use crate::policy::value::{Agent, Target};
@@ -144,6 +144,12 @@ async fn cancel(gw: &Gateway, body: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether a statement's text has `$n` parameters (its values come with a Bind, so the
+/// planner cannot be asked about it from the text alone).
+fn has_parameters(text: &str) -> bool {
+    crate::sql::parameter_count(text) > 0
+}
+
 /// Statements a session keeps to show an approver what came before a held one.
 const HISTORY: usize = 10;
 
@@ -229,14 +235,27 @@ impl State {
     /// `SET portcullis.prompt` becomes the session's prompt. A request a rule sends to
     /// review is held by the caller when approvals are served (its event is recorded
     /// once decided, see [`State::decided`]); otherwise it is refused.
-    pub fn judge(&mut self, gw: &Gateway, kind: &'static str, text: &str) -> Judged {
-        let judged = judge_query(
-            &gw.rules,
-            &mut self.analyzer,
-            text,
-            &self.agent,
-            &self.target,
-        );
+    pub async fn judge(&mut self, gw: &Gateway, kind: &'static str, text: &str) -> Judged {
+        let started = std::time::Instant::now();
+        let mut analysis = self.analyzer.analyze(text);
+        // Writes are judged with the planner's opinion of how much they touch; reads
+        // pay nothing.
+        for s in analysis
+            .statements
+            .iter_mut()
+            .filter(|s| s.wants_estimate() && !has_parameters(&s.text))
+        {
+            match gw
+                .catalog
+                .blast_radius(&gw.target, &s.text, self.search_path.as_deref())
+                .await
+            {
+                Ok((rows, table)) => s.estimated(rows, table),
+                Err(super::catalog::NoEstimate::Unseen) => s.estimate = "unseen",
+                Err(super::catalog::NoEstimate::Failed) => s.estimate = "failed",
+            }
+        }
+        let judged = judge_analysis(&gw.rules, analysis, &self.agent, &self.target, started);
         let e = StatementEvent {
             session_id: &self.id,
             target: &self.target.name,

@@ -40,6 +40,10 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.explain_analyze",
     "stmt.lock_mode",
     "stmt.vacuum_full",
+    "stmt.estimate",
+    "stmt.estimated_rows",
+    "stmt.table_rows",
+    "stmt.estimated_percent",
 ];
 
 /// Facts about one ref update of a push (`git` rules): `git::inspect::facts` as they

@@ -73,6 +73,17 @@ pub struct SqlFacts {
     pub lock_mode: Option<String>,
     /// `VACUUM FULL` (rewrites the table under an exclusive lock).
     pub vacuum_full: bool,
+    /// What the upstream's planner said of a write (UPDATE, DELETE, MERGE): `ok`,
+    /// `failed` (it could not be asked, or refused the statement), `unseen` (its table is
+    /// not visible to the gateway's own connection: a temporary or uncommitted table);
+    /// empty (read as `none`) for reads and where nobody asked (offline `check`).
+    pub estimate: &'static str,
+    /// The rows the planner expects the write to touch (the largest of its writes').
+    pub estimated_rows: Option<i64>,
+    /// The planner's size of the written table.
+    pub table_rows: Option<i64>,
+    /// `estimated_rows` as a percentage of `table_rows` (0 to 100).
+    pub estimated_percent: Option<i64>,
     /// Some fact was read from a literal or parameter value, so statements of the same
     /// shape may differ: not reusable by [`Analyzer`].
     #[serde(skip)]
@@ -131,6 +142,19 @@ impl Analysis {
         }
         tables
     }
+}
+
+/// How many `$n` parameter references `sql` holds (0 when it cannot be tokenized).
+pub fn parameter_count(sql: &str) -> usize {
+    sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map(|tokens| {
+            tokens
+                .iter()
+                .filter(|t| matches!(t, Token::Placeholder(p) if p.starts_with('$')))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Longest statement text [`parse`] reads: deeper ASTs are not walked on a task's stack.
@@ -416,8 +440,39 @@ impl Record for SqlFacts {
             "explain_analyze" => Value::Bool(self.explain_analyze),
             "lock_mode" => opt_str(&self.lock_mode),
             "vacuum_full" => Value::Bool(self.vacuum_full),
+            "estimate" => Value::Str(if self.estimate.is_empty() {
+                "none"
+            } else {
+                self.estimate
+            }),
+            "estimated_rows" => self.estimated_rows.map_or(Value::Null, Value::Int),
+            "table_rows" => self.table_rows.map_or(Value::Null, Value::Int),
+            "estimated_percent" => self.estimated_percent.map_or(Value::Null, Value::Int),
             _ => Value::Null,
         }
+    }
+}
+
+impl SqlFacts {
+    /// Whether the planner is asked about it: an UPDATE, DELETE or MERGE that runs.
+    pub fn wants_estimate(&self) -> bool {
+        self.parsed
+            && self
+                .writes
+                .iter()
+                .any(|w| matches!(w.kind, "update" | "delete" | "merge"))
+    }
+
+    /// Sets what the planner estimated: `rows` of `table` rows.
+    pub fn estimated(&mut self, rows: i64, table: i64) {
+        self.estimate = "ok";
+        self.estimated_rows = Some(rows);
+        self.table_rows = Some(table);
+        self.estimated_percent = Some(if table <= 0 {
+            100
+        } else {
+            (rows.saturating_mul(100) / table).clamp(0, 100)
+        });
     }
 }
 

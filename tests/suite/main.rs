@@ -3,6 +3,7 @@
 mod approvals;
 mod approvals_page;
 mod audit;
+mod blast_radius;
 mod bypass_elsewhere;
 mod bypass_sql;
 mod bypass_writes;

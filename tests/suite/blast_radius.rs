@@ -1,0 +1,61 @@
+//! Issue #13: the planner's opinion on blast radius. Before an UPDATE, DELETE or MERGE
+//! goes upstream the gateway asks the upstream's planner how many rows it touches; a
+//! write that reaches (nearly) all of a table that is not tiny is refused, whatever its
+//! WHERE looks like. Through the gateway against a real PostgreSQL; judged by the data.
+
+use crate::support::gateway::setup;
+use crate::support::pg::PgCluster;
+
+fn big(pg: &PgCluster) {
+    pg.query(
+        "CREATE TABLE big (id int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO big SELECT g, 'n' || g FROM generate_series(1, 5000) g; ANALYZE big",
+    );
+}
+
+fn count(pg: &PgCluster, sql: &str) -> String {
+    pg.query(sql).trim().to_string()
+}
+
+#[test]
+fn issue_13_writes_that_are_always_true_only_by_type_or_range_are_refused() {
+    let (pg, gw) = setup();
+    big(&pg);
+    let agent = gw.token("alice", &["dev"]);
+    for sql in [
+        "DELETE FROM big WHERE id >= -2147483648",
+        "UPDATE big SET name = 'gone' WHERE id > 0",
+        "DELETE FROM big WHERE id BETWEEN 1 AND 5000",
+        "WITH d AS (DELETE FROM big WHERE id <> -1 RETURNING id) SELECT count(*) FROM d",
+        "MERGE INTO big b USING (SELECT 1 AS k) s ON b.id > 0 WHEN MATCHED THEN DELETE",
+    ] {
+        let (ok, _, err) = gw.psql(&agent, &["-c", sql]);
+        assert!(!ok, "{sql} ran");
+        assert!(err.contains("sql.blast-radius"), "{sql}: {err}");
+    }
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM big WHERE name LIKE 'n%'"),
+        "5000"
+    );
+
+    // Bounded writes, and tiny tables, go through.
+    let (ok, _, err) = gw.psql(&agent, &["-c", "DELETE FROM big WHERE id <= 10"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = gw.psql(
+        &agent,
+        &["-c", "UPDATE users SET email = 'x@x.io' WHERE id > 0"],
+    );
+    assert!(ok, "a two-row table may be rewritten whole: {err}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM big"), "4990");
+    // The session's own temporary table is invisible to the planner's connection: it is
+    // the agent's scratch space, not refused for that.
+    let (ok, _, err) = gw.psql(
+        &agent,
+        &[
+            "-c",
+            "CREATE TEMP TABLE scratch AS SELECT g AS id FROM generate_series(1, 5000) g; \
+             DELETE FROM scratch WHERE id > 0",
+        ],
+    );
+    assert!(ok, "{err}");
+}
