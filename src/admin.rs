@@ -31,6 +31,8 @@ pub struct Admin {
     pub metrics_group: String,
     /// Held requests (`None` when the gateway holds none).
     pub approvals: Option<Arc<Broker>>,
+    /// Listeners that have stopped (`/healthz` fails while any has).
+    pub stopped: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The admin routes.
@@ -49,6 +51,14 @@ pub fn router(admin: Admin) -> Router {
 }
 
 async fn healthz(State(admin): State<Admin>) -> Response {
+    let stopped = admin.stopped.lock().expect("never poisoned").clone();
+    if !stopped.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("listener stopped: {}\n", stopped.join(", ")),
+        )
+            .into_response();
+    }
     match admin.recorder.check() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

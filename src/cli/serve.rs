@@ -103,6 +103,9 @@ pub async fn serve_until(
         return Err("the config has no [[postgres]] listener and no [[git]] repository".into());
     }
     let mask_key = mask_key(&config.mask)?;
+    raise_descriptor_limit();
+    // Listeners that stopped, for /healthz.
+    let stopped: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     // Requests a rule sends to review are held for approvers on the admin listener; with
     // no admin listener nobody could approve, and they are refused.
     let approvals = config.server.admin_listen.map(|addr| {
@@ -133,10 +136,14 @@ pub async fn serve_until(
         let gw = Arc::new(gw);
         tracing::info!(target = %target.name, listen = %target.listen, "postgres listener ready");
         eprintln!("portcullis: {} listening on {}", target.name, target.listen);
+        let (stopped, name) = (stopped.clone(), target.name.clone());
         tokio::spawn(async move {
-            if let Err(e) = gw.serve(listener).await {
-                tracing::error!(error = %e, "listener stopped");
-            }
+            let e = gw.serve(listener).await.err();
+            tracing::error!(listener = %name, error = ?e, "listener stopped");
+            stopped
+                .lock()
+                .expect("never poisoned")
+                .push(format!("postgres {name}"));
         });
     }
     if let (Some(addr), false) = (config.server.git_listen, config.git.is_empty()) {
@@ -155,10 +162,11 @@ pub async fn serve_until(
                 repo.name, repo.name
             );
         }
+        let stopped = stopped.clone();
         tokio::spawn(async move {
-            if let Err(e) = gw.serve(listener, std::future::pending()).await {
-                tracing::error!(error = %e, "git listener stopped");
-            }
+            let e = gw.serve(listener, std::future::pending()).await.err();
+            tracing::error!(error = ?e, "git listener stopped");
+            stopped.lock().expect("never poisoned").push("git".into());
         });
     }
     if let Some(addr) = config.server.admin_listen {
@@ -178,6 +186,7 @@ pub async fn serve_until(
             metrics_public: config.server.metrics_public,
             metrics_group: config.server.metrics_group.clone(),
             approvals: approvals.clone(),
+            stopped: stopped.clone(),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -226,6 +235,25 @@ pub fn init_tracing_at(default: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Raises the soft limit on open files to the hard one: a gateway holds two descriptors
+/// per session, and a flood should meet the hard limit, not a low default.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
+        }
+    }
 }
 
 /// The key of the `hash` mask strategy: `[mask] hash_key_env`, else `hash_key_file`, else

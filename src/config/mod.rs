@@ -168,6 +168,9 @@ pub struct PostgresTarget {
     pub tls_required: bool,
     /// Largest client message accepted (Query and Parse included), in bytes.
     pub max_message_bytes: usize,
+    /// Client connections served at once (`max_connections`); one more is told so and
+    /// closed.
+    pub max_connections: usize,
 }
 
 /// One `[[git]]` entry: a repository served at `/git/<name>.git`.
@@ -281,6 +284,8 @@ pub struct TlsFiles {
 /// Default cap on one client message: PostgreSQL's own limit is 1 GiB; a gateway that
 /// must parse every query keeps statements to a size it can inspect quickly.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Default `[[postgres]] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 
 impl Config {
     /// Reads and validates a config file.

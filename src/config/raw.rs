@@ -86,6 +86,7 @@ struct RawPostgres {
     tls_key: Option<String>,
     tls_required: Option<bool>,
     max_message_bytes: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +268,10 @@ impl RawConfig {
                 upstream_password,
                 tls,
                 max_message_bytes: p.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+                max_connections: p
+                    .max_connections
+                    .unwrap_or(super::DEFAULT_MAX_CONNECTIONS)
+                    .max(1),
             });
         }
         // Every gateway records into the store: without an `[audit]` section it is the

@@ -163,11 +163,36 @@ pub fn record_push(e: &PushEvent<'_>) {
     tracing::info!(target: "portcullis::event", event = %serde_json::to_string(&e).unwrap_or_default(), "push");
 }
 
+/// Statement text logged, at most: the store keeps the rest.
+const LOGGED_STATEMENT_BYTES: usize = 4096;
+
+/// `text` cut to `LOGGED_STATEMENT_BYTES` (at a character boundary), saying so.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= LOGGED_STATEMENT_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = LOGGED_STATEMENT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... [{} bytes in all; the audit store has the full text]",
+        &text[..end],
+        text.len()
+    ))
+}
+
 pub fn record_statement(e: &StatementEvent<'_>) {
-    // A prompt that holds a secret is logged without it (rebuilt only then).
-    if let Some(std::borrow::Cow::Owned(prompt)) = e.prompt.map(redact) {
+    // A prompt that holds a secret is logged without it, and a long statement as its
+    // beginning (rebuilt only then).
+    let prompt = e.prompt.map(redact);
+    let statement = bounded(e.statement);
+    if matches!(prompt, Some(std::borrow::Cow::Owned(_)))
+        || matches!(statement, std::borrow::Cow::Owned(_))
+    {
         let e = StatementEvent {
-            prompt: Some(&prompt),
+            prompt: prompt.as_deref(),
+            statement: &statement,
             ..e.clone()
         };
         tracing::info!(target: "portcullis::event", event = %serde_json::to_string(&e).unwrap_or_default(), "statement");
@@ -189,10 +214,23 @@ pub struct Recorder {
     result_rows: usize,
 }
 
-/// Why the store cannot take an event; the gateway refuses the work it would record.
+/// Why the store cannot take an event; the gateway refuses the work it would record. Clients read only that; the store's own
+/// words (a DuckDB error) go to the log when it is made.
 #[derive(Debug, thiserror::Error)]
-#[error("the audit store is unavailable ({0}); nothing is served unrecorded")]
-pub struct Unrecorded(pub String);
+#[error("the audit store is unavailable; nothing is served unrecorded")]
+pub struct Unrecorded(String);
+
+impl Unrecorded {
+    fn new(detail: String) -> Unrecorded {
+        tracing::error!(detail = %detail, "the audit store is unavailable");
+        Unrecorded(detail)
+    }
+
+    /// What the store said.
+    pub fn detail(&self) -> &str {
+        &self.0
+    }
+}
 
 impl Recorder {
     pub fn new(audit: AuditHandle, result_rows: usize) -> Recorder {
@@ -241,7 +279,7 @@ impl Recorder {
     /// Commits everything queued so far.
     pub async fn flush(&self) -> Result<(), Unrecorded> {
         match &self.audit {
-            Some(a) => a.flush().await.map_err(|e| Unrecorded(e.to_string())),
+            Some(a) => a.flush().await.map_err(|e| Unrecorded::new(e.to_string())),
             None => Ok(()),
         }
     }
@@ -249,7 +287,7 @@ impl Recorder {
     /// `Ok` while events can be recorded.
     pub fn check(&self) -> Result<(), Unrecorded> {
         match &self.audit {
-            Some(a) => a.check().map_err(|e| Unrecorded(e.to_string())),
+            Some(a) => a.check().map_err(|e| Unrecorded::new(e.to_string())),
             None => Ok(()),
         }
     }
@@ -296,8 +334,8 @@ impl Recorder {
             Some(audit) => audit
                 .record(ev.0)
                 .await
-                .map_err(|e| Unrecorded(e.to_string())),
-            None => Err(Unrecorded("no audit store".into())),
+                .map_err(|e| Unrecorded::new(e.to_string())),
+            None => Err(Unrecorded::new("no audit store".into())),
         }
     }
 
@@ -307,7 +345,7 @@ impl Recorder {
             .await?
             .durable()
             .await
-            .map_err(|e| Unrecorded(e.to_string()))
+            .map_err(|e| Unrecorded::new(e.to_string()))
     }
 
     /// Records one step of an approval: an event (`kind`, by `actor` or else the
@@ -328,7 +366,7 @@ impl Recorder {
         let Some(store) = &self.audit else {
             return Ok(String::new());
         };
-        let unrecorded = |e: audit::Error| Unrecorded(e.to_string());
+        let unrecorded = |e: audit::Error| Unrecorded::new(e.to_string());
         let mut ev = audit::Event::new(&r.session_id, protocol, &r.target, kind, decision);
         ev.subject = Some(actor.unwrap_or(&r.subject).to_string());
         if actor.is_none() {
@@ -374,7 +412,7 @@ impl Recorder {
         let Some(audit) = &self.audit else {
             return Ok(());
         };
-        let fail = |e: audit::Error| Unrecorded(e.to_string());
+        let fail = |e: audit::Error| Unrecorded::new(e.to_string());
         let ticket = match e.state {
             SessionState::Started => audit
                 .record(audit::SessionStart {
@@ -466,11 +504,11 @@ impl Recorder {
         let ticket = audit
             .record(ev)
             .await
-            .map_err(|e| Unrecorded(e.to_string()))?;
+            .map_err(|e| Unrecorded::new(e.to_string()))?;
         ticket
             .durable()
             .await
-            .map_err(|e| Unrecorded(e.to_string()))
+            .map_err(|e| Unrecorded::new(e.to_string()))
     }
 }
 

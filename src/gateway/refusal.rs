@@ -86,6 +86,11 @@ pub fn token_expired(seconds_ago: u64) -> String {
     format!("{PREFIX}the session's token expired {seconds_ago} s ago; reconnect with a fresh token")
 }
 
+/// A client beyond a listener's `max_connections`.
+pub fn too_many_connections(max: usize) -> String {
+    format!("{PREFIX}this listener serves {max} connections at once; try again later")
+}
+
 /// A plain-text connection to a listener with `tls_required`.
 pub const TLS_REQUIRED: &str =
     "portcullis: this listener requires TLS; connect with sslmode=require or verify-full";

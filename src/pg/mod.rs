@@ -68,6 +68,8 @@ pub struct Gateway {
     pub catalog: catalog::Catalog,
     /// Where reviewed statements are held for approval (`None`: refused instead).
     pub approvals: Option<Arc<crate::gateway::approvals::Broker>>,
+    /// Client connections open now.
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Gateway {
@@ -92,16 +94,63 @@ impl Gateway {
             mask_key,
             catalog: catalog::Catalog::default(),
             approvals: None,
+            sessions: Arc::default(),
         })
     }
 
-    /// Accepts clients until the listener fails; each runs in its own task, so one bad
-    /// client never disturbs another.
+    /// Accepts clients for good; each runs in its own task, so one bad client never
+    /// disturbs another. An accept error (out of file descriptors in a flood) is waited
+    /// out, never the end of the listener; beyond `max_connections` a client is told so
+    /// and closed.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<(), Error> {
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
-            let (tcp, peer) = listener.accept().await?;
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    accepted
+                }
+                Err(e) => {
+                    tracing::warn!(target = %self.target.name, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let Some(slot) = Slot::take(&self.sessions, self.target.max_connections) else {
+                tokio::spawn(session::turn_away(tcp, self.target.max_connections));
+                continue;
+            };
             let gw = self.clone();
-            tokio::spawn(async move { session::run(gw, tcp, peer).await });
+            tokio::spawn(async move {
+                session::run(gw, tcp, peer).await;
+                drop(slot);
+            });
         }
+    }
+}
+
+/// The first and longest wait after an accept error.
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One client connection counted against `max_connections` until dropped.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

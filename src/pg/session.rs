@@ -47,6 +47,18 @@ pub fn lock(m: &Shared) -> std::sync::MutexGuard<'_, Tracks> {
         .expect("marker lock is never poisoned: nothing panics while holding it")
 }
 
+/// A client beyond the listener's `max_connections`: answered, before its start-up is
+/// read, with PostgreSQL's own "too many connections" error, then closed.
+pub async fn turn_away(mut tcp: TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let error = super::messages::error_response(
+        super::messages::Severity::Fatal,
+        "53300",
+        &refusal::too_many_connections(max),
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&error)).await;
+}
+
 pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
     let id = format!("{:016x}", rand::random::<u64>());
     let _ = tcp.set_nodelay(true);

@@ -26,4 +26,5 @@ mod masking;
 mod masking_corpus;
 mod pg_harness;
 mod real_clients;
+mod robustness;
 mod support;

@@ -69,6 +69,8 @@ pub struct Options {
     pub sections: String,
     /// Environment variables for the gateway process.
     pub env: Vec<(String, String)>,
+    /// Run the gateway with this limit on open files (soft and hard).
+    pub fd_limit: Option<u64>,
 }
 
 impl Gateway {
@@ -147,7 +149,17 @@ max_message_bytes = 1048576
         );
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let mut command = match options.fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_portcullis")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_portcullis"));
+                c
+            }
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("TEST_UPSTREAM_PASSWORD", &upstream_password)

@@ -1,0 +1,114 @@
+//! Issue #14, the listener's part: a connection flood never stops a listener, a listener
+//! refuses politely beyond its `max_connections`, and `/healthz` tells the truth.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::gateway::{Gateway, Options, free_port, http, wait_listening};
+use crate::support::pg::PgCluster;
+
+fn start(options: Options) -> (PgCluster, Gateway) {
+    let pg = PgCluster::start();
+    let gw = Gateway::start_with(
+        &pg,
+        Options {
+            upstream_params: "sslmode=disable".into(),
+            ..options
+        },
+    );
+    (pg, gw)
+}
+
+fn flood(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .filter_map(|_| {
+            TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(500),
+            )
+            .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn issue_14_a_connection_flood_never_stops_a_listener() {
+    let admin = free_port();
+    let (_pg, gw) = start(Options {
+        server: format!("admin_listen = \"127.0.0.1:{admin}\"\n"),
+        // Far fewer descriptors than the flood: accepting fails with EMFILE.
+        fd_limit: Some(48),
+        ..Options::default()
+    });
+    wait_listening(admin, || gw.log());
+    let token = gw.token("alice", &["dev"]);
+    let held = flood(gw.port, 200);
+    assert!(
+        held.len() > 48,
+        "the flood got through the kernel's backlog: {}",
+        held.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    // Once the flood is gone, new clients are served again, and health says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, err) = gw.psql(&token, &["-c", "SELECT 41 + 1"]);
+        if ok {
+            assert_eq!(out.trim(), "42");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not served after the flood: {err}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        gw.log().contains("accept failed"),
+        "the flood hit the limit:\n{}",
+        gw.log()
+    );
+    let health = http(admin, "GET", "/healthz", None, "");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
+
+#[test]
+fn issue_14_beyond_max_connections_a_client_is_told_so_and_others_go_on() {
+    let (_pg, gw) = start(Options {
+        postgres: "max_connections = 3\n".into(),
+        ..Options::default()
+    });
+    let token = gw.token("alice", &["dev"]);
+    let idle = flood(gw.port, 3);
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, _, err) = gw.psql(&token, &["-c", "SELECT 1"]);
+    assert!(!ok);
+    assert!(err.contains("serves 3 connections at once"), "{err}");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out, err) = gw.psql(&token, &["-c", "SELECT 1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1");
+}
+
+#[test]
+fn issue_14_a_long_statement_is_logged_as_its_beginning() {
+    let (_pg, gw) = crate::support::gateway::setup();
+    let filler = "x".repeat(60_000);
+    let (ok, _, err) = gw.psql(
+        &gw.token("alice", &["dev"]),
+        &["-c", &format!("SELECT length('{filler}')")],
+    );
+    assert!(ok, "{err}");
+    let log = gw.log();
+    assert!(
+        log.contains("bytes in all; the audit store has the full text"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&filler[..8_000]),
+        "the whole statement went to the log"
+    );
+}
