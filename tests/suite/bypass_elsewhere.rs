@@ -9,7 +9,8 @@ use crate::support::gateway::{
 };
 use crate::support::pg::PgCluster;
 
-fn start(options: Options) -> (PgCluster, Gateway) {
+/// A cluster with a `notes` table and a gateway set up by `options` in front of it.
+pub fn start(options: Options) -> (PgCluster, Gateway) {
     let pg = PgCluster::start();
     pg.query("CREATE TABLE notes (id int primary key, body text)");
     let gw = Gateway::start_with(

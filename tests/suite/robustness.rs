@@ -4,20 +4,9 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::gateway::{Gateway, Options, free_port, http, wait_listening};
-use crate::support::pg::PgCluster;
+use crate::support::gateway::{Options, free_port, http, wait_listening};
 
-fn start(options: Options) -> (PgCluster, Gateway) {
-    let pg = PgCluster::start();
-    let gw = Gateway::start_with(
-        &pg,
-        Options {
-            upstream_params: "sslmode=disable".into(),
-            ..options
-        },
-    );
-    (pg, gw)
-}
+use crate::bypass_elsewhere::start;
 
 fn flood(port: u16, n: usize) -> Vec<TcpStream> {
     (0..n)
