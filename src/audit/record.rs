@@ -131,7 +131,44 @@ pub struct Event {
     pub must_be_durable: bool,
 }
 
+/// Longest text one event keeps in a field (statement, result sample, message, error,
+/// prompt). Beyond it the field keeps its beginning, its full length and a hash, and says
+/// so: one agent's 60 MB statement must not exhaust the writer for everyone.
+pub const MAX_FIELD_BYTES: usize = 64 << 10;
+
+/// `text` cut to [`MAX_FIELD_BYTES`], saying how long it was and its SHA-256.
+fn bounded(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut end = MAX_FIELD_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... [portcullis: {} bytes in all, sha256 {}; the rest is not kept]",
+        &text[..end],
+        text.len(),
+        super::chain::hex(&Sha256::digest(text.as_bytes()))
+    )
+}
+
 impl Event {
+    /// Cuts every free-text field longer than [`MAX_FIELD_BYTES`] (see [`bounded`]).
+    pub fn bound(&mut self) {
+        for field in [
+            &mut self.statement,
+            &mut self.result,
+            &mut self.message,
+            &mut self.error,
+            &mut self.prompt,
+        ] {
+            if let Some(text) = field.as_mut()
+                && text.len() > MAX_FIELD_BYTES
+            {
+                *text = bounded(text);
+            }
+        }
+    }
+
     /// A new event with a fresh id and the current time; everything optional empty.
     pub fn new(
         session_id: impl Into<String>,

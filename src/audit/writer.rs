@@ -258,8 +258,11 @@ impl AuditHandle {
         })
     }
 
-    fn prepare(&self, record: Record) -> Result<(Msg, Ticket), Error> {
+    fn prepare(&self, mut record: Record) -> Result<(Msg, Ticket), Error> {
         self.check()?;
+        if let Record::Event(e) = &mut record {
+            e.bound();
+        }
         let (ack, rx) = if self.durability.waits_for(&record) {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))

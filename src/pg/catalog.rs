@@ -141,6 +141,17 @@ pub enum NoEstimate {
     Failed,
 }
 
+/// Why the planner gave no estimate: the written table is not visible here, or anything
+/// else.
+fn no_estimate(e: Error) -> NoEstimate {
+    match e {
+        Error::Upstream(m) if m.contains("does not exist") && m.contains("relation") => {
+            NoEstimate::Unseen
+        }
+        _ => NoEstimate::Failed,
+    }
+}
+
 /// Every ModifyTable node of a plan (a CTE's too): schema, table, and the rows it is
 /// fed (the estimate of the scan or join under it).
 fn modify_tables(node: &serde_json::Value, out: &mut Vec<(String, String, i64)>) {
@@ -710,22 +721,56 @@ impl Catalog {
             search_path,
             &format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"),
         );
-        let ask = |sql: String| async move {
-            self.query(
-                target,
-                &format!(
-                    "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'; {sql}; ROLLBACK",
-                    ESTIMATE_TIMEOUT.as_millis()
-                ),
-            )
+        let rows = self
+            .read_only(target, &explain)
             .await
-        };
-        let rows = ask(explain).await.map_err(|e| match e {
-            Error::Upstream(m) if m.contains("does not exist") && m.contains("relation") => {
-                NoEstimate::Unseen
-            }
-            _ => NoEstimate::Failed,
-        })?;
+            .map_err(no_estimate)?;
+        self.weigh(target, &rows).await
+    }
+
+    /// As [`Catalog::blast_radius`] for a statement with `$n` parameters, with the values
+    /// a Bind gives them: the EXPLAIN goes by the extended protocol with the client's
+    /// parameter types (`types`, from its Parse) and values (`parameters`, from its Bind),
+    /// so the planner estimates with the values that will run.
+    pub async fn blast_radius_bound(
+        &self,
+        target: &PostgresTarget,
+        sql: &str,
+        types: &[u8],
+        parameters: &[u8],
+        search_path: Option<&str>,
+    ) -> Result<(i64, i64), NoEstimate> {
+        let prelude = format!(
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'{}",
+            ESTIMATE_TIMEOUT.as_millis(),
+            search_path
+                .map(|p| format!(
+                    "; SELECT pg_catalog.set_config('search_path', '{}', true)",
+                    p.replace('\'', "''")
+                ))
+                .unwrap_or_default()
+        );
+        let mut request = BytesMut::new();
+        request.extend_from_slice(&messages::parse_typed(
+            &format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"),
+            types,
+        ));
+        request.extend_from_slice(&messages::bind_raw(parameters));
+        request.extend_from_slice(&messages::execute_and_sync());
+        let rows = self
+            .query_extended(target, &prelude, &request, "ROLLBACK")
+            .await
+            .map_err(no_estimate)?;
+        self.weigh(target, &rows).await
+    }
+
+    /// The rows and table size of the write whose `EXPLAIN (FORMAT JSON, VERBOSE)` rows
+    /// these are.
+    async fn weigh(
+        &self,
+        target: &PostgresTarget,
+        rows: &[Vec<String>],
+    ) -> Result<(i64, i64), NoEstimate> {
         let plan: serde_json::Value = rows
             .iter()
             .filter_map(|r| r.first())
@@ -751,7 +796,8 @@ impl Catalog {
                 )
             })
             .collect();
-        let rows = ask(sizes.join("; "))
+        let rows = self
+            .read_only(target, &sizes.join("; "))
             .await
             .map_err(|_| NoEstimate::Failed)?;
         let sizes: Vec<i64> = rows
@@ -955,9 +1001,53 @@ impl Catalog {
         Ok(())
     }
 
-    /// Runs `sql` on the catalog connection (logging in first if there is none), as text
-    /// rows. A failure drops the connection; the next question logs in again.
-    async fn query(&self, target: &PostgresTarget, sql: &str) -> Result<Vec<Vec<String>>, Error> {
+    /// Runs `prelude` (simple protocol), then the extended-protocol `request` (up to its
+    /// Sync), then `epilogue`, on the catalog connection; the request's rows. A failure
+    /// drops the connection.
+    async fn query_extended(
+        &self,
+        target: &PostgresTarget,
+        prelude: &str,
+        request: &[u8],
+        epilogue: &str,
+    ) -> Result<Vec<Vec<String>>, Error> {
+        let mut conn = self.connected(target).await?;
+        let (stream, buf) = conn.as_mut().expect("connected above");
+        let result = async {
+            ask(stream, buf, prelude).await?;
+            let rows = exchange(stream, buf, request)
+                .await
+                .map_err(|e| Error::Upstream(format!("catalog: {e}")));
+            // The transaction ends whatever the request did.
+            ask(stream, buf, epilogue).await?;
+            rows.map(|a| a.rows)
+        }
+        .await;
+        if result.is_err() {
+            *conn = None;
+        }
+        result
+    }
+
+    /// `sql` inside a read-only transaction with the estimate's statement timeout, rolled
+    /// back.
+    async fn read_only(
+        &self,
+        target: &PostgresTarget,
+        sql: &str,
+    ) -> Result<Vec<Vec<String>>, Error> {
+        let sql = format!(
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'; {sql}; ROLLBACK",
+            ESTIMATE_TIMEOUT.as_millis()
+        );
+        self.query(target, &sql).await
+    }
+
+    /// The catalog connection, logging in first if there is none.
+    async fn connected(
+        &self,
+        target: &PostgresTarget,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<(UpstreamStream, BytesMut)>>, Error> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
             let session = upstream::connect(
@@ -968,6 +1058,13 @@ impl Catalog {
             .await?;
             *conn = Some((session.stream, session.leftover));
         }
+        Ok(conn)
+    }
+
+    /// Runs `sql` on the catalog connection (logging in first if there is none), as text
+    /// rows. A failure drops the connection; the next question logs in again.
+    async fn query(&self, target: &PostgresTarget, sql: &str) -> Result<Vec<Vec<String>>, Error> {
+        let mut conn = self.connected(target).await?;
         let (stream, buf) = conn.as_mut().expect("connected above");
         let result = ask(stream, buf, sql).await;
         if result.is_err() {

@@ -15,6 +15,9 @@ pub enum Error {
     Refused(String),
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The upstream refused the gateway's login with this SQLSTATE and message.
+    #[error("upstream refused the login: {code}: {message}")]
+    UpstreamRefused { code: String, message: String },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("I/O: {0}")]
@@ -32,6 +35,21 @@ impl Error {
             Error::Refused(m) => ("42501", m.clone()),
             // Upstream trouble is reported without the gateway's internals.
             Error::Upstream(_) => (
+                "08006",
+                "portcullis: the database is not reachable through the gateway".to_string(),
+            ),
+            // Load and availability refusals ("too many clients already", a server
+            // starting or shutting down) tell the client what to do, so they pass; the
+            // rest is about the gateway's own credentials and stays inside.
+            Error::UpstreamRefused { code, message }
+                if code.starts_with("53") || code.starts_with("57P") =>
+            {
+                (
+                    code.as_str(),
+                    format!("portcullis: the database refused the connection: {message}"),
+                )
+            }
+            Error::UpstreamRefused { .. } => (
                 "08006",
                 "portcullis: the database is not reachable through the gateway".to_string(),
             ),

@@ -104,6 +104,47 @@ pub fn parse_body(body: &[u8]) -> Result<(&str, &str), Error> {
     Ok((name, text))
 }
 
+/// The parameter type section of a Parse (F) body (its count and OIDs, as sent).
+pub fn parse_parameter_types(body: &[u8]) -> Result<&[u8], Error> {
+    let mut b = body;
+    cstr(&mut b)?;
+    cstr(&mut b)?;
+    Ok(b)
+}
+
+/// Parse (F) of the unnamed statement `text` with the parameter type section `types`
+/// (as [`parse_parameter_types`] returns it).
+pub fn parse_typed(text: &str, types: &[u8]) -> Bytes {
+    message(b'P', |b| {
+        b.put_u8(0);
+        b.put_slice(text.as_bytes());
+        b.put_u8(0);
+        b.put_slice(types);
+    })
+}
+
+/// Bind (F) of the unnamed portal to the unnamed statement with `parameters` (their
+/// format codes and values, as [`bind_parameters`] returns them); results in text.
+pub fn bind_raw(parameters: &[u8]) -> Bytes {
+    message(b'B', |b| {
+        b.put_u8(0);
+        b.put_u8(0);
+        b.put_slice(parameters);
+        b.put_u16(0);
+    })
+}
+
+/// Execute (F) of the unnamed portal, all rows; then Sync.
+pub fn execute_and_sync() -> Bytes {
+    let mut b = bytes::BytesMut::with_capacity(14);
+    b.put_slice(&message(b'E', |b| {
+        b.put_u8(0);
+        b.put_u32(0);
+    }));
+    b.put_slice(&[b'S', 0, 0, 0, 4]);
+    b.freeze()
+}
+
 /// CopyData holding `data`.
 pub fn copy_data(data: &[u8]) -> Bytes {
     message(b'd', |b| b.put_slice(data))

@@ -63,6 +63,10 @@ pub async fn relay_up(
                     let refused = match state.judge(gw, "parse", text).await {
                         Judged::Go => {
                             state.forget_statement(name);
+                            if state.needs_bound_estimate {
+                                let types = messages::parse_parameter_types(f.body())?;
+                                state.estimate_each_run(name, text, types);
+                            }
                             None
                         }
                         Judged::Refuse(sentence) => Some(sentence),
@@ -95,32 +99,28 @@ pub async fn relay_up(
                 }
                 b'B' => {
                     let (portal, statement, formats) = messages::bind_body(f.body())?;
-                    let refused = match state.statement_review(statement) {
-                        None => None,
-                        Some((review, text)) => {
-                            // An execution of a statement a rule sent to review: the batch
-                            // waits for approval of this text with these parameters.
-                            while !has_sync(&cbuf) && cbuf.len() <= max {
-                                if cr.read_buf(&mut cbuf).await? == 0 {
-                                    break;
-                                }
+                    // A prepared write is judged again with the planner's estimate for
+                    // the values this run binds.
+                    let parameters = messages::bind_parameters(f.body())
+                        .map(|(_, p)| p)
+                        .unwrap_or_default();
+                    state.ends_at = lock(&markers).markers.parse();
+                    let mut refused = state.judge_run(gw, statement, parameters).await;
+                    if refused.is_none()
+                        && let Some((review, text)) = state.statement_review(statement)
+                    {
+                        // An execution of a statement a rule sent to review: the batch
+                        // waits for approval of this text with these parameters.
+                        while !has_sync(&cbuf) && cbuf.len() <= max {
+                            if cr.read_buf(&mut cbuf).await? == 0 {
+                                break;
                             }
-                            let params = messages::bind_parameters(f.body())
-                                .map(|(_, p)| crate::audit::chain::hex(p))
-                                .unwrap_or_default();
-                            state.ends_at = lock(&markers).markers.parse();
-                            send(gw, state, &markers, &mut uw, &mut out).await?;
-                            hold(
-                                gw,
-                                state,
-                                &notices,
-                                review,
-                                &text,
-                                vec![text.clone(), params],
-                            )
-                            .await
                         }
-                    };
+                        let params = crate::audit::chain::hex(parameters);
+                        send(gw, state, &markers, &mut uw, &mut out).await?;
+                        let identity = vec![text.clone(), params];
+                        refused = hold(gw, state, &notices, review, &text, identity).await;
+                    }
                     let mut t = lock(&markers);
                     t.shapes.bind(portal, statement, formats.into_iter());
                     match refused {

@@ -156,6 +156,15 @@ async fn cancel(gw: &Gateway, body: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Sets what the planner answered about `s`.
+fn estimated(s: &mut crate::sql::SqlFacts, answer: Result<(i64, i64), super::catalog::NoEstimate>) {
+    match answer {
+        Ok((rows, table)) => s.estimated(rows, table),
+        Err(super::catalog::NoEstimate::Unseen) => s.estimate = "unseen",
+        Err(super::catalog::NoEstimate::Failed) => s.estimate = "failed",
+    }
+}
+
 /// Whether a statement's text has `$n` parameters (its values come with a Bind, so the
 /// planner cannot be asked about it from the text alone).
 fn has_parameters(text: &str) -> bool {
@@ -218,6 +227,12 @@ pub struct State {
     /// Prepared statements a rule sent to review, by name, with their text: parsing one
     /// runs nothing, so it goes upstream; each execution (Bind) waits for approval.
     held_statements: std::collections::HashMap<String, (Review, String)>,
+    /// Prepared writes with `$n` parameters, by name, with their text and parameter
+    /// types: the planner is asked about each execution, with its values.
+    bound_writes: std::collections::HashMap<String, (String, Vec<u8>)>,
+    /// The query string judged last has a write the planner can only be asked about
+    /// once its parameters are bound.
+    pub needs_bound_estimate: bool,
 }
 
 impl State {
@@ -240,6 +255,8 @@ impl State {
             search_path: None,
             history: Default::default(),
             held_statements: Default::default(),
+            bound_writes: Default::default(),
+            needs_bound_estimate: false,
         }
     }
 
@@ -252,42 +269,23 @@ impl State {
         let mut analysis = self.analyzer.analyze(text);
         // Writes are judged with the planner's opinion of how much they touch; reads
         // pay nothing.
+        self.needs_bound_estimate = analysis
+            .statements
+            .iter()
+            .any(|s| s.wants_estimate() && has_parameters(&s.text));
         for s in analysis
             .statements
             .iter_mut()
             .filter(|s| s.wants_estimate() && !has_parameters(&s.text))
         {
-            match gw
+            let answer = gw
                 .catalog
                 .blast_radius(&gw.target, &s.text, self.search_path.as_deref())
-                .await
-            {
-                Ok((rows, table)) => s.estimated(rows, table),
-                Err(super::catalog::NoEstimate::Unseen) => s.estimate = "unseen",
-                Err(super::catalog::NoEstimate::Failed) => s.estimate = "failed",
-            }
+                .await;
+            estimated(s, answer);
         }
         let judged = judge_analysis(&gw.rules, analysis, &self.agent, &self.target, started);
-        let e = StatementEvent {
-            session_id: &self.id,
-            target: &self.target.name,
-            subject: &self.agent.sub,
-            groups: &self.agent.groups,
-            prompt: self.prompt.as_deref(),
-            kind,
-            statement: text,
-            fingerprints: judged
-                .analysis
-                .statements
-                .iter()
-                .map(|f| f.fingerprint.as_str())
-                .collect(),
-            outcome: &judged.outcome,
-            rule_ids: judged.verdict.rule_ids().collect(),
-            monitored: judged.verdict.monitored().map(|r| r.id.as_str()).collect(),
-            message: judged.outcome.refusal.clone(),
-            judge_us: judged.judge_us,
-        };
+        let e = self.event(kind, text, &judged);
         let review = (judged.outcome.review && gw.approvals.is_some())
             .then(|| judged.verdict.deciding().next())
             .flatten()
@@ -376,6 +374,56 @@ impl State {
     /// The prepared statement `name` was closed or replaced.
     pub fn forget_statement(&mut self, name: &str) {
         self.held_statements.remove(name);
+        self.bound_writes.remove(name);
+    }
+
+    /// Each run of prepared write `name` is judged with the planner's estimate for its
+    /// bound values.
+    pub fn estimate_each_run(&mut self, name: &str, text: &str, types: &[u8]) {
+        self.bound_writes
+            .insert(name.to_string(), (text.to_string(), types.to_vec()));
+    }
+
+    /// Judges one run of prepared write `statement` with the parameters of its Bind
+    /// (`parameters`, as sent); `Some(sentence)` refuses it, and the refusal is recorded.
+    /// `None` for statements that are not such writes.
+    pub async fn judge_run(
+        &mut self,
+        gw: &Gateway,
+        statement: &str,
+        parameters: &[u8],
+    ) -> Option<String> {
+        if self.bound_writes.is_empty() {
+            return None;
+        }
+        let (text, types) = self.bound_writes.get(statement)?.clone();
+        let started = std::time::Instant::now();
+        let mut analysis = self.analyzer.analyze(&text);
+        for s in analysis
+            .statements
+            .iter_mut()
+            .filter(|s| s.wants_estimate())
+        {
+            let answer = gw
+                .catalog
+                .blast_radius_bound(
+                    &gw.target,
+                    &s.text,
+                    &types,
+                    parameters,
+                    self.search_path.as_deref(),
+                )
+                .await;
+            estimated(s, answer);
+        }
+        let judged = judge_analysis(&gw.rules, analysis, &self.agent, &self.target, started);
+        let sentence = judged.outcome.refusal.clone()?;
+        // Only refused runs are recorded here: the Parse's event stands for the others.
+        let e = self.event("bind", &text, &judged);
+        if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, false) {
+            self.pending.push((ev, self.ends_at));
+        }
+        Some(sentence)
     }
 
     /// When prepared statement `name` waits for approval: the review of one run of it
@@ -397,6 +445,35 @@ impl State {
             shape: r.shape.clone(),
         };
         Some((run, text.clone()))
+    }
+
+    /// The event of a judged query string.
+    fn event<'a>(
+        &'a self,
+        kind: &'static str,
+        text: &'a str,
+        judged: &'a crate::gateway::QueryJudgement<'_>,
+    ) -> StatementEvent<'a> {
+        StatementEvent {
+            session_id: &self.id,
+            target: &self.target.name,
+            subject: &self.agent.sub,
+            groups: &self.agent.groups,
+            prompt: self.prompt.as_deref(),
+            kind,
+            statement: text,
+            fingerprints: judged
+                .analysis
+                .statements
+                .iter()
+                .map(|f| f.fingerprint.as_str())
+                .collect(),
+            outcome: &judged.outcome,
+            rule_ids: judged.verdict.rule_ids().collect(),
+            monitored: judged.verdict.monitored().map(|r| r.id.as_str()).collect(),
+            message: judged.outcome.refusal.clone(),
+            judge_us: judged.judge_us,
+        }
     }
 
     /// Records the final decision on a held request: `decision`, and the sentence the

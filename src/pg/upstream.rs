@@ -154,10 +154,18 @@ pub async fn connect(
                 return Ok(session);
             }
             b'E' => {
-                return Err(Error::Upstream(format!(
-                    "refused the gateway's login: {}",
-                    messages::error_text(body)
-                )));
+                let fields = messages::fields(body);
+                let field = |c: u8| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| *k == c)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                return Err(Error::UpstreamRefused {
+                    code: field(b'C'),
+                    message: field(b'M'),
+                });
             }
             other => {
                 return Err(Error::Upstream(format!(

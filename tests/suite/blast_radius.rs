@@ -59,3 +59,42 @@ fn issue_13_writes_that_are_always_true_only_by_type_or_range_are_refused() {
     );
     assert!(ok, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_prepared_writes_are_judged_with_the_values_each_run_binds() {
+    let (pg, gw) = tokio::task::spawn_blocking(|| {
+        let (pg, gw) = setup();
+        big(&pg);
+        (pg, gw)
+    })
+    .await
+    .expect("setup");
+    let client = gw.client(&gw.token("alice", &["dev"])).await;
+    let delete = client
+        .prepare("DELETE FROM big WHERE id >= $1")
+        .await
+        .expect("prepared");
+    // The same statement: a bounded run goes through, a whole-table run does not.
+    assert_eq!(
+        client.execute(&delete, &[&4990i32]).await.expect("bounded"),
+        11
+    );
+    let e = client
+        .execute(&delete, &[&i32::MIN])
+        .await
+        .expect_err("the whole table");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("sql.blast-radius"), "{e:?}");
+    // The session goes on.
+    assert_eq!(
+        client.execute(&delete, &[&4980i32]).await.expect("bounded"),
+        10
+    );
+    let left = tokio::task::spawn_blocking(move || count(&pg, "SELECT count(*) FROM big"))
+        .await
+        .expect("count");
+    assert_eq!(left, "4979");
+}

@@ -11,7 +11,7 @@ use crate::support::pg::PgCluster;
 use crate::support::portcullis;
 
 /// `portcullis audit sql --format json` on `db`: the rows as JSON objects.
-fn audit_rows(db: &Path, sql: &str) -> Vec<serde_json::Value> {
+pub fn audit_rows(db: &Path, sql: &str) -> Vec<serde_json::Value> {
     let (code, out, err) = portcullis(&[
         "audit",
         "sql",
@@ -25,7 +25,7 @@ fn audit_rows(db: &Path, sql: &str) -> Vec<serde_json::Value> {
     serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("JSON rows")
 }
 
-fn verify_ok(db: &Path) {
+pub fn verify_ok(db: &Path) {
     let (code, out, err) = portcullis(&["audit", "verify", "--db", db.to_str().unwrap()]);
     assert_eq!(code, 0, "the chain must verify:\n{out}{err}");
 }

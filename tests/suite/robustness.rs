@@ -101,3 +101,81 @@ fn issue_14_a_long_statement_is_logged_as_its_beginning() {
         "the whole statement went to the log"
     );
 }
+
+#[test]
+fn issue_14_oversized_statements_neither_break_the_store_nor_stop_anyone_else() {
+    let (_pg, mut gw) = crate::support::gateway::setup();
+    let token = gw.token("mallory", &["dev"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Five statements near this harness's 1 MiB message limit, with 20 MB results: far
+    // above what one event keeps.
+    let big = "z".repeat(900_000);
+    let file = dir.path().join("big.sql");
+    std::fs::write(
+        &file,
+        format!("SELECT length('{big}'), repeat('y', {});\n", 20 << 20),
+    )
+    .expect("write");
+    for _ in 0..5 {
+        let (ok, _, err) = gw.psql(&token, &["-o", "/dev/null", "-f", file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    // Everyone else is still served, and recorded.
+    let (ok, out, err) = gw.psql(
+        &gw.token("alice", &["dev"]),
+        &["-c", "SELECT count(*) FROM users"],
+    );
+    assert!(ok && out.trim() == "2", "{err}\n{}", gw.log());
+    gw.terminate();
+    let db = gw.audit_path();
+    crate::gateway_audit::verify_ok(&db);
+    let rows = crate::gateway_audit::audit_rows(
+        &db,
+        "SELECT length(statement) AS s, length(result) AS r, \
+         statement LIKE '%bytes in all, sha256 %' AS said FROM events \
+         WHERE subject = 'mallory' AND kind = 'query'",
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in rows {
+        assert!(r["s"].as_i64().is_some_and(|n| n < 70_000), "{r}");
+        assert!(r["r"].as_i64().is_some_and(|n| n < 70_000), "{r}");
+        assert_eq!(r["said"], true, "{r}");
+    }
+}
+
+#[test]
+fn issue_14_an_upstream_too_many_clients_reaches_the_client_as_such() {
+    let (pg, gw) = crate::support::gateway::setup();
+    let out = pg.psql(
+        crate::support::pg::SUPERUSER,
+        pg.superuser_password(),
+        "app",
+        "ALTER ROLE portcullis CONNECTION LIMIT 1",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = gw.token("alice", &["dev"]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // One session holds the role's only connection while a second one asks.
+    let (holder, connection) = runtime
+        .block_on(tokio_postgres::connect(
+            &format!("{} password={token}", gw.conninfo()),
+            tokio_postgres::NoTls,
+        ))
+        .expect("the first session");
+    runtime.spawn(connection);
+    let refused = runtime
+        .block_on(tokio_postgres::connect(
+            &format!("{} password={token}", gw.conninfo()),
+            tokio_postgres::NoTls,
+        ))
+        .err()
+        .expect("refused");
+    let db = refused.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300", "{refused:?}");
+    assert!(db.message().contains("too many connections"), "{refused:?}");
+    drop(holder);
+}
