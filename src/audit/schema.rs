@@ -16,6 +16,10 @@ use super::Error;
 pub const SESSIONS: &str = "sessions";
 pub const EVENTS: &str = "events";
 pub const APPROVALS: &str = "approvals";
+
+/// The `end_reason` of a session still open when its gateway stopped without closing it.
+pub const CUT_BY_A_STOP: &str =
+    "the gateway stopped before the session ended (closed when it started again)";
 pub const REF_UPDATES: &str = "ref_updates";
 /// Schema version and chain format, for later migrations.
 pub const META: &str = "portcullis_meta";
@@ -223,6 +227,14 @@ impl Store {
                     ));
                 }
             }
+            // Sessions the last run never closed (it was killed) are closed now: no
+            // session outlives the gateway that served it.
+            conn.execute(
+                "UPDATE sessions SET ended_at = make_timestamp(?), end_reason = ? \
+                 WHERE ended_at IS NULL",
+                duckdb::params![super::record::now_us(), CUT_BY_A_STOP],
+            )
+            .map_err(|e| Error::open(path, e))?;
         }
         Ok(Store { conn })
     }

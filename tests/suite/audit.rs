@@ -279,6 +279,43 @@ fn sessions_and_approvals_are_summarised() {
 }
 
 #[test]
+fn sessions_a_stopped_gateway_left_open_are_closed_when_it_starts_again() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(&path, options(Durability::Writes)).expect("writer starts");
+    audit
+        .record_blocking(SessionStart {
+            session_id: "cut".into(),
+            protocol: Protocol::Postgres,
+            target: "app".into(),
+            subject: Some("agent-0".into()),
+            groups: vec![],
+            client_addr: None,
+            started_us: audit::record::now_us(),
+        })
+        .and_then(|t| t.wait())
+        .expect("recorded");
+    audit
+        .shutdown()
+        .expect("stopped without ending the session");
+    let open = sql(
+        &path,
+        "SELECT count(*) FROM sessions WHERE ended_at IS NULL",
+    );
+    assert_eq!(text(&open.rows[0][0]), "1");
+    AuditHandle::start(&path, options(Durability::Writes))
+        .expect("writer starts again")
+        .shutdown()
+        .expect("clean shutdown");
+    let r = sql(
+        &path,
+        "SELECT ended_at IS NOT NULL, end_reason FROM sessions",
+    );
+    let row: Vec<String> = r.rows[0].iter().map(text).collect();
+    assert_eq!(row[0], "true");
+    assert!(row[1].contains("gateway stopped"), "{row:?}");
+}
+
+#[test]
 fn a_restarted_writer_continues_the_chain() {
     let (_dir, path) = store();
     fill(&path, 10);
