@@ -142,31 +142,6 @@ fn call(
     })?;
     let token = std::env::var("PORTCULLIS_TOKEN")
         .map_err(|_| "set PORTCULLIS_TOKEN to your approver JWT".to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let client = crate::git::http::http_client().map_err(|e| e.to_string())?;
-        let url = format!("http://{addr}{path}");
-        let req = match method {
-            "POST" => client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body.unwrap_or_default()),
-            _ => client.get(url),
-        };
-        let resp = req
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .map_err(|e| format!("the admin API at {addr} did not answer: {e}"))?;
-        let ok = resp.status().is_success();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        if ok {
-            Ok(text)
-        } else {
-            Err(text.trim().trim_start_matches("portcullis: ").to_string())
-        }
-    })
+    let body = (method == "POST").then(|| body.unwrap_or_default());
+    super::admin_api(&addr, path, &token, body)
 }

@@ -192,25 +192,11 @@ fn through_admin_api(args: &SqlArgs) -> Result<Option<String>, String> {
         OutputFormat::Json => "json",
         OutputFormat::Csv => "csv",
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let resp = crate::git::http::http_client()
-            .map_err(|e| e.to_string())?
-            .post(format!("http://{addr}/api/audit/query?format={format}"))
-            .bearer_auth(token.trim())
-            .body(args.query.clone())
-            .send()
-            .await
-            .map_err(|e| format!("the admin API at {addr} did not answer: {e}"))?;
-        let ok = resp.status().is_success();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        if ok {
-            Ok(Some(text))
-        } else {
-            Err(text.trim().trim_start_matches("portcullis: ").to_string())
-        }
-    })
+    super::admin_api(
+        &addr,
+        &format!("/api/audit/query?format={format}"),
+        &token,
+        Some(args.query.clone()),
+    )
+    .map(Some)
 }

@@ -65,6 +65,43 @@ enum Command {
     },
 }
 
+/// One call to a running gateway's admin API at `addr`: a GET, or a POST of `body`, with
+/// `token` as the bearer. The body of a success, or the API's own sentence.
+fn admin_api(
+    addr: &std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: Option<String>,
+) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = crate::git::http::http_client().map_err(|e| e.to_string())?;
+        let url = format!("http://{addr}{path}");
+        let req = match body {
+            Some(body) => client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body),
+            None => client.get(url),
+        };
+        let resp = req
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .map_err(|e| format!("the admin API at {addr} did not answer: {e}"))?;
+        let ok = resp.status().is_success();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if ok {
+            Ok(text)
+        } else {
+            Err(text.trim().trim_start_matches("portcullis: ").to_string())
+        }
+    })
+}
+
 /// Which rules to use: `--rules` files or directories, or the built-in packs.
 #[derive(Args, Clone, Debug)]
 pub struct RuleOptions {

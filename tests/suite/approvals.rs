@@ -54,22 +54,15 @@ fn issue_12_psql_waits_for_an_approver_then_the_statement_runs_on_the_same_sessi
     let (pg, gw, admin) = start("hold = \"20s\"\ntimeout = \"60s\"", None);
     let agent = gw.token("alice", &["dev"]);
     let dba = gw.token("dora", &["dba"]);
-    let psql = {
-        let agent = agent.clone();
-        let conninfo = gw.conninfo();
-        std::thread::spawn(move || {
-            crate::support::gateway::psql_at(
-                &conninfo,
-                &agent,
-                &[
-                    "-c",
-                    "CREATE TABLE held_a (id int)",
-                    "-c",
-                    "SELECT 'same session'",
-                ],
-            )
-        })
-    };
+    let psql = gw.psql_in_background(
+        &agent,
+        &[
+            "-c",
+            "CREATE TABLE held_a (id int)",
+            "-c",
+            "SELECT 'same session'",
+        ],
+    );
     let id = pending(admin, &dba, "CREATE TABLE held_a");
     assert!(!exists(&pg, "held_a"), "nothing ran before approval");
 
@@ -132,21 +125,15 @@ fn issue_12_a_rejected_statement_gets_the_reason_and_nothing_runs() {
     let (pg, gw, admin) = start("hold = \"20s\"", None);
     let agent = gw.token("alice", &["dev"]);
     let dba = gw.token("dora", &["dba"]);
-    let psql = {
-        let conninfo = gw.conninfo();
-        std::thread::spawn(move || {
-            crate::support::gateway::psql_at(
-                &conninfo,
-                &agent,
-                &[
-                    "-v",
-                    "VERBOSITY=verbose",
-                    "-c",
-                    "CREATE TABLE held_r (id int)",
-                ],
-            )
-        })
-    };
+    let psql = gw.psql_in_background(
+        &agent,
+        &[
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "CREATE TABLE held_r (id int)",
+        ],
+    );
     let id = pending(admin, &dba, "held_r");
     let (status, r) = api(
         admin,
@@ -336,16 +323,7 @@ fn issue_12_the_cli_lists_and_decides_and_the_audit_says_who_approved_what_and_w
     let (_pg, gw, admin) = start("hold = \"20s\"", None);
     let agent = gw.token("alice", &["dev"]);
     let dba = gw.token("dora", &["dba"]);
-    let psql = {
-        let conninfo = gw.conninfo();
-        std::thread::spawn(move || {
-            crate::support::gateway::psql_at(
-                &conninfo,
-                &agent,
-                &["-c", "CREATE TABLE held_c (id int)"],
-            )
-        })
-    };
+    let psql = gw.psql_in_background(&agent, &["-c", "CREATE TABLE held_c (id int)"]);
     let id = pending(admin, &dba, "held_c");
     let config = gw.dir.path().join("portcullis.toml");
     let cli = |args: &[&str], token: &str| {
@@ -508,16 +486,7 @@ fn issue_12_the_approver_sees_the_planners_estimate_and_may_approve_similar_requ
     let (pg, gw, admin) = start("hold = \"20s\"", Some(DELETE_REVIEW));
     let alice = gw.token("alice", &["dev"]);
     let dba = gw.token("dora", &["dba"]);
-    let psql = {
-        let (conninfo, alice) = (gw.conninfo(), alice.clone());
-        std::thread::spawn(move || {
-            crate::support::gateway::psql_at(
-                &conninfo,
-                &alice,
-                &["-c", "DELETE FROM users WHERE id = 2"],
-            )
-        })
-    };
+    let psql = gw.psql_in_background(&alice, &["-c", "DELETE FROM users WHERE id = 2"]);
     let id = pending(admin, &dba, "DELETE FROM users");
     let (_, r) = api(admin, "GET", &format!("/api/approvals/{id}"), &dba, "");
     let estimate = r["estimate"].as_str().unwrap_or_default().to_string();
@@ -540,16 +509,7 @@ fn issue_12_the_approver_sees_the_planners_estimate_and_may_approve_similar_requ
     // Not for another agent, nor another shape.
     pg.query("INSERT INTO users VALUES (5, 'e@x.io')");
     let carol = gw.token("carol", &["dev"]);
-    let held = {
-        let conninfo = gw.conninfo();
-        std::thread::spawn(move || {
-            crate::support::gateway::psql_at(
-                &conninfo,
-                &carol,
-                &["-c", "DELETE FROM users WHERE id = 5"],
-            )
-        })
-    };
+    let held = gw.psql_in_background(&carol, &["-c", "DELETE FROM users WHERE id = 5"]);
     let other = pending(admin, &dba, "DELETE FROM users WHERE id = 5");
     let (status, _) = api(
         admin,

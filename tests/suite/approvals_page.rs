@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
 
-use crate::support::gateway::{free_port, psql_at, wait_listening};
+use crate::support::gateway::{free_port, wait_listening};
 
 /// chromedriver on a free port; killed on drop.
 struct Driver(Child, u16);
@@ -46,16 +46,10 @@ async fn issue_12_an_approver_signs_in_on_the_page_and_approves_a_held_statement
             .expect("setup");
     let driver = tokio::task::spawn_blocking(driver).await.expect("driver");
 
-    let psql = {
-        let (conninfo, agent) = (gw.conninfo(), gw.token("alice", &["dev"]));
-        std::thread::spawn(move || {
-            psql_at(
-                &conninfo,
-                &agent,
-                &["-c", "CREATE TABLE from_the_page (id int)"],
-            )
-        })
-    };
+    let psql = gw.psql_in_background(
+        &gw.token("alice", &["dev"]),
+        &["-c", "CREATE TABLE from_the_page (id int)"],
+    );
 
     let mut caps = serde_json::Map::new();
     caps.insert(

@@ -231,6 +231,20 @@ max_message_bytes = 1048576
         self.psql_with(&self.conninfo(), token, args)
     }
 
+    /// psql through the gateway on a thread of its own, for a request that waits.
+    pub fn psql_in_background(
+        &self,
+        token: &str,
+        args: &[&str],
+    ) -> std::thread::JoinHandle<(bool, String, String)> {
+        let (conninfo, token) = (self.conninfo(), token.to_string());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            psql_at(&conninfo, &token, &args)
+        })
+    }
+
     pub fn psql_with(&self, conninfo: &str, token: &str, args: &[&str]) -> (bool, String, String) {
         psql_at(conninfo, token, args)
     }
