@@ -157,16 +157,22 @@ pub fn judge_statement<'r>(
 }
 
 /// Whether a statement can change data or schema: its event is then committed before it
-/// runs. Reads, SET/SHOW, plain EXPLAIN and transaction control cannot.
+/// runs. Reads (`COPY ... TO STDOUT` too), SET/SHOW, plain EXPLAIN and transaction
+/// control cannot.
 pub fn must_be_durable(f: &SqlFacts) -> bool {
     const READ_ONLY: &[&str] = &[
         "select", "show", "explain", "set", "begin", "commit", "rollback",
     ];
+    // COPY ... TO STDOUT reads; into a table, or through a file or program, it does not.
+    let reads_only = |k: &str| {
+        READ_ONLY.contains(&k)
+            || (k == "copy" && f.tables_written.is_empty() && !f.copy_file && !f.copy_program)
+    };
     !f.writes.is_empty()
         || f.is_ddl
         || f.explain_analyze
-        || f.kinds.iter().any(|k| !READ_ONLY.contains(k))
-        || !READ_ONLY.contains(&f.kind)
+        || f.kinds.iter().any(|k| !reads_only(k))
+        || !reads_only(f.kind)
 }
 
 /// A judged push: one verdict per ref update, and what they come to together (a push is

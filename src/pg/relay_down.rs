@@ -144,20 +144,26 @@ pub async fn relay_down(
                 }
                 (b'd', _) => {
                     let masked = masker.row(&copy_plan, &[], &[Some(body)]);
-                    if let Some(Some(data)) = masked.values.and_then(|v| v.into_iter().next()) {
-                        if copy_binary {
-                            // Rewriting inside binary COPY would break its length words.
-                            ending = Some(Error::Refused(refusal::BINARY_COPY_MASK.into()));
-                            break;
+                    match masked.values.and_then(|v| v.into_iter().next()) {
+                        Some(Some(data)) => {
+                            if copy_binary {
+                                // Rewriting inside binary COPY would break its length words.
+                                ending = Some(Error::Refused(refusal::BINARY_COPY_MASK.into()));
+                                break;
+                            }
+                            if capturing {
+                                results.masked(&copy_plan, &masked.masked);
+                                results.observe(tag, &data);
+                            }
+                            edits.push(Edit {
+                                at: end,
+                                len,
+                                with: Some(messages::copy_data(&data)),
+                            });
                         }
-                        if capturing {
-                            results.masked(&copy_plan, &masked.masked);
-                        }
-                        edits.push(Edit {
-                            at: end,
-                            len,
-                            with: Some(messages::copy_data(&data)),
-                        });
+                        // The sample keeps what the agent saw: text lines only.
+                        _ if capturing && !copy_binary => results.observe(tag, body),
+                        _ => {}
                     }
                 }
                 (b'E', _) => {

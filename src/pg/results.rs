@@ -46,6 +46,13 @@ impl Results {
                     self.kept += 1;
                 }
             }
+            // COPY ... TO STDOUT: each line of text is a row of the sample.
+            b'd' if self.kept < self.keep => {
+                let line = String::from_utf8_lossy(body);
+                self.rows
+                    .push(Value::String(line.trim_end_matches('\n').to_string()));
+                self.kept += 1;
+            }
             b'C' => {
                 if let Some(n) = command_rows(body) {
                     *self.count.get_or_insert(0) += n;

@@ -179,3 +179,27 @@ fn issue_14_an_upstream_too_many_clients_reaches_the_client_as_such() {
     assert!(db.message().contains("too many connections"), "{refused:?}");
     drop(holder);
 }
+
+#[test]
+fn issue_14_a_copy_to_stdout_is_recorded_with_its_rows_and_a_sample() {
+    let (pg, mut gw) = crate::support::gateway::setup();
+    pg.query(
+        "CREATE TABLE shipments (id int, note text); \
+         INSERT INTO shipments SELECT g, 'box ' || g FROM generate_series(1, 5) g",
+    );
+    let (ok, out, err) = gw.psql(
+        &gw.token("alice", &["dev"]),
+        &["-c", "COPY shipments TO STDOUT"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 5, "{out}");
+    gw.terminate();
+    let rows = crate::gateway_audit::audit_rows(
+        &gw.audit_path(),
+        "SELECT rows, result FROM events WHERE statement = 'COPY shipments TO STDOUT'",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["rows"], 5, "{rows:?}");
+    let result = rows[0]["result"].as_str().unwrap_or_default();
+    assert!(result.contains("1\\tbox 1"), "{result}");
+}
