@@ -76,7 +76,9 @@ pub struct SqlFacts {
     /// What the upstream's planner said of a write (UPDATE, DELETE, MERGE): `ok`,
     /// `failed` (it could not be asked, or refused the statement), `unseen` (its table is
     /// not visible to the gateway's own connection: a temporary or uncommitted table);
-    /// empty (read as `none`) for reads and where nobody asked (offline `check`).
+    /// empty (read and shown as `none`) for reads and where nobody asked (offline
+    /// `check`).
+    #[serde(serialize_with = "estimate_word")]
     pub estimate: &'static str,
     /// The rows the planner expects the write to touch (the largest of its writes').
     pub estimated_rows: Option<i64>,
@@ -451,6 +453,10 @@ impl Record for SqlFacts {
             _ => Value::Null,
         }
     }
+}
+
+fn estimate_word<S: serde::Serializer>(word: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if word.is_empty() { "none" } else { word })
 }
 
 impl SqlFacts {
