@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::gateway::{Gateway, Options, api, free_port, http, pending};
+use crate::support::gateway::{Gateway, Options, api, decide, free_port, http, pending};
 use crate::support::pg::PgCluster;
 
 /// A gateway with approvals on an admin listener; `approvals` is the section's body.
@@ -94,14 +94,13 @@ fn issue_12_psql_waits_for_an_approver_then_the_statement_runs_on_the_same_sessi
     assert_eq!(status, 403, "{why}");
     assert!(why.to_string().contains("dba"), "{why}");
 
-    let (status, r) = api(
+    let r = decide(
         admin,
-        "POST",
-        &format!("/api/approvals/{id}/approve"),
         &dba,
+        &id,
+        "approve",
         r#"{"reason": "migration ticket 42"}"#,
     );
-    assert_eq!(status, 200, "{r}");
     assert_eq!(r["state"], "approved");
     let (ok, out, err) = psql.join().expect("psql");
     assert!(ok, "{err}\n{}", gw.log());
@@ -135,14 +134,13 @@ fn issue_12_a_rejected_statement_gets_the_reason_and_nothing_runs() {
         ],
     );
     let id = pending(admin, &dba, "held_r");
-    let (status, r) = api(
+    decide(
         admin,
-        "POST",
-        &format!("/api/approvals/{id}/reject"),
         &dba,
+        &id,
+        "reject",
         r#"{"reason": "not during business hours"}"#,
     );
-    assert_eq!(status, 200, "{r}");
     let (ok, _, err) = psql.join().expect("psql");
     assert!(!ok);
     assert!(err.contains("42501"), "{err}");
@@ -173,14 +171,7 @@ fn issue_12_undecided_at_the_end_of_the_hold_then_admitted_once_on_retry() {
         "{err}"
     );
 
-    let (status, r) = api(
-        admin,
-        "POST",
-        &format!("/api/approvals/{id}/approve"),
-        &dba,
-        "",
-    );
-    assert_eq!(status, 200, "{r}");
+    decide(admin, &dba, &id, "approve", "");
     // Another subject, or a changed statement, is not what was approved.
     let (ok, _, err) = gw.psql(&carol, &["-c", sql]);
     assert!(!ok && err.contains("is pending"), "{err}");
@@ -260,14 +251,7 @@ async fn issue_12_tokio_postgres_held_inside_a_transaction_then_approved() {
     });
     let id = tokio::task::spawn_blocking(move || {
         let id = pending(admin, &dba, "DELETE FROM users");
-        let (status, r) = api(
-            admin,
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            &dba,
-            "",
-        );
-        assert_eq!(status, 200, "{r}");
+        decide(admin, &dba, &id, "approve", "");
         id
     })
     .await
@@ -297,14 +281,7 @@ async fn issue_12_an_approved_extended_request_is_admitted_only_with_the_same_pa
     assert!(message(&e).contains("is pending"), "{e:?}");
     tokio::task::spawn_blocking(move || {
         let id = pending(admin, &dba, "DELETE FROM users");
-        let (status, r) = api(
-            admin,
-            "POST",
-            &format!("/api/approvals/{id}/approve"),
-            &dba,
-            "",
-        );
-        assert_eq!(status, 200, "{r}");
+        decide(admin, &dba, &id, "approve", "");
     })
     .await
     .expect("approve");
@@ -443,14 +420,7 @@ fn issue_12_the_webhook_hears_every_request_and_decision_signed() {
     assert!(!ok && err.contains("is pending"), "{err}");
     let dba = gw.token("dora", &["dba"]);
     let id = pending(admin, &dba, "hooked");
-    let (status, _) = api(
-        admin,
-        "POST",
-        &format!("/api/approvals/{id}/reject"),
-        &dba,
-        "",
-    );
-    assert_eq!(status, 200);
+    let _ = decide(admin, &dba, &id, "reject", "");
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(
@@ -491,14 +461,13 @@ fn issue_12_the_approver_sees_the_planners_estimate_and_may_approve_similar_requ
     let (_, r) = api(admin, "GET", &format!("/api/approvals/{id}"), &dba, "");
     let estimate = r["estimate"].as_str().unwrap_or_default().to_string();
     assert!(estimate.starts_with("about 1 row(s) (delete"), "{r}");
-    let (status, r) = api(
+    decide(
         admin,
-        "POST",
-        &format!("/api/approvals/{id}/approve"),
         &dba,
+        &id,
+        "approve",
         r#"{"reason": "cleanup", "similar_for": "10m"}"#,
     );
-    assert_eq!(status, 200, "{r}");
     let (ok, _, err) = psql.join().expect("psql");
     assert!(ok, "{err}");
     // The same shape by the same agent now passes at once, recorded as approved.
@@ -511,14 +480,7 @@ fn issue_12_the_approver_sees_the_planners_estimate_and_may_approve_similar_requ
     let carol = gw.token("carol", &["dev"]);
     let held = gw.psql_in_background(&carol, &["-c", "DELETE FROM users WHERE id = 5"]);
     let other = pending(admin, &dba, "DELETE FROM users WHERE id = 5");
-    let (status, _) = api(
-        admin,
-        "POST",
-        &format!("/api/approvals/{other}/reject"),
-        &dba,
-        "",
-    );
-    assert_eq!(status, 200);
+    let _ = decide(admin, &dba, &other, "reject", "");
     assert!(!held.join().expect("psql").0);
     let auditor = gw.token("audrey", &["auditors"]);
     let raw = http(

@@ -362,3 +362,17 @@ pub fn pending(port: u16, token: &str, needle: &str) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Approves or rejects (`verb`) request `id` as `token`, with `body`; the request as the
+/// API returns it. Fails the test unless the API answers 200.
+pub fn decide(port: u16, token: &str, id: &str, verb: &str, body: &str) -> serde_json::Value {
+    let (status, r) = api(
+        port,
+        "POST",
+        &format!("/api/approvals/{id}/{verb}"),
+        token,
+        body,
+    );
+    assert_eq!(status, 200, "{verb} {id}: {r}");
+    r
+}
