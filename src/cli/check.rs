@@ -394,11 +394,19 @@ fn print_statement(s: &SqlFacts, decision: &str) {
     if s.kinds.len() > 1 {
         println!("  kinds:          {}", s.kinds.join(", "));
     }
-    if !s.parsed {
+    if s.read_by_postgres {
+        println!(
+            "  parsed:         by PostgreSQL's grammar (sqlparser: {})",
+            s.parse_error.as_deref().unwrap_or("unreadable")
+        );
+    } else if !s.parsed {
         println!(
             "  parsed:         no ({})",
             s.parse_error.as_deref().unwrap_or("unreadable")
         );
+    }
+    if let Some(d) = &s.disagreement {
+        println!("  disagreement:   {d}");
     }
     println!("  tables read:    {}", list(&s.tables_read));
     println!("  tables written: {}", list(&s.tables_written));

@@ -44,6 +44,8 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.estimated_rows",
     "stmt.table_rows",
     "stmt.estimated_percent",
+    "stmt.disagreement",
+    "stmt.read_by_postgres",
 ];
 
 /// Facts about one ref update of a push (`git` rules): `git::inspect::facts` as they

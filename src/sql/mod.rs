@@ -21,6 +21,7 @@ mod ident;
 pub mod kind;
 pub mod lineage;
 mod maintenance;
+mod postgres;
 mod reads;
 mod split;
 mod walk;
@@ -86,6 +87,12 @@ pub struct SqlFacts {
     pub table_rows: Option<i64>,
     /// `estimated_rows` as a percentage of `table_rows` (0 to 100).
     pub estimated_percent: Option<i64>,
+    /// Where PostgreSQL's own grammar reads the query string differently from the
+    /// gateway (see [`postgres`]): `sql.parser-differential` denies the statement.
+    pub disagreement: Option<String>,
+    /// sqlparser could not read the statement and its facts come from PostgreSQL's
+    /// parse tree instead.
+    pub read_by_postgres: bool,
     /// Some fact was read from a literal or parameter value, so statements of the same
     /// shape may differ: not reusable by [`Analyzer`].
     #[serde(skip)]
@@ -118,6 +125,18 @@ pub struct SetFact {
 const RECURSION_LIMIT: usize = 256;
 /// Statements longer than this are not inspected (and so not forwarded).
 const MAX_TOKENS: usize = 100_000;
+const TOO_LONG: &str = "statement too long to inspect";
+/// Stack for PostgreSQL's reading per token (whitespace included) of the longest
+/// statement: prost's decoder takes about 16 KiB per nesting level optimized and 35 KiB
+/// unoptimized, and one token can open a level.
+const PG_STACK_PER_TOKEN: usize = if cfg!(debug_assertions) {
+    40 << 10
+} else {
+    20 << 10
+};
+/// Beyond this the statement is refused rather than read on a bigger stack (about
+/// 50,000 tokens optimized).
+const MAX_PG_STACK: usize = 1 << 30;
 /// Statements up to this many tokens are analyzed on the caller's stack.
 const SMALL_STATEMENT_TOKENS: usize = 400;
 /// Stack reserved per token for bigger statements (virtual memory, committed as used).
@@ -182,7 +201,14 @@ pub fn analyze(sql: &str) -> Analysis {
 }
 
 pub(crate) fn analyze_nested(sql: &str, body_depth: usize) -> Analysis {
-    analyze_with(sql, body_depth, None)
+    analyze_with(sql, body_depth, None, true)
+}
+
+/// [`analyze`] without PostgreSQL's second reading: what sqlparser alone makes of `sql`.
+/// For measuring the second reader (`benches/parser.rs`); the gateway never judges this.
+#[doc(hidden)]
+pub fn analyze_sqlparser_only(sql: &str) -> Analysis {
+    analyze_with(sql, 0, None, false)
 }
 
 /// Reads query strings like [`analyze`], reusing the facts of statements whose shape
@@ -207,7 +233,7 @@ impl Analyzer {
     }
 
     pub fn analyze(&mut self, sql: &str) -> Analysis {
-        analyze_with(sql, 0, Some(self))
+        analyze_with(sql, 0, Some(self), true)
     }
 
     pub fn cached_shapes(&self) -> usize {
@@ -221,7 +247,12 @@ impl Default for Analyzer {
     }
 }
 
-fn analyze_with(sql: &str, body_depth: usize, mut cache: Option<&mut Analyzer>) -> Analysis {
+fn analyze_with(
+    sql: &str,
+    body_depth: usize,
+    cache: Option<&mut Analyzer>,
+    second_reader: bool,
+) -> Analysis {
     let pieces = match split::split(sql) {
         Ok(p) => p,
         Err(e) => {
@@ -243,31 +274,91 @@ fn analyze_with(sql: &str, body_depth: usize, mut cache: Option<&mut Analyzer>) 
         }
     };
     let count = pieces.len() as i64;
-    let statements = pieces
-        .into_iter()
-        .enumerate()
-        .map(|(i, piece)| {
-            let text = &sql[piece.start..piece.end];
-            let mut facts = statement(piece.tokens, text, body_depth, cache.as_deref_mut());
-            facts.statement_count = count;
-            facts.index = i as i64 + 1;
-            facts
-        })
-        .collect();
+    let bounds: Vec<(usize, usize)> = pieces.iter().map(|p| (p.start, p.end)).collect();
+    let deepest = pieces.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    let mut statements = Vec::with_capacity(pieces.len());
+    // Per statement: `None` when its facts came from the cache, else the shape to cache
+    // them under once PostgreSQL's reading agrees (`Some(None)`: not cacheable).
+    let mut cold: Vec<Option<Option<String>>> = Vec::with_capacity(pieces.len());
+    let warm = cache.as_deref().filter(|_| lexically_plain(sql));
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let text = &sql[piece.start..piece.end];
+        let (mut facts, fresh) = statement(piece.tokens, text, body_depth, warm);
+        facts.statement_count = count;
+        facts.index = i as i64 + 1;
+        statements.push(facts);
+        cold.push(fresh);
+    }
+    let too_long = statements.iter().any(|s| {
+        s.kind == kind::UNKNOWN
+            && s.parse_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(TOO_LONG))
+    });
+    if second_reader && !too_long && cold.iter().any(Option::is_some) {
+        // PostgreSQL's tree is decoded and walked recursively, one level per nesting
+        // level, and a statement nests at most one level per token (`- - - 1`).
+        let need = deepest * PG_STACK_PER_TOKEN;
+        if need > MAX_PG_STACK {
+            for s in statements.iter_mut().filter(|s| s.parsed) {
+                s.disagreement = Some(format!(
+                    "too long for PostgreSQL's grammar to be asked ({deepest} tokens)"
+                ));
+            }
+        } else {
+            stacker::maybe_grow(need + (64 << 10), need + (1 << 20), || {
+                postgres::second_opinion(sql, &bounds, &mut statements)
+            });
+        }
+    }
+    if let Some(cache) = cache {
+        for (facts, fresh) in statements.iter().zip(cold) {
+            if let (Some(Some(shape)), None) = (fresh, &facts.disagreement) {
+                if cache.shapes.len() >= cache.capacity {
+                    cache.shapes.clear();
+                }
+                cache.shapes.insert(shape, facts.clone());
+            }
+        }
+    }
     Analysis { statements }
+}
+
+/// Whether the facts cached for a statement's shape may serve a query string without
+/// PostgreSQL's reading: its literals and comments hold nothing on which two lexers have
+/// been known to differ (backslashes, carriage returns, form feeds, dollar quotes, nested
+/// comments, Unicode spaces). A literal that splits differently for PostgreSQL would
+/// otherwise ride on facts judged for an innocent one of the same shape.
+fn lexically_plain(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut comments = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' | b'\r' | 0x0b | 0x0c => return false,
+            b'$' if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => return false,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                comments += 1;
+                if comments > 1 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    text.is_ascii() || !text.chars().any(|c| !c.is_ascii() && c.is_whitespace())
 }
 
 fn statement(
     mut tokens: Vec<sqlparser::tokenizer::TokenWithSpan>,
     text: &str,
     body_depth: usize,
-    cache: Option<&mut Analyzer>,
-) -> SqlFacts {
+    cache: Option<&Analyzer>,
+) -> (SqlFacts, Option<Option<String>>) {
     let (normalized, fingerprint, shape) = fingerprint::fingerprint(&tokens);
-    if let Some(hit) = cache.as_ref().and_then(|c| c.shapes.get(&shape)) {
+    if let Some(hit) = cache.and_then(|c| c.shapes.get(&shape)) {
         let mut facts = hit.clone();
         facts.text = text.to_string();
-        return facts;
+        return (facts, None);
     }
     // sqlparser has no `WHERE CURRENT OF cursor` (a positioned UPDATE/DELETE: one row).
     // Read the statement without it, then record that the write is bounded.
@@ -285,13 +376,14 @@ fn statement(
         .count();
     if significant > MAX_TOKENS {
         facts.parse_error = Some(format!(
-            "statement too long to inspect ({significant} tokens, at most {MAX_TOKENS})"
+            "{TOO_LONG} ({significant} tokens, at most {MAX_TOKENS})"
         ));
         facts.kind = kind::UNKNOWN;
         facts.kinds = vec![kind::UNKNOWN];
-        return facts;
+        return (facts, Some(None));
     }
     let read = move || {
+        let mut cacheable = false;
         let dialect = PostgreSqlDialect {};
         let mut parser = Parser::new(&dialect)
             .with_recursion_limit(RECURSION_LIMIT)
@@ -328,12 +420,7 @@ fn statement(
                     facts.has_where = true;
                     facts.where_always_true = false;
                 }
-                if let Some(cache) = cache.filter(|_| !facts.literal_dependent) {
-                    if cache.shapes.len() >= cache.capacity {
-                        cache.shapes.clear();
-                    }
-                    cache.shapes.insert(shape, facts.clone());
-                }
+                cacheable = !facts.literal_dependent;
             }
             Err(e) => {
                 facts.parse_error = Some(e.to_string());
@@ -341,7 +428,7 @@ fn statement(
                 maintenance::collect(&mut facts, text);
             }
         }
-        facts
+        (facts, Some(cacheable.then_some(shape)))
     };
     // Long flat expressions (`a AND b AND ...`) become deep trees that every walker after
     // the parser recurses through; give big statements a stack to match. Small ones (all
@@ -450,6 +537,8 @@ impl Record for SqlFacts {
             "estimated_rows" => self.estimated_rows.map_or(Value::Null, Value::Int),
             "table_rows" => self.table_rows.map_or(Value::Null, Value::Int),
             "estimated_percent" => self.estimated_percent.map_or(Value::Null, Value::Int),
+            "disagreement" => opt_str(&self.disagreement),
+            "read_by_postgres" => Value::Bool(self.read_by_postgres),
             _ => Value::Null,
         }
     }
@@ -462,7 +551,7 @@ fn estimate_word<S: serde::Serializer>(word: &&'static str, s: S) -> Result<S::O
 impl SqlFacts {
     /// Whether the planner is asked about it: an UPDATE, DELETE or MERGE that runs.
     pub fn wants_estimate(&self) -> bool {
-        self.parsed
+        (self.parsed || self.read_by_postgres)
             && self
                 .writes
                 .iter()

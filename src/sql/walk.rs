@@ -587,6 +587,9 @@ impl Visitor for Walker<'_> {
                 self.table_functions.push(name as *const ObjectName);
                 self.function_call(name, None);
             }
+            // sqlparser reads `unnest(...)` in FROM as syntax of its own; to PostgreSQL
+            // it is a call like any other.
+            TableFactor::UNNEST { .. } => push_unique(&mut self.facts.functions, "unnest".into()),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -621,6 +624,16 @@ impl Visitor for Walker<'_> {
                         push_unique(&mut self.facts.functions, ident(i));
                     }
                 }
+            }
+            // sqlparser reads `substring(x, 1, 2)` and `substr(...)` as syntax of its own;
+            // to PostgreSQL they are calls (the `FROM ... FOR` form is syntax to both).
+            Expr::Substring {
+                special: true,
+                shorthand,
+                ..
+            } => {
+                let name = if *shorthand { "substr" } else { "substring" };
+                push_unique(&mut self.facts.functions, name.into());
             }
             _ => {}
         }

@@ -279,7 +279,8 @@ fn unreadable_statements_are_classified_by_their_first_words() {
         ("ALTER SYSTEM SET fsync = off", "alter_system"),
         ("REINDEX TABLE users", "reindex"),
         ("CLUSTER users USING users_pkey", "cluster"),
-        ("ALTER DOMAIN d SET NOT NULL", "alter"),
+        // Read by PostgreSQL's grammar: a statement the gateway does not name is `other`.
+        ("ALTER DOMAIN d SET NOT NULL", "other"),
         ("SELEC 1", "unknown"),
         ("SELECT 'open", "unknown"),
         ("SELECT 1 /* open", "unknown"),
@@ -396,14 +397,23 @@ fn shape_cache_never_changes_facts() {
 
 #[test]
 fn hostile_nesting_is_an_error_not_a_crash() {
+    // Too deep for sqlparser; PostgreSQL's grammar reads it (or the statement is unknown).
     let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
     let f = one(&deep);
-    assert!(!f.parsed && f.kind == "unknown");
+    assert!(
+        !f.parsed && matches!(f.kind, "unknown" | "select"),
+        "{}",
+        f.kind
+    );
     let deep = format!(
         "DELETE FROM t WHERE {}",
         vec!["NOT"; 5000].join(" ") + " true"
     );
-    assert_eq!(one(&deep).kind, "unknown");
+    let f = one(&deep);
+    assert!(
+        f.kind == "unknown" || f.writes.iter().all(|w| w.where_always_true),
+        "{f:?}"
+    );
     // A long flat chain is a deep left-leaning tree for every walker after the parser.
     let long = format!(
         "DELETE FROM t WHERE {} OR true",
@@ -430,9 +440,10 @@ fn self_joins_on_the_key_match_every_row() {
 
 #[test]
 fn writes_inside_unreadable_statements_are_still_seen() {
-    // sqlparser cannot read XMLELEMENT(NAME ...); the DELETE inside is still a write.
+    // sqlparser cannot read XMLELEMENT(NAME ...); PostgreSQL's tree shows the DELETE.
     let f = one("WITH d AS (DELETE FROM users RETURNING id) SELECT xmlelement(name x, id) FROM d");
-    assert_eq!(f.kind, "unknown");
+    assert_eq!(f.kind, "select");
+    assert!(f.read_by_postgres && f.kinds.contains(&"delete"));
     assert_eq!((f.writes[0].kind, f.writes[0].has_where), ("delete", false));
     let f = one("UPDATE users SET bio = xmlelement(name b, name)::text WHERE id = 1");
     assert!(f.writes[0].has_where);

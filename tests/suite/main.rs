@@ -24,6 +24,7 @@ mod language;
 mod logs;
 mod masking;
 mod masking_corpus;
+mod parser_differential;
 mod pg_harness;
 mod real_clients;
 mod robustness;
