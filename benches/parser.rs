@@ -118,55 +118,35 @@ fn main() {
     }
     // Cost per cold statement: each statement analyzed from scratch (no shape cache),
     // with and without the second reading, several rounds, best round kept.
-    let rounds = 5;
-    let time = |f: &dyn Fn(&str) -> Analysis| {
-        (0..rounds)
-            .map(|_| {
-                let start = Instant::now();
-                for (_, sql) in &statements {
-                    black_box(f(sql));
-                }
-                start.elapsed()
-            })
-            .min()
-            .unwrap_or(Duration::ZERO)
-    };
-    let alone = time(&|s| analyze_sqlparser_only(s));
-    let both = time(&|s| analyze(s));
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / statements.len().max(1) as f64;
-    println!(
-        "cold statement, mean over all: {:.1} µs sqlparser alone, {:.1} µs with the second reader (+{:.1} µs)",
-        per(alone),
-        per(both),
-        per(both) - per(alone)
-    );
-    let short: Vec<&String> = statements
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.len() <= 120)
-        .collect();
-    let time_short = |f: &dyn Fn(&str) -> Analysis| {
-        (0..rounds)
-            .map(|_| {
-                let start = Instant::now();
-                for sql in &short {
-                    black_box(f(sql));
-                }
-                start.elapsed()
-            })
-            .min()
-            .unwrap_or(Duration::ZERO)
-    };
-    let alone = time_short(&|s| analyze_sqlparser_only(s));
-    let both = time_short(&|s| analyze(s));
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / short.len().max(1) as f64;
-    println!(
-        "cold statement of at most 120 bytes ({}): {:.1} µs alone, {:.1} µs with the second reader (+{:.1} µs)",
-        short.len(),
-        per(alone),
-        per(both),
-        per(both) - per(alone)
-    );
+    let all: Vec<&str> = statements.iter().map(|(_, s)| s.as_str()).collect();
+    let short: Vec<&str> = all.iter().copied().filter(|s| s.len() <= 120).collect();
+    for (what, set) in [
+        ("cold statement, mean over all", &all),
+        ("cold statement of at most 120 bytes", &short),
+    ] {
+        let alone = mean_us(set, analyze_sqlparser_only);
+        let both = mean_us(set, analyze);
+        println!(
+            "{what} ({}): {alone:.1} µs sqlparser alone, {both:.1} µs with the second reader (+{:.1} µs)",
+            set.len(),
+            both - alone
+        );
+    }
+}
+
+/// Mean time per statement of `f` over `set`, in µs: the best of five rounds.
+fn mean_us(set: &[&str], f: fn(&str) -> Analysis) -> f64 {
+    let best = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for sql in set {
+                black_box(f(sql));
+            }
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or(Duration::ZERO);
+    best.as_secs_f64() * 1e6 / set.len().max(1) as f64
 }
 
 struct Split {
