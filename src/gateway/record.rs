@@ -466,40 +466,7 @@ impl Recorder {
         let Some(audit) = &self.audit else {
             return Ok(());
         };
-        let mut ev = audit::Event::new(
-            e.session_id,
-            Protocol::Git,
-            e.target,
-            audit::record::kind::PUSH,
-            e.outcome.decision,
-        );
-        ev.subject = Some(e.subject.to_string());
-        ev.groups = e.groups.to_vec();
-        ev.client_addr = client_addr.map(str::to_string);
-        ev.prompt = e.prompt.map(|p| redact(p).into_owned());
-        ev.statement = Some(
-            e.refs
-                .iter()
-                .map(|r| format!("{} {}..{}", r.name, short(&r.old), short(&r.new)))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
-        ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();
-        ev.message = e.message.clone();
-        ev.duration_us = Some(e.duration_us as i64);
-        ev.refs = e
-            .refs
-            .iter()
-            .map(|r| audit::RefUpdate {
-                name: r.name.to_string(),
-                old_oid: r.old.clone(),
-                new_oid: r.new.clone(),
-                kind: r.kind.to_string(),
-                forced: r.forced.unwrap_or(false),
-                commits: r.commits.map(|c| c as i64),
-            })
-            .collect();
+        let mut ev = push_record(e, client_addr, e.outcome.decision);
         ev.must_be_durable = true;
         let ticket = audit
             .record(ev)
@@ -509,6 +476,88 @@ impl Recorder {
             .durable()
             .await
             .map_err(|e| Unrecorded::new(e.to_string()))
+    }
+}
+
+/// The audit record of a push, as decided.
+fn push_record(e: &PushEvent<'_>, client_addr: Option<&str>, decision: Decision) -> audit::Event {
+    let mut ev = audit::Event::new(
+        e.session_id,
+        Protocol::Git,
+        e.target,
+        audit::record::kind::PUSH,
+        decision,
+    );
+    ev.subject = Some(e.subject.to_string());
+    ev.groups = e.groups.to_vec();
+    ev.client_addr = client_addr.map(str::to_string);
+    ev.prompt = e.prompt.map(|p| redact(p).into_owned());
+    ev.statement = Some(
+        e.refs
+            .iter()
+            .map(|r| format!("{} {}..{}", r.name, short(&r.old), short(&r.new)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
+    ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();
+    ev.message = e.message.clone();
+    ev.duration_us = Some(e.duration_us as i64);
+    ev.refs = e
+        .refs
+        .iter()
+        .map(|r| audit::RefUpdate {
+            name: r.name.to_string(),
+            old_oid: r.old.clone(),
+            new_oid: r.new.clone(),
+            kind: r.kind.to_string(),
+            forced: r.forced.unwrap_or(false),
+            commits: r.commits.map(|c| c as i64),
+        })
+        .collect();
+    ev
+}
+
+/// Records, once a push's answer has come back, that the upstream refused what the
+/// gateway allowed (a ref moved meanwhile, a hook said no): the push's own event says
+/// `allowed`, as it had to be durable before anything went upstream.
+pub struct UpstreamVerdict {
+    audit: AuditHandle,
+    event: audit::Event,
+}
+
+impl UpstreamVerdict {
+    pub async fn refused(mut self, message: String) {
+        self.event.message = Some(message);
+        self.event.error = self.event.message.clone();
+        self.event.refs.clear();
+        match self.audit.record(self.event).await {
+            Ok(ticket) => {
+                if let Err(e) = ticket.durable().await {
+                    tracing::error!(error = %e, "the upstream's refusal of a push was not recorded");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the upstream's refusal of a push was not recorded")
+            }
+        }
+    }
+}
+
+impl Recorder {
+    /// What [`UpstreamVerdict::refused`] records for this push, prepared while the push's
+    /// details are at hand; `None` without an audit store.
+    pub fn upstream_verdict(
+        &self,
+        e: &PushEvent<'_>,
+        client_addr: Option<&str>,
+    ) -> Option<UpstreamVerdict> {
+        let audit = self.audit.clone()?;
+        let mut event = push_record(e, client_addr, Decision::Error);
+        event.kind = audit::record::kind::ERROR.into();
+        event.rule_ids.clear();
+        event.monitored_rules.clear();
+        Some(UpstreamVerdict { audit, event })
     }
 }
 

@@ -1144,3 +1144,57 @@ fn issue_12_a_rejected_push_reaches_nothing_and_says_why() {
     assert!(stderr.contains("needs a changelog entry"), "{stderr}");
     assert_eq!(f.upstream_refs(), before);
 }
+
+#[test]
+fn issue_14_a_push_the_upstream_refuses_is_recorded_with_its_reason() {
+    let f = Fixture::new();
+    // The upstream's own hook says no after the gateway allowed the push.
+    let hook = f.upstream.join("hooks").join("pre-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'frozen for the release' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    git_ok(&f.work, &["checkout", "-q", "-b", "late", "origin/feature"]);
+    f.commit("late.txt", b"late\n", "after the freeze");
+    let before = f.upstream_refs();
+    let (ok, stderr) = f.push(&["late:refs/heads/late"]);
+    assert!(!ok, "the upstream's hook declined it:\n{stderr}");
+    assert!(stderr.contains("pre-receive hook declined"), "{stderr}");
+    assert_eq!(f.upstream_refs(), before);
+
+    // A push the upstream accepts leaves no such record.
+    std::fs::remove_file(&hook).unwrap();
+    let (ok, stderr) = f.push(&["late:refs/heads/late2"]);
+    assert!(ok, "{stderr}");
+
+    let mut gw = f.gw;
+    gw.terminate();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "sql", "--format", "csv", "--db"])
+        .arg(gw.audit_path())
+        .arg(
+            "SELECT kind, decision, message FROM events WHERE protocol = 'git' \
+             AND kind IN ('push', 'error') ORDER BY seq",
+        )
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0].starts_with("push,allowed"), "{rows:?}");
+    assert!(
+        rows[1].starts_with("error,error")
+            && rows[1]
+                .contains("the upstream refused: refs/heads/late (pre-receive hook declined)"),
+        "{rows:?}"
+    );
+    assert!(rows[2].starts_with("push,allowed"), "{rows:?}");
+}

@@ -19,7 +19,7 @@ use crate::git::http::Repo;
 use crate::git::upstream::{self, Service};
 use crate::git::wire::advertisement;
 use crate::git::wire::caps::{CAP_AGENT, CAP_ATOMIC, CAP_PUSH_OPTIONS};
-use crate::git::wire::report::{encode_report, progress_packet};
+use crate::git::wire::report::{self as wire_report, encode_report, progress_packet};
 use crate::git::wire::request::{self, Request};
 
 /// What the upstream accepts for pushes right now, with the mirror brought up to date
@@ -40,6 +40,10 @@ async fn capabilities(repo: &Repo) -> Result<Vec<String>, Error> {
     let body = upstream::collect(reply.body, 256 << 20).await?;
     Ok(advertisement::parse_advertisement(&body)?.capabilities)
 }
+
+/// How much of an upstream's answer to a push is kept to read its report (progress
+/// included); past this the report is not read.
+const MAX_REPORT_READ: usize = 1 << 20;
 
 /// The rules that decided and the monitor-mode rules that matched, for the record.
 pub type Rules<'a> = (&'a [&'a str], &'a [&'a str]);
@@ -101,11 +105,42 @@ pub async fn forward<K: Send + 'static>(
     for line in report::monitor_notes(monitored) {
         notes.extend(progress_packet(request, &line));
     }
+    // The response is relayed as it comes and kept (up to a bound) to read the upstream's
+    // report at its end: what it refused is recorded too.
+    let verdict = log.upstream_verdict();
+    let request = request.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tap = seen.clone();
+    let relayed = reply.body.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            let mut seen = tap.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() + bytes.len() <= MAX_REPORT_READ {
+                seen.extend_from_slice(bytes);
+            }
+        }
+    });
     let body =
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(notes)) })
-            .chain(reply.body)
+            .chain(relayed)
             .chain(futures_util::stream::once(async move {
                 drop(keep);
+                let response = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+                if let (Some(verdict), Some(report)) =
+                    (verdict, wire_report::rejections(&request, &response))
+                    && (report.unpack.is_some() || !report.refused.is_empty())
+                {
+                    let mut said: Vec<String> = report
+                        .refused
+                        .iter()
+                        .map(|(name, reason)| format!("{name} ({reason})"))
+                        .collect();
+                    if let Some(u) = report.unpack {
+                        said.insert(0, format!("unpack {u}"));
+                    }
+                    verdict
+                        .refused(format!("the upstream refused: {}", said.join(", ")))
+                        .await;
+                }
                 Ok(Bytes::new())
             }));
     Ok(Body::from_stream(body))

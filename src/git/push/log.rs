@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::gateway::Outcome;
-use crate::gateway::record::{PushEvent, Recorder, RefEvent, Unrecorded};
+use crate::gateway::record::{PushEvent, Recorder, RefEvent, Unrecorded, UpstreamVerdict};
 use crate::git::inspect::facts::{PushFacts, RefFacts};
 use crate::git::wire::request::Request;
 use crate::policy::value::Agent;
@@ -56,6 +56,13 @@ impl Log<'_> {
         }
     }
 
+    /// What to record if the upstream refuses the push once it is forwarded.
+    pub fn upstream_verdict(&self) -> Option<UpstreamVerdict> {
+        let outcome = Outcome::allowed();
+        self.recorder
+            .upstream_verdict(&self.event(&outcome, &[], &[], None), Some(self.peer))
+    }
+
     async fn send(
         &self,
         outcome: &Outcome,
@@ -63,6 +70,17 @@ impl Log<'_> {
         monitored: &[&str],
         message: Option<String>,
     ) -> Result<(), Unrecorded> {
+        let e = self.event(outcome, rules, monitored, message);
+        self.recorder.push(&e, Some(self.peer)).await
+    }
+
+    fn event<'e>(
+        &'e self,
+        outcome: &'e Outcome,
+        rules: &[&'e str],
+        monitored: &[&'e str],
+        message: Option<String>,
+    ) -> PushEvent<'e> {
         let refs = self
             .request
             .commands
@@ -79,7 +97,7 @@ impl Log<'_> {
                 }
             })
             .collect();
-        let e = PushEvent {
+        PushEvent {
             session_id: &self.session,
             target: self.repo,
             subject: &self.agent.sub,
@@ -92,7 +110,6 @@ impl Log<'_> {
             monitored: monitored.to_vec(),
             message,
             duration_us: self.started.elapsed().as_micros() as u64,
-        };
-        self.recorder.push(&e, Some(self.peer)).await
+        }
     }
 }

@@ -120,6 +120,52 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// What an upstream's receive-pack refused of a push.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rejections {
+    /// The unpack status when it is not `ok`.
+    pub unpack: Option<String>,
+    /// Each `ng` ref with its reason.
+    pub refused: Vec<(String, String)>,
+}
+
+/// What an upstream's receive-pack reported, read from the response it sent (side-band
+/// demultiplexed when the client asked for it). `None` when the response holds no
+/// readable report.
+pub fn rejections(request: &Request, response: &[u8]) -> Option<Rejections> {
+    let mut report = Vec::new();
+    let mut reader = pktline::Reader::new(response);
+    if request.sideband().is_some() {
+        while let Ok(Some(packet)) = reader.read() {
+            if let pktline::PacketRef::Data([pktline::BAND_DATA, rest @ ..]) = packet {
+                report.extend_from_slice(rest);
+            }
+        }
+    } else {
+        report.extend_from_slice(response);
+    }
+    let mut reader = pktline::Reader::new(&report);
+    let mut unpack = None;
+    let mut refused = Vec::new();
+    let mut seen = false;
+    while let Ok(Some(packet)) = reader.read() {
+        let Some(line) = packet.as_text() else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(line);
+        if let Some(status) = line.strip_prefix("unpack ") {
+            seen = true;
+            if status != "ok" {
+                unpack = Some(status.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("ng ") {
+            let (name, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            refused.push((name.to_string(), reason.to_string()));
+        }
+    }
+    seen.then_some(Rejections { unpack, refused })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +173,40 @@ mod tests {
     use crate::git::wire::testkit::*;
 
     const DENY: &str = "portcullis: denied by git.protected-force: no force push";
+
+    #[test]
+    fn an_upstreams_refusals_are_read_back_with_and_without_side_band() {
+        for caps in ["report-status side-band-64k", "report-status"] {
+            let req = request(caps);
+            let out = encode_report(
+                &req,
+                Ok(()),
+                &[
+                    ("refs/heads/a", None),
+                    ("refs/heads/b", Some("fetch first")),
+                ],
+                &["progress".into()],
+            );
+            let read = rejections(&req, &out).expect("a report");
+            assert_eq!(read.unpack, None, "{caps}");
+            assert_eq!(
+                read.refused,
+                vec![("refs/heads/b".to_string(), "fetch first".to_string())],
+                "{caps}"
+            );
+            let out = encode_report(
+                &req,
+                Err("index-pack failed"),
+                &[("refs/heads/a", Some("n/a"))],
+                &[],
+            );
+            assert_eq!(
+                rejections(&req, &out).unwrap().unpack.as_deref(),
+                Some("index-pack failed")
+            );
+        }
+        assert_eq!(rejections(&request("report-status"), b""), None);
+    }
 
     #[test]
     fn report_with_side_band_64k() {
