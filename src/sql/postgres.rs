@@ -247,7 +247,7 @@ fn adopt(ours: &mut SqlFacts, theirs: Reading) {
 }
 
 /// Where a node sits: whether its statement kinds count (EXPLAIN without ANALYZE only
-/// plans its statement) and which statement it belongs to.
+/// plans its statement).
 #[derive(Clone, Copy, Default)]
 struct Scope {
     planned_only: bool,

@@ -3,7 +3,7 @@
 //! write that reaches (nearly) all of a table that is not tiny is refused, whatever its
 //! WHERE looks like. Through the gateway against a real PostgreSQL; judged by the data.
 
-use crate::support::gateway::setup;
+use crate::support::gateway::{setup, setup_seeded};
 use crate::support::pg::PgCluster;
 
 fn big(pg: &PgCluster) {
@@ -62,13 +62,7 @@ fn issue_13_writes_that_are_always_true_only_by_type_or_range_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_prepared_writes_are_judged_with_the_values_each_run_binds() {
-    let (pg, gw) = tokio::task::spawn_blocking(|| {
-        let (pg, gw) = setup();
-        big(&pg);
-        (pg, gw)
-    })
-    .await
-    .expect("setup");
+    let (pg, gw) = setup_seeded(big).await;
     let client = gw.client(&gw.token("alice", &["dev"])).await;
     let delete = client
         .prepare("DELETE FROM big WHERE id >= $1")

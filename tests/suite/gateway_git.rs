@@ -1042,18 +1042,7 @@ fn issue_9_secrets_in_prompts_and_push_options_are_not_kept() {
     );
     assert!(log.contains("[secret:aws-access-key-id]"), "{log}");
     f.gw.terminate();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["audit", "sql", "--format", "csv", "--db"])
-        .arg(f.gw.audit_path())
-        .arg("SELECT prompt FROM events WHERE protocol = 'git'")
-        .output()
-        .unwrap();
-    let rows = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let rows = audit_csv(&f.gw, "SELECT prompt FROM events WHERE protocol = 'git'");
     assert!(rows.contains("[secret:aws-access-key-id]"), "{rows}");
     assert!(
         !rows.contains(&aws_key()),
@@ -1172,20 +1161,10 @@ fn issue_14_a_push_the_upstream_refuses_is_recorded_with_its_reason() {
 
     let mut gw = f.gw;
     gw.terminate();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["audit", "sql", "--format", "csv", "--db"])
-        .arg(gw.audit_path())
-        .arg(
-            "SELECT kind, decision, message FROM events WHERE protocol = 'git' \
-             AND kind IN ('push', 'error') ORDER BY seq",
-        )
-        .output()
-        .unwrap();
-    let rows = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows = audit_csv(
+        &gw,
+        "SELECT kind, decision, message FROM events WHERE protocol = 'git' \
+         AND kind IN ('push', 'error') ORDER BY seq",
     );
     let rows: Vec<&str> = rows.lines().skip(1).collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -1197,4 +1176,20 @@ fn issue_14_a_push_the_upstream_refuses_is_recorded_with_its_reason() {
         "{rows:?}"
     );
     assert!(rows[2].starts_with("push,allowed"), "{rows:?}");
+}
+
+/// `portcullis audit sql --format csv` on a (stopped) gateway's store: header and rows.
+fn audit_csv(gw: &GitGateway, sql: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "sql", "--format", "csv", "--db"])
+        .arg(gw.audit_path())
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

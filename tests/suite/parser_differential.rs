@@ -3,7 +3,7 @@
 //! refused by the gateway (42501, not the server's 42601), what only PostgreSQL can read is
 //! classified from its parse tree and judged like anything else.
 
-use crate::support::gateway::setup;
+use crate::support::gateway::{setup, setup_seeded};
 use crate::support::pg::PgCluster;
 
 fn tags(pg: &PgCluster) {
@@ -77,13 +77,7 @@ fn issue_13_what_postgres_rejects_is_refused_by_the_gateway_and_nothing_of_the_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_the_extended_protocol_gets_the_same_second_reading() {
-    let (_pg, gw) = tokio::task::spawn_blocking(|| {
-        let (pg, gw) = setup();
-        tags(&pg);
-        (pg, gw)
-    })
-    .await
-    .expect("setup");
+    let (_pg, gw) = setup_seeded(tags).await;
     let client = gw.client(&gw.token("alice", &["dev"])).await;
     for sql in [
         "SELECT id FROM tagged FETCH FIRST 2 ROW WITH TIES",

@@ -284,6 +284,17 @@ impl Drop for Gateway {
 }
 
 /// A cluster with a small `users` table and a gateway in front of it.
+/// [`setup`] from async tests (it blocks), then `seed` on the cluster.
+pub async fn setup_seeded(seed: fn(&PgCluster)) -> (PgCluster, Gateway) {
+    tokio::task::spawn_blocking(move || {
+        let (pg, gw) = setup();
+        seed(&pg);
+        (pg, gw)
+    })
+    .await
+    .expect("setup")
+}
+
 pub fn setup() -> (PgCluster, Gateway) {
     let pg = PgCluster::start();
     let out = pg.psql(
