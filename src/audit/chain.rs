@@ -76,6 +76,7 @@ pub(super) struct Fields<'a> {
     pub duration_us: Option<i64>,
     pub error: Option<&'a str>,
     pub refs: &'a [RefUpdate],
+    pub parameters: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
@@ -104,6 +105,7 @@ impl<'a> Fields<'a> {
             duration_us: e.duration_us,
             error: e.error.as_deref(),
             refs: &e.refs,
+            parameters: e.parameters.as_deref(),
         }
     }
 
@@ -142,6 +144,12 @@ impl<'a> Fields<'a> {
             out.push(3);
             out.push(u8::from(r.forced));
             int(out, r.commits);
+        }
+        // Added with schema 2, after everything else and only when present, so events
+        // written before it hash exactly as they did.
+        if let Some(p) = self.parameters {
+            out.push(6);
+            text(out, Some(p));
         }
     }
 
@@ -301,15 +309,15 @@ fn verify_in_chunks(conn: &Connection, chunk: i64) -> Result<Report, Error> {
                 .push(update);
         }
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT event_id, session_id, seq, epoch_us(ts), protocol, target, subject, groups, \
-             client_addr, prompt, kind, statement, fingerprint, decision, rule_ids, \
-             monitored_rules, message, rows, masked_columns, result, duration_us, error, \
-             prev_hash, hash, rowid FROM events \
-             WHERE seq > ? OR (seq = ? AND rowid > ?) ORDER BY seq, rowid LIMIT ?",
-        )
-        .map_err(Error::query)?;
+    let sql = format!(
+        "SELECT event_id, session_id, seq, epoch_us(ts), protocol, target, subject, groups, \
+         client_addr, prompt, kind, statement, fingerprint, decision, rule_ids, \
+         monitored_rules, message, rows, masked_columns, result, duration_us, error, \
+         prev_hash, hash, rowid, {} FROM events \
+         WHERE seq > ? OR (seq = ? AND rowid > ?) ORDER BY seq, rowid LIMIT ?",
+        super::schema::parameters_column(conn)
+    );
+    let mut stmt = conn.prepare(&sql).map_err(Error::query)?;
     let mut prev = GENESIS;
     let mut expected_seq = 1i64;
     let mut checked = 0u64;
@@ -397,7 +405,7 @@ fn verify_in_chunks(conn: &Connection, chunk: i64) -> Result<Report, Error> {
                 (s(1)?, s(4)?, s(5)?, s(10)?, s(13)?);
             let (subject, client_addr, prompt, statement, fingerprint) =
                 (o(6)?, o(8)?, o(9)?, o(11)?, o(12)?);
-            let (message, result, error) = (o(16)?, o(19)?, o(21)?);
+            let (message, result, error, parameters) = (o(16)?, o(19)?, o(21)?, o(25)?);
             let fields = Fields {
                 seq,
                 event_id: &event_id,
@@ -422,6 +430,7 @@ fn verify_in_chunks(conn: &Connection, chunk: i64) -> Result<Report, Error> {
                 duration_us: n(20)?,
                 error: error.as_deref(),
                 refs: event_refs,
+                parameters: parameters.as_deref(),
             };
             let (stored_prev, stored_hash) = (s(22)?, s(23)?);
             if unhex32(&stored_prev) != Some(prev) {

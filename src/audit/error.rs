@@ -11,6 +11,10 @@ pub enum Error {
     /// The writer hit an error and records nothing more; the gateway must refuse new work.
     #[error("the audit store failed and records nothing more: {0}")]
     Failed(Arc<str>),
+    /// This one record could not be committed (the writer goes on with the others); the
+    /// request it records must not go ahead.
+    #[error("the audit store could not record this request: {0}")]
+    Unrecorded(Arc<str>),
     /// The writer was shut down.
     #[error("the audit writer has shut down")]
     Closed,

@@ -29,5 +29,5 @@ pub use record::{
     Approval, Decision, Event, Protocol, Record, RefUpdate, SessionEnd, SessionStart,
 };
 pub use replay::replay;
-pub use schema::Store;
+pub use schema::{Store, size_bytes};
 pub use writer::{AuditHandle, Durability, Ticket, WriterOptions, WriterStats};

@@ -73,16 +73,16 @@ pub fn replay(path: &Path, session_id: &str) -> Result<Option<String>, Error> {
         Err(duckdb::Error::QueryReturnedNoRows) => false,
         Err(e) => return Err(Error::query(e)),
     };
-    let mut stmt = conn
-        .prepare(
-            "SELECT seq, epoch_us(ts), kind, decision, statement, rule_ids, monitored_rules, \
-             message, rows, duration_us, error, prompt, subject, \
-             (SELECT list(r.ref || ' ' || r.old_oid || '..' || r.new_oid || ' ' || r.kind \
-                 || CASE WHEN r.forced THEN ' forced' ELSE '' END ORDER BY r.position) \
-              FROM ref_updates r WHERE r.event_id = e.event_id) \
-             FROM events e WHERE session_id = ? ORDER BY seq",
-        )
-        .map_err(Error::query)?;
+    let sql = format!(
+        "SELECT seq, epoch_us(ts), kind, decision, statement, rule_ids, monitored_rules, \
+         message, rows, duration_us, error, prompt, subject, \
+         (SELECT list(r.ref || ' ' || r.old_oid || '..' || r.new_oid || ' ' || r.kind \
+             || CASE WHEN r.forced THEN ' forced' ELSE '' END ORDER BY r.position) \
+          FROM ref_updates r WHERE r.event_id = e.event_id), {} \
+         FROM events e WHERE session_id = ? ORDER BY seq",
+        super::schema::parameters_column(conn)
+    );
+    let mut stmt = conn.prepare(&sql).map_err(Error::query)?;
     let mut rows = stmt.query([session_id]).map_err(Error::query)?;
     let mut events = 0;
     let mut prompt: Option<String> = None;
@@ -109,6 +109,9 @@ pub fn replay(path: &Path, session_id: &str) -> Result<Option<String>, Error> {
         )
         .ok();
         let mut details = Vec::new();
+        if let Value::Text(p) = v(14) {
+            details.push(format!("parameters: {p}"));
+        }
         for (label, i) in [("rules", 5), ("monitored", 6)] {
             if let Value::List(items) = v(i)
                 && !items.is_empty()

@@ -27,13 +27,45 @@ pub const META: &str = "portcullis_meta";
 /// The tables an auditor's query may read.
 pub const TABLES: [&str; 4] = [SESSIONS, EVENTS, APPROVALS, REF_UPDATES];
 
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
 
-/// WAL size at which the writer's commit checkpoints (see [`Store::open_with`]).
-pub const CHECKPOINT_THRESHOLD: &str = "256MB";
+/// WAL size at which the writer's commit checkpoints, at most (see [`Store::open_with`]).
+pub const CHECKPOINT_THRESHOLD: u64 = 256 << 20;
+
+/// Bytes in a size such as `"256MB"`, `"1GiB"` or `"512KB"` (DuckDB's units: KB, MB,
+/// GB are powers of 1000, KiB, MiB, GiB of 1024).
+pub fn size_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let n: u64 = text[..digits].parse().ok()?;
+    let unit = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// The writer's checkpoint threshold under `memory_limit`: committed rows stay in
+/// DuckDB's memory until a checkpoint writes them to the file, and the checkpoint needs
+/// memory of its own, so the WAL may grow to a quarter of the limit only.
+pub fn checkpoint_threshold(memory_limit: Option<&str>) -> u64 {
+    memory_limit
+        .and_then(size_bytes)
+        .map_or(CHECKPOINT_THRESHOLD, |limit| {
+            (limit / 4).clamp(1 << 20, CHECKPOINT_THRESHOLD)
+        })
+}
 
 /// Columns of `events`, in table order (the writer's Arrow batches follow it).
-pub const EVENT_COLUMNS: [&str; 24] = [
+pub const EVENT_COLUMNS: [&str; 25] = [
     "event_id",
     "session_id",
     "seq",
@@ -58,6 +90,7 @@ pub const EVENT_COLUMNS: [&str; 24] = [
     "error",
     "prev_hash",
     "hash",
+    "parameters",
 ];
 
 const DDL: &str = "
@@ -100,7 +133,8 @@ CREATE TABLE IF NOT EXISTS events (
     duration_us BIGINT,
     error VARCHAR,
     prev_hash VARCHAR NOT NULL,
-    hash VARCHAR NOT NULL
+    hash VARCHAR NOT NULL,
+    parameters VARCHAR
 );
 CREATE TABLE IF NOT EXISTS approvals (
     approval_id VARCHAR NOT NULL,
@@ -123,15 +157,42 @@ CREATE TABLE IF NOT EXISTS ref_updates (
 );
 ";
 
+/// What to select for `events.parameters`: the column, or NULL in a schema-1 store opened
+/// read-only (only the writer migrates).
+pub fn parameters_column(conn: &Connection) -> &'static str {
+    let present: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM information_schema.columns \
+             WHERE table_name = 'events' AND column_name = 'parameters'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(true);
+    if present {
+        "parameters"
+    } else {
+        "NULL::VARCHAR AS parameters"
+    }
+}
+
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// The writer: creates the file and the schema; no file or network access for SQL.
     Write,
+    /// The writer again, after DuckDB gave up on its connection: as `Write`, but the
+    /// sessions still open are the running gateway's own.
+    Reopen,
     /// An auditor's query: read-only, no file or network access, configuration locked.
     Query,
     /// `audit export`: read-only, but `COPY ... TO` may write files.
     Export,
+}
+
+impl Access {
+    fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::Reopen)
+    }
 }
 
 /// An open audit store: one DuckDB connection.
@@ -170,7 +231,7 @@ impl Store {
         access: Access,
         memory_limit: Option<&str>,
     ) -> Result<Store, Error> {
-        if access != Access::Write && !path.is_file() {
+        if !access.writes() && !path.is_file() {
             return Err(Error::open(path, "no such file"));
         }
         let config = || -> duckdb::Result<Config> {
@@ -183,13 +244,18 @@ impl Store {
             match access {
                 // One thread: the writer appends and commits on its own thread, and DuckDB's
                 // idle workers would spin (sched_yield) on the cores the gateway needs.
-                // Checkpoints (WAL into the file, compressed) every 256 MB of WAL rather
-                // than DuckDB's 16 MB: each one recompresses the table's last, partial row
-                // group, so frequent ones cost the writer more than half its time.
-                Access::Write => c
+                // Checkpoints (WAL into the file, compressed) every quarter of the
+                // memory limit, at most 256 MB, rather than DuckDB's 16 MB: each one
+                // recompresses the table's last, partial row group, so frequent ones cost
+                // the writer more than half its time; but rows not yet checkpointed
+                // stay in memory, and a commit past the limit fails.
+                Access::Write | Access::Reopen => c
                     .access_mode(AccessMode::ReadWrite)?
                     .threads(1)?
-                    .with("checkpoint_threshold", CHECKPOINT_THRESHOLD)?
+                    .with(
+                        "checkpoint_threshold",
+                        format!("{}B", checkpoint_threshold(memory_limit)),
+                    )?
                     .enable_external_access(false),
                 Access::Query => c
                     .access_mode(AccessMode::ReadOnly)?
@@ -202,7 +268,7 @@ impl Store {
         };
         let config = config().map_err(|e| Error::open(path, e))?;
         let conn = Connection::open_with_flags(path, config).map_err(|e| Error::open(path, e))?;
-        if access == Access::Write {
+        if access.writes() {
             conn.execute_batch(DDL).map_err(|e| Error::open(path, e))?;
             let version: Option<String> = conn
                 .query_row(
@@ -220,6 +286,14 @@ impl Store {
                     .map_err(|e| Error::open(path, e))?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                // Schema 1 had no `parameters` (the values an execution was bound with).
+                Some("1") => {
+                    conn.execute_batch(
+                        "ALTER TABLE events ADD COLUMN parameters VARCHAR; \
+                         UPDATE portcullis_meta SET value = '2' WHERE key = 'schema_version';",
+                    )
+                    .map_err(|e| Error::open(path, e))?;
+                }
                 Some(other) => {
                     return Err(Error::open(
                         path,
@@ -227,6 +301,8 @@ impl Store {
                     ));
                 }
             }
+        }
+        if access == Access::Write {
             // Sessions the last run never closed (it was killed) are closed now: no
             // session outlives the gateway that served it.
             conn.execute(
@@ -245,5 +321,23 @@ impl Store {
 
     pub(super) fn into_connection(self) -> Connection {
         self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_duckdb_reads_them_and_the_checkpoint_follows_the_limit() {
+        assert_eq!(size_bytes("256MB"), Some(256_000_000));
+        assert_eq!(size_bytes("1 GiB"), Some(1 << 30));
+        assert_eq!(size_bytes("64mib"), Some(64 << 20));
+        assert_eq!(size_bytes("lots"), None);
+        assert_eq!(size_bytes("12XB"), None);
+        assert_eq!(checkpoint_threshold(Some("256MB")), 64_000_000);
+        assert_eq!(checkpoint_threshold(Some("64GB")), CHECKPOINT_THRESHOLD);
+        assert_eq!(checkpoint_threshold(Some("2MB")), 1 << 20);
+        assert_eq!(checkpoint_threshold(None), CHECKPOINT_THRESHOLD);
     }
 }

@@ -9,17 +9,27 @@
 //!   commit: whatever arrived while the previous commit ran goes in the same commit),
 //! * it holds [`WriterOptions::max_batch`] rows, or
 //! * its oldest record is [`WriterOptions::max_delay`] old (100 ms by default: what a
-//!   crash can lose of records nobody waited for).
+//!   crash can lose of records nobody waited for), or
+//! * it holds [`WriterOptions::max_batch_bytes`] of text.
 //!
 //! # When the channel is full
 //!
 //! [`AuditHandle::record`] waits (and [`AuditHandle::record_blocking`] blocks) until the
 //! writer takes a record off it: a gateway that outruns the store slows down to its pace,
-//! and no record is dropped. If the store fails (it cannot be written, a commit fails),
-//! the writer stops: every waiting ticket and every later `record` returns
-//! [`Error::Failed`] with the reason, and the gateway refuses new work.
+//! and no record is dropped.
+//!
+//! # When a commit fails
+//!
+//! The writer rolls back, reopens the store if DuckDB gave up on the connection (it
+//! invalidates a database after some failures, running out of memory among them), reads
+//! the chain's head again, and writes the batch's records one by one, in order, each in
+//! its own commit. A record that still cannot be committed is replaced in the chain by an
+//! `error` event saying so, and whoever waits for it gets [`Error::Unrecorded`]: that one
+//! request is refused, everyone else goes on, and the chain has no gap. Only when the
+//! store cannot be reopened does the writer stop: every waiting ticket and every later
+//! `record` then returns [`Error::Failed`], and the gateway refuses new work.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -87,12 +97,19 @@ pub struct WriterOptions {
     pub queue: usize,
     /// Rows per commit at most.
     pub max_batch: usize,
+    /// Text per commit at most (statements, results, ...): with rows not yet
+    /// checkpointed, what bounds the store's memory whatever arrives.
+    pub max_batch_bytes: usize,
     /// How long a record nobody waits for may stay uncommitted.
     pub max_delay: Duration,
     /// DuckDB's memory limit for the writer (its buffer cache), e.g. `"256MB"`.
     pub memory_limit: String,
     /// How long an auditor's query may run before it is cancelled.
     pub query_timeout: Duration,
+    /// Fault injection for tests: a commit holding an event this says yes to fails
+    /// before it reaches DuckDB, as a commit that ran out of memory would.
+    #[doc(hidden)]
+    pub fail_commit_of: Option<fn(&Event) -> bool>,
 }
 
 impl Default for WriterOptions {
@@ -101,9 +118,11 @@ impl Default for WriterOptions {
             durability: Durability::Writes,
             queue: 8192,
             max_batch: 8192,
+            max_batch_bytes: 8 << 20,
             max_delay: Duration::from_millis(100),
             memory_limit: "256MB".into(),
             query_timeout: Duration::from_secs(30),
+            fail_commit_of: None,
         }
     }
 }
@@ -154,7 +173,8 @@ pub struct AuditHandle {
 /// hold up the agents' writes, and each query runs in a read-only transaction.
 struct Reader {
     conn: Mutex<duckdb::Connection>,
-    interrupt: Arc<duckdb::InterruptHandle>,
+    /// Replaced with the connection when the writer reopens the store.
+    interrupt: Mutex<Arc<duckdb::InterruptHandle>>,
     timeout: Duration,
 }
 
@@ -220,7 +240,7 @@ impl AuditHandle {
         let conn = store.into_connection();
         let reader_conn = conn.try_clone().map_err(|e| Error::open(path, e))?;
         let reader = Arc::new(Reader {
-            interrupt: reader_conn.interrupt_handle(),
+            interrupt: Mutex::new(reader_conn.interrupt_handle()),
             conn: Mutex::new(reader_conn),
             timeout: options.query_timeout,
         });
@@ -237,6 +257,8 @@ impl AuditHandle {
         let durability = options.durability;
         let writer = Writer {
             conn,
+            path: path.to_path_buf(),
+            reader: reader.clone(),
             seq,
             prev,
             scratch: Vec::with_capacity(1024),
@@ -322,7 +344,13 @@ impl AuditHandle {
                 // Interrupt only a query of ours that is still running; one still
                 // waiting for the reader will not start.
                 if state.swap(GIVEN_UP, Ordering::SeqCst) == RUNNING {
-                    self.reader.interrupt.interrupt();
+                    let interrupt = self
+                        .reader
+                        .interrupt
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    interrupt.interrupt();
                 }
                 Err(Error::TimedOut(self.reader.timeout))
             }
@@ -405,17 +433,79 @@ struct Batch {
     starts: Vec<SessionStart>,
     ends: Vec<SessionEnd>,
     approvals: Vec<Approval>,
-    acks: Vec<Ack>,
+    /// The records in arrival order: which list, and where in it.
+    order: Vec<(Slot, usize)>,
+    /// Each waiter with the record it waits for (its place in `order`); `None`: a flush.
+    acks: Vec<(Option<usize>, Ack)>,
+    /// Text held, roughly.
+    bytes: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Event,
+    Start,
+    End,
+    Approval,
 }
 
 impl Batch {
     fn rows(&self) -> usize {
-        self.events.len() + self.starts.len() + self.ends.len() + self.approvals.len()
+        self.order.len()
+    }
+
+    /// The records in arrival order, each with its waiters, and the flushes' waiters.
+    fn into_records(self) -> (Vec<(Record, Vec<Ack>)>, Vec<Ack>) {
+        let mut events = self.events.into_iter();
+        let mut starts = self.starts.into_iter();
+        let mut ends = self.ends.into_iter();
+        let mut approvals = self.approvals.into_iter();
+        let mut records: Vec<(Record, Vec<Ack>)> = self
+            .order
+            .iter()
+            .filter_map(|(slot, _)| {
+                let record = match slot {
+                    Slot::Event => Record::from(events.next()?),
+                    Slot::Start => Record::from(starts.next()?),
+                    Slot::End => Record::from(ends.next()?),
+                    Slot::Approval => Record::from(approvals.next()?),
+                };
+                Some((record, Vec::new()))
+            })
+            .collect();
+        let mut flushes = Vec::new();
+        for (at, ack) in self.acks {
+            match at.and_then(|i| records.get_mut(i)) {
+                Some((_, acks)) => acks.push(ack),
+                None => flushes.push(ack),
+            }
+        }
+        (records, flushes)
+    }
+}
+
+/// Roughly the text a record holds, for [`WriterOptions::max_batch_bytes`].
+fn text_bytes(record: &Record) -> usize {
+    let opt = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    match record {
+        Record::Event(e) => {
+            256 + e.statement.as_ref().map_or(0, String::len)
+                + opt(&e.result)
+                + opt(&e.message)
+                + opt(&e.error)
+                + opt(&e.prompt)
+                + opt(&e.parameters)
+                + e.refs.len() * 200
+        }
+        _ => 256,
     }
 }
 
 struct Writer {
     conn: Connection,
+    path: PathBuf,
+    /// The auditors' connection, reopened with the writer's.
+    reader: Arc<Reader>,
     /// The last `seq` given out.
     seq: i64,
     /// The last hash given out.
@@ -478,18 +568,19 @@ impl Writer {
                 }
                 Some(Msg::Record(record, ack)) => {
                     self.push(record, ack);
-                    let full = self.batch.rows() >= self.options.max_batch;
+                    let full = self.batch.rows() >= self.options.max_batch
+                        || self.batch.bytes >= self.options.max_batch_bytes;
                     let old = self
                         .opened
                         .is_some_and(|o| o.elapsed() >= self.options.max_delay);
                     if full || old { self.commit() } else { Ok(()) }
                 }
                 Some(Msg::Flush(ack)) => {
-                    self.batch.acks.push(ack);
+                    self.batch.acks.push((None, ack));
                     self.commit()
                 }
                 Some(Msg::Shutdown(ack)) => {
-                    self.batch.acks.push(ack);
+                    self.batch.acks.push((None, ack));
                     self.commit().ok();
                     return;
                 }
@@ -504,53 +595,220 @@ impl Writer {
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
         }
-        match record {
+        self.batch.bytes += text_bytes(&record);
+        let b = &mut self.batch;
+        let place = match record {
             Record::Event(e) => {
                 self.seq += 1;
                 let hash = Fields::of(self.seq, &e).hash(&self.prev, &mut self.scratch);
-                self.batch
-                    .links
+                b.links
                     .push((self.seq, chain::hex(&self.prev), chain::hex(&hash)));
                 self.prev = hash;
-                self.batch.events.push(*e);
+                b.events.push(*e);
+                (Slot::Event, b.events.len() - 1)
             }
-            Record::SessionStart(s) => self.batch.starts.push(s),
-            Record::SessionEnd(s) => self.batch.ends.push(s),
-            Record::Approval(a) => self.batch.approvals.push(a),
-        }
+            Record::SessionStart(s) => {
+                b.starts.push(s);
+                (Slot::Start, b.starts.len() - 1)
+            }
+            Record::SessionEnd(s) => {
+                b.ends.push(s);
+                (Slot::End, b.ends.len() - 1)
+            }
+            Record::Approval(a) => {
+                b.approvals.push(a);
+                (Slot::Approval, b.approvals.len() - 1)
+            }
+        };
+        b.order.push(place);
         if let Some(ack) = ack {
-            self.batch.acks.push(ack);
+            b.acks.push((Some(b.order.len() - 1), ack));
         }
     }
 
-    /// Commits the open batch and answers its waiters; on failure marks the store failed.
+    /// Commits the open batch and answers its waiters. A failed commit is retried
+    /// record by record (see the module's documentation); `Err` only when the store is
+    /// gone for good.
     fn commit(&mut self) -> Result<(), ()> {
         self.opened = None;
         let batch = std::mem::take(&mut self.batch);
         let result = if batch.rows() == 0 {
             Ok(())
         } else {
-            write_batch(&self.conn, &batch)
+            write_batch(&self.conn, &batch, self.options.fail_commit_of)
         };
         match result {
             Ok(()) => {
-                self.shared
-                    .committed_events
-                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                for ack in batch.acks {
+                self.committed(batch.events.len());
+                for (_, ack) in batch.acks {
                     ack.send(Ok(())).ok();
                 }
                 Ok(())
             }
             Err(e) => {
-                let error = self.fail(format!("commit of {} records failed: {e}", batch.rows()));
-                for ack in batch.acks {
-                    ack.send(Err(error.clone())).ok();
+                let rows = batch.rows();
+                tracing::error!(target: "portcullis::audit", records = rows, error = %e,
+                    "a commit failed; writing its records again one by one");
+                let before = batch.links.first().map_or(self.seq, |(seq, ..)| seq - 1);
+                let (records, flushes) = batch.into_records();
+                let outcome = self.retry(records, before);
+                if let Err(why) = &outcome {
+                    let error = self.fail(format!("commit of {rows} records failed ({e}); {why}"));
+                    for ack in flushes {
+                        ack.send(Err(error.clone())).ok();
+                    }
+                    return Err(());
                 }
-                Err(())
+                for ack in flushes {
+                    ack.send(Ok(())).ok();
+                }
+                Ok(())
             }
         }
+    }
+
+    fn committed(&self, events: usize) {
+        self.shared
+            .committed_events
+            .fetch_add(events as u64, Ordering::Relaxed);
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes `records` of a failed batch one by one, after recovering the connection.
+    /// Events already in the store (a commit that failed after it was made durable, such
+    /// as a checkpoint that ran out of memory) are not written again: the events after
+    /// `seq` `before` are looked up. `Err` when the store cannot be recovered; the
+    /// records not yet answered are then answered with the store's failure.
+    fn retry(&mut self, records: Vec<(Record, Vec<Ack>)>, before: i64) -> Result<(), String> {
+        let mut records = records.into_iter();
+        // The store is marked failed before anyone hears of it.
+        let fail_rest =
+            |me: &Self, records: &mut dyn Iterator<Item = (Record, Vec<Ack>)>, why: &str| {
+                let error = me.fail(format!("a commit failed and {why}"));
+                for (_, acks) in records {
+                    for ack in acks {
+                        ack.send(Err(error.clone())).ok();
+                    }
+                }
+            };
+        if let Err(why) = self.recover() {
+            fail_rest(self, &mut records, &why);
+            return Err(why);
+        }
+        let stored = match self.stored_since(before) {
+            Ok(s) => s,
+            Err(why) => {
+                fail_rest(self, &mut records, &why);
+                return Err(why);
+            }
+        };
+        while let Some((record, acks)) = records.next() {
+            if let Record::Event(e) = &record
+                && stored.contains(&e.event_id)
+            {
+                for ack in acks {
+                    ack.send(Ok(())).ok();
+                }
+                continue;
+            }
+            let (seq, prev) = (self.seq, self.prev);
+            let substitute = match &record {
+                Record::Event(e) => Some(unstorable(e)),
+                _ => None,
+            };
+            self.push(record, None);
+            let one = std::mem::take(&mut self.batch);
+            self.opened = None;
+            match write_batch(&self.conn, &one, self.options.fail_commit_of) {
+                Ok(()) => {
+                    self.committed(one.events.len());
+                    for ack in acks {
+                        ack.send(Ok(())).ok();
+                    }
+                }
+                Err(e) => {
+                    (self.seq, self.prev) = (seq, prev);
+                    let why: Arc<str> = e.to_string().into();
+                    tracing::error!(target: "portcullis::audit", error = %why,
+                        "a record could not be committed; its request is refused");
+                    for ack in acks {
+                        ack.send(Err(Error::Unrecorded(why.clone()))).ok();
+                    }
+                    if let Err(why) = self.recover() {
+                        fail_rest(self, &mut records, &why);
+                        return Err(why);
+                    }
+                    // The chain says an event was lost, and why, in its place.
+                    if let Some(mut sub) = substitute {
+                        sub.message = Some(format!("{}: {why}", sub.message.unwrap_or_default()));
+                        self.push(Record::from(sub), None);
+                        let one = std::mem::take(&mut self.batch);
+                        self.opened = None;
+                        if let Err(e) = write_batch(&self.conn, &one, self.options.fail_commit_of) {
+                            let why = format!("not even a note of a lost record: {e}");
+                            fail_rest(self, &mut records, &why);
+                            return Err(why);
+                        }
+                        self.committed(1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls back, reopens the store, and takes the chain's head from what is committed.
+    /// Reopening also when DuckDB still answers: after a commit that ran out of memory,
+    /// the same connection keeps failing smaller ones (measured: a 16 MB limit, 238
+    /// single-record commits, then none), a new one does not.
+    fn recover(&mut self) -> Result<(), String> {
+        self.conn.execute_batch("ROLLBACK").ok();
+        self.reopen()?;
+        let head = chain::head(&self.conn).map_err(|e| format!("cannot read the chain: {e}"))?;
+        (self.seq, self.prev) = head.unwrap_or((0, chain::GENESIS));
+        Ok(())
+    }
+
+    /// Closes both connections (the database with them: two open at once would both
+    /// write the file) and opens the store again, replaying its WAL.
+    fn reopen(&mut self) -> Result<(), String> {
+        tracing::warn!(target: "portcullis::audit", "reopening the audit store");
+        let mut reader = self.reader.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let placeholder =
+            || Connection::open_in_memory().map_err(|e| format!("cannot reopen the store: {e}"));
+        *reader = placeholder()?;
+        self.conn = placeholder()?;
+        let store = Store::open_with(
+            &self.path,
+            schema::Access::Reopen,
+            Some(&self.options.memory_limit),
+        )
+        .map_err(|e| format!("cannot reopen the store: {e}"))?;
+        let conn = store.into_connection();
+        *reader = conn
+            .try_clone()
+            .map_err(|e| format!("cannot reopen the store: {e}"))?;
+        *self
+            .reader
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reader.interrupt_handle();
+        self.conn = conn;
+        Ok(())
+    }
+
+    /// The ids of the events committed after `seq`.
+    fn stored_since(&self, seq: i64) -> Result<std::collections::HashSet<String>, String> {
+        let read = || -> duckdb::Result<_> {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT event_id FROM events WHERE seq > ?")?;
+            let ids = stmt
+                .query_map([seq], |r| r.get::<_, String>(0))?
+                .collect::<duckdb::Result<_>>()?;
+            Ok(ids)
+        };
+        read().map_err(|e| format!("cannot read what was committed: {e}"))
     }
 
     fn fail(&self, reason: String) -> Error {
@@ -560,7 +818,42 @@ impl Writer {
     }
 }
 
-fn write_batch(conn: &Connection, batch: &Batch) -> duckdb::Result<()> {
+/// What stands in the chain for an event that could not be committed: its ids, who and
+/// where, kind `error`, and why (its text, the likely cause, is not repeated).
+fn unstorable(e: &Event) -> Event {
+    let mut sub = Event::new(
+        e.session_id.clone(),
+        e.protocol,
+        e.target.clone(),
+        super::record::kind::ERROR,
+        super::Decision::Error,
+    );
+    sub.event_id = e.event_id.clone();
+    sub.ts_us = e.ts_us;
+    sub.subject = e.subject.clone();
+    sub.groups = e.groups.clone();
+    sub.client_addr = e.client_addr.clone();
+    sub.fingerprint = e.fingerprint.clone();
+    sub.message = Some(format!(
+        "the {} event (decision {}) could not be stored",
+        e.kind,
+        e.decision.as_str()
+    ));
+    sub
+}
+
+fn write_batch(
+    conn: &Connection,
+    batch: &Batch,
+    fail_commit_of: Option<fn(&Event) -> bool>,
+) -> duckdb::Result<()> {
+    if let Some(fails) = fail_commit_of
+        && batch.events.iter().any(fails)
+    {
+        return Err(duckdb::Error::ToSqlConversionFailure(
+            "injected commit failure".into(),
+        ));
+    }
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| {
         if !batch.starts.is_empty() {
@@ -644,6 +937,7 @@ fn events_batch(events: &[Event], links: &[(i64, String, String)]) -> duckdb::Re
         strings(),
         strings(),
     );
+    let mut parameters = strings();
     let (mut groups, mut rule_ids, mut monitored, mut masked) =
         (lists(), lists(), lists(), lists());
     let (mut seq, mut rows, mut duration) = (
@@ -677,8 +971,9 @@ fn events_batch(events: &[Event], links: &[(i64, String, String)]) -> duckdb::Re
         error.append_option(e.error.as_deref());
         prev_hash.append_value(prev);
         hash.append_value(h);
+        parameters.append_option(e.parameters.as_deref());
     }
-    let columns: [ArrayRef; 24] = [
+    let columns: [ArrayRef; 25] = [
         Arc::new(event_id.finish()),
         Arc::new(session_id.finish()),
         Arc::new(seq.finish()),
@@ -703,6 +998,7 @@ fn events_batch(events: &[Event], links: &[(i64, String, String)]) -> duckdb::Re
         Arc::new(error.finish()),
         Arc::new(prev_hash.finish()),
         Arc::new(hash.finish()),
+        Arc::new(parameters.finish()),
     ];
     batch(schema::EVENT_COLUMNS.into_iter().zip(columns).collect())
 }

@@ -85,6 +85,7 @@ pub async fn serve_until(
                     config::Durability::Async => crate::audit::Durability::Async,
                 },
                 query_timeout: a.query_timeout,
+                memory_limit: a.memory_limit.clone(),
                 ..crate::audit::WriterOptions::default()
             };
             let handle = crate::audit::AuditHandle::start(&a.path, options)

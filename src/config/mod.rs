@@ -120,7 +120,12 @@ pub struct Audit {
     pub auditor_group: String,
     /// How long an auditor's query may run before it is cancelled (`audit.query_timeout`).
     pub query_timeout: std::time::Duration,
+    /// DuckDB's memory limit for the writer (`audit.memory_limit`, default `256MB`).
+    pub memory_limit: String,
 }
+
+/// Default `audit.memory_limit`.
+pub const DEFAULT_AUDIT_MEMORY: &str = "256MB";
 
 /// Default `audit.query_timeout`.
 pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -62,6 +62,7 @@ struct RawAudit {
     durability: Option<String>,
     auditor_group: Option<String>,
     query_timeout: Option<String>,
+    memory_limit: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -291,6 +292,21 @@ impl RawConfig {
                             format!("{t:?}: expected a duration such as \"30s\" or \"2m\""),
                         )
                     })?,
+                },
+                memory_limit: match a.memory_limit.as_deref() {
+                    None => super::DEFAULT_AUDIT_MEMORY.to_string(),
+                    Some(m) => match crate::audit::size_bytes(m) {
+                        Some(n) if n >= 64_000_000 => m.to_string(),
+                        _ => {
+                            return Err(Error::invalid(
+                                path,
+                                "audit.memory_limit",
+                                format!(
+                                    "{m:?}: expected a size of at least 64MB, such as \"256MB\" or \"1GB\""
+                                ),
+                            ));
+                        }
+                    },
                 },
                 durability: match a.durability.as_deref() {
                     None => Durability::default(),

@@ -216,6 +216,11 @@ impl Masker {
         }
     }
 
+    /// Whether any mask rule exists (none: nothing is ever masked).
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty_for(Subject::Mask)
+    }
+
     /// A `column:rule` for the first of `sources` (`schema.table.column`) a rule masks
     /// whole, read as a plain copy of it.
     pub fn masks_any(&self, sources: &[String]) -> Option<String> {

@@ -89,6 +89,23 @@ impl Pending {
         Pending(ev)
     }
 
+    /// The event of one run of the prepared statement this is the Parse event of: a new
+    /// id and time, kind `execute`, and the values it was bound with (see
+    /// [`parameters_json`]).
+    pub fn execution(&self, parameters: String) -> Pending {
+        let mut ev = self.again();
+        ev.0.kind = audit::record::kind::EXECUTE.to_string();
+        ev.0.parameters = Some(parameters);
+        ev.0.duration_us = None;
+        ev
+    }
+
+    /// Sets the values this run was bound with (a held run's or a refused one's).
+    pub fn with_parameters(mut self, parameters: String) -> Pending {
+        self.0.parameters = Some(parameters);
+        self
+    }
+
     /// The final decision on a held request: what happened and what the client was told.
     /// `runs` marks one that goes upstream (its event is then committed first when it
     /// can write).
@@ -118,6 +135,31 @@ impl Pending {
         self.0.error = error;
         self.0.masked_columns = masked;
     }
+}
+
+/// An execution's bound values as the `parameters` column keeps them: a JSON array with
+/// text values as strings (secrets a detector finds replaced, as in prompts), binary ones
+/// as `\\x` hex, NULL as null. `masked_by` (`column:rule`) is set when the statement
+/// touches a column a mask rule hides from the agent: every value is then withheld,
+/// since which parameter goes to which column is not known.
+pub fn parameters_json(values: &[Option<(bool, &[u8])>], masked_by: Option<&str>) -> String {
+    let values: Vec<serde_json::Value> = values
+        .iter()
+        .map(|v| match (v, masked_by) {
+            (None, _) => serde_json::Value::Null,
+            (Some(_), Some(by)) => format!("[masked:{by}]").into(),
+            // Binary values are kept as hex, unless a detector finds a secret in them
+            // read as text (a text or bytea value sent in binary is its bytes).
+            (Some((true, bytes)), None) => match redact(&String::from_utf8_lossy(bytes)) {
+                std::borrow::Cow::Borrowed(_) => format!("\\x{}", audit::chain::hex(bytes)).into(),
+                std::borrow::Cow::Owned(found) => found.into(),
+            },
+            (Some((false, bytes)), None) => {
+                redact(&String::from_utf8_lossy(bytes)).into_owned().into()
+            }
+        })
+        .collect();
+    serde_json::Value::Array(values).to_string()
 }
 
 /// One judged push.

@@ -215,6 +215,39 @@ pub fn bind_parameters(body: &[u8]) -> Option<(&str, &[u8])> {
     Some((statement, &body[start..end]))
 }
 
+/// One bound value: `None` is NULL; `binary` for format code 1.
+pub type BoundValue<'a> = Option<(bool, &'a [u8])>;
+
+/// The values in a Bind's parameter section (as [`bind_parameters`] returns it), each
+/// with its format; `None` when the section is malformed.
+pub fn parameter_values(section: &[u8]) -> Option<Vec<BoundValue<'_>>> {
+    let mut b = section;
+    let n_formats = take_i16(&mut b)?.max(0) as usize;
+    let formats = b.get(..2 * n_formats)?;
+    b = &b[2 * n_formats..];
+    let binary = |i: usize| {
+        let at = if n_formats == 1 { 0 } else { i };
+        formats
+            .get(2 * at..2 * at + 2)
+            .is_some_and(|c| i16::from_be_bytes([c[0], c[1]]) == 1)
+    };
+    let n = take_i16(&mut b)?.max(0) as usize;
+    let mut values = Vec::with_capacity(n);
+    for i in 0..n {
+        let (h, rest) = b.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*h);
+        b = rest;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let value = b.get(..len as usize)?;
+        b = &b[len as usize..];
+        values.push(Some((binary(i), value)));
+    }
+    Some(values)
+}
+
 /// A Bind's result format codes as they sit in the message (Int16 each).
 #[derive(Debug, Clone)]
 pub struct FormatCodes<'a>(&'a [u8]);

@@ -59,20 +59,25 @@ pub async fn relay_up(
                 }
                 b'P' => {
                     let (name, text) = messages::parse_body(f.body())?;
+                    if name.is_empty() {
+                        // PostgreSQL drops the unnamed statement before parsing anew.
+                        state.forget_statement(name);
+                    }
                     state.ends_at = lock(&markers).markers.parse();
                     let refused = match state.judge(gw, "parse", text).await {
                         Judged::Go => {
-                            state.forget_statement(name);
                             if state.needs_bound_estimate {
                                 let types = messages::parse_parameter_types(f.body())?;
                                 state.estimate_each_run(name, text, types);
                             }
+                            state.name_statement(gw, name).await;
                             None
                         }
                         Judged::Refuse(sentence) => Some(sentence),
                         // Parsing runs nothing: each execution waits instead (see Bind).
                         Judged::Review(review) => {
                             state.hold_statement(name, *review, text);
+                            state.name_statement(gw, name).await;
                             None
                         }
                     };
@@ -106,9 +111,11 @@ pub async fn relay_up(
                         .unwrap_or_default();
                     state.ends_at = lock(&markers).markers.parse();
                     let mut refused = state.judge_run(gw, statement, parameters).await;
-                    if refused.is_none()
-                        && let Some((review, text)) = state.statement_review(statement)
-                    {
+                    let held = match refused {
+                        None => state.statement_review(statement, parameters),
+                        Some(_) => None,
+                    };
+                    if let Some((review, text)) = held {
                         // An execution of a statement a rule sent to review: the batch
                         // waits for approval of this text with these parameters.
                         while !has_sync(&cbuf) && cbuf.len() <= max {
@@ -120,6 +127,9 @@ pub async fn relay_up(
                         send(gw, state, &markers, &mut uw, &mut out).await?;
                         let identity = vec![text.clone(), params];
                         refused = hold(gw, state, &notices, review, &text, identity).await;
+                    } else if refused.is_none() {
+                        // Every run is on the record with the values it ran with.
+                        state.executed(gw, statement, parameters);
                     }
                     let mut t = lock(&markers);
                     t.shapes.bind(portal, statement, formats.into_iter());

@@ -19,7 +19,9 @@ use super::{Gateway, upstream};
 use crate::audit::Decision;
 use crate::gateway::Analyzer;
 use crate::gateway::mask::{Masker, Plan};
-use crate::gateway::record::{Pending, Protocol, SessionEvent, SessionState, StatementEvent};
+use crate::gateway::record::{
+    Pending, Protocol, SessionEvent, SessionState, StatementEvent, parameters_json,
+};
 use crate::gateway::refusal;
 use crate::gateway::{judge_analysis, must_be_durable};
 use crate::identity::Identity;
@@ -233,6 +235,22 @@ pub struct State {
     /// The query string judged last has a write the planner can only be asked about
     /// once its parameters are bound.
     pub needs_bound_estimate: bool,
+    /// Prepared statements that went upstream, by name: each run (Bind) is recorded as an
+    /// event of its own, with its bound values.
+    prepared: std::collections::HashMap<String, Prepared>,
+    /// The allowed Parse judged last: its event and tables, until it is named.
+    parsed: Option<(Pending, Vec<String>)>,
+    /// The session's mask rules (set when its relays start).
+    pub masker: Option<Arc<Masker>>,
+}
+
+/// What a run of a prepared statement is recorded from.
+struct Prepared {
+    /// The Parse's event, copied for each run.
+    event: Pending,
+    /// `column:rule` when the statement touches a column masked for the agent: its
+    /// runs' values are withheld from the record.
+    masked_by: Option<String>,
 }
 
 impl State {
@@ -257,6 +275,9 @@ impl State {
             held_statements: Default::default(),
             bound_writes: Default::default(),
             needs_bound_estimate: false,
+            prepared: Default::default(),
+            parsed: None,
+            masker: None,
         }
     }
 
@@ -319,10 +340,16 @@ impl State {
         let ev = gw.recorder.statement_event(&e, &self.peer, judged.durable);
         let review = match (review, ev) {
             (Some(mut r), ev) => {
+                if kind == "parse" {
+                    self.parsed = ev.as_ref().map(|ev| (ev.again(), Vec::new()));
+                }
                 r.event = ev;
                 Some(r)
             }
             (None, Some(ev)) => {
+                if kind == "parse" && judged.outcome.refusal.is_none() {
+                    self.parsed = Some((ev.again(), Vec::new()));
+                }
                 self.pending.push((ev, self.ends_at));
                 None
             }
@@ -346,6 +373,9 @@ impl State {
                 }
             }
             reads.search_path = self.search_path.clone();
+            if let Some((_, tables)) = &mut self.parsed {
+                tables.clone_from(&reads.tables);
+            }
             // What result columns come from may have changed.
             if judged.analysis.statements.iter().any(|s| s.is_ddl) {
                 gw.catalog.forget();
@@ -365,23 +395,98 @@ impl State {
         }
     }
 
+    // What the session knows of a prepared statement is only ever added to by a Parse,
+    // never replaced: a Parse of a name that exists fails on the server and leaves the
+    // old statement in place, so forgetting its hold there would let it run unreviewed.
+    // Only a Close, or a Parse of the unnamed statement (which PostgreSQL always drops
+    // first), forgets.
+
     /// Each run of prepared statement `name` waits for approval (`review` said so).
     pub fn hold_statement(&mut self, name: &str, review: Review, text: &str) {
         self.held_statements
-            .insert(name.to_string(), (review, text.to_string()));
+            .entry(name.to_string())
+            .or_insert_with(|| (review, text.to_string()));
     }
 
-    /// The prepared statement `name` was closed or replaced.
+    /// The prepared statement `name` was closed, or is the unnamed one being replaced.
     pub fn forget_statement(&mut self, name: &str) {
         self.held_statements.remove(name);
         self.bound_writes.remove(name);
+        self.prepared.remove(name);
     }
 
     /// Each run of prepared write `name` is judged with the planner's estimate for its
     /// bound values.
     pub fn estimate_each_run(&mut self, name: &str, text: &str, types: &[u8]) {
         self.bound_writes
-            .insert(name.to_string(), (text.to_string(), types.to_vec()));
+            .entry(name.to_string())
+            .or_insert_with(|| (text.to_string(), types.to_vec()));
+    }
+
+    /// The allowed Parse judged last went upstream as `name`: its runs are recorded. When
+    /// mask rules hide a column of a table it touches from the agent, its runs' values
+    /// are withheld (and when the columns cannot be looked up, too: fail closed).
+    pub async fn name_statement(&mut self, gw: &Gateway, name: &str) {
+        let Some((event, tables)) = self.parsed.take() else {
+            return;
+        };
+        if self.prepared.contains_key(name) {
+            return;
+        }
+        let Some(masker) = self.masker.clone() else {
+            return;
+        };
+        let masked_by = if masker.has_rules() && !tables.is_empty() {
+            match gw
+                .catalog
+                .table_columns(&gw.target, &tables, self.search_path.as_deref())
+                .await
+            {
+                Ok(columns) => masker.masks_any(&columns),
+                Err(_) => Some("its tables' columns could not be looked up".to_string()),
+            }
+        } else {
+            None
+        };
+        self.prepared
+            .insert(name.to_string(), Prepared { event, masked_by });
+    }
+
+    /// Records one run of prepared statement `name` with the values of its Bind
+    /// (`section`: their format codes and values, as sent). A statement the session did
+    /// not see prepared (SQL `PREPARE`, bound through the protocol) is recorded with its
+    /// name, as a write to be safe.
+    pub fn executed(&mut self, gw: &Gateway, name: &str, section: &[u8]) {
+        let values = super::messages::parameter_values(section).unwrap_or_default();
+        let ev = match self.prepared.get(name) {
+            Some(p) => p
+                .event
+                .execution(parameters_json(&values, p.masked_by.as_deref())),
+            None => {
+                let outcome = crate::gateway::Outcome::refusing(None, false);
+                let text = format!("EXECUTE {name} -- prepared by SQL, bound by the protocol");
+                let e = StatementEvent {
+                    session_id: &self.id,
+                    target: &self.target.name,
+                    subject: &self.agent.sub,
+                    groups: &self.agent.groups,
+                    prompt: self.prompt.as_deref(),
+                    kind: crate::audit::record::kind::EXECUTE,
+                    statement: &text,
+                    fingerprints: Vec::new(),
+                    outcome: &outcome,
+                    rule_ids: Vec::new(),
+                    monitored: Vec::new(),
+                    message: None,
+                    judge_us: 0,
+                };
+                match gw.recorder.statement_event(&e, &self.peer, true) {
+                    Some(ev) => ev.with_parameters(parameters_json(&values, None)),
+                    None => return,
+                }
+            }
+        };
+        self.pending.push((ev, self.ends_at));
     }
 
     /// Judges one run of prepared write `statement` with the parameters of its Bind
@@ -418,27 +523,42 @@ impl State {
         }
         let judged = judge_analysis(&gw.rules, analysis, &self.agent, &self.target, started);
         let sentence = judged.outcome.refusal.clone()?;
-        // Only refused runs are recorded here: the Parse's event stands for the others.
+        // Refused runs are recorded here; the others by [`State::executed`].
         let e = self.event("bind", &text, &judged);
         if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, false) {
+            let values = super::messages::parameter_values(parameters).unwrap_or_default();
+            let masked_by = self
+                .prepared
+                .get(statement)
+                .map_or(Some("unknown statement"), |p| p.masked_by.as_deref());
+            let ev = ev.with_parameters(parameters_json(&values, masked_by));
             self.pending.push((ev, self.ends_at));
         }
         Some(sentence)
     }
 
     /// When prepared statement `name` waits for approval: the review of one run of it
-    /// (with an event of its own) and its text.
-    pub fn statement_review(&self, name: &str) -> Option<(Review, String)> {
+    /// (with an event of its own, holding the values of its Bind, `section`) and its text.
+    pub fn statement_review(&self, name: &str, section: &[u8]) -> Option<(Review, String)> {
         if self.held_statements.is_empty() {
             return None;
         }
         let (r, text) = self.held_statements.get(name)?;
+        let parameters = || {
+            let values = super::messages::parameter_values(section).unwrap_or_default();
+            let masked_by = self.prepared.get(name).map(|p| p.masked_by.as_deref());
+            // Not seen prepared: withheld, to be safe.
+            parameters_json(&values, masked_by.unwrap_or(Some("unknown statement")))
+        };
         let run = Review {
             rule: r.rule.clone(),
             message: r.message.clone(),
             by: r.by.clone(),
             timeout: r.timeout,
-            event: r.event.as_ref().map(Pending::again),
+            event: r
+                .event
+                .as_ref()
+                .map(|e| e.again().with_parameters(parameters())),
             writes: r.writes,
             // Its parameters are not in the text the planner would see.
             estimable: false,
@@ -543,12 +663,13 @@ async fn relay(
     let (ur, uw) = tokio::io::split(ustream);
     let markers: Shared = Arc::default();
     let (fatal_tx, fatal_rx) = oneshot::channel::<Bytes>();
-    let masker = Masker::new(
+    let masker = Arc::new(Masker::new(
         gw.rules.clone(),
         state.agent.clone(),
         state.target.clone(),
         gw.mask_key.clone(),
-    );
+    ));
+    state.masker = Some(masker.clone());
     // Notices for the client (a held request's) go out between the server's frames.
     let (notice_tx, notice_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let down = super::relay_down::relay_down(

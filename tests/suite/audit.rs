@@ -853,34 +853,111 @@ fn export_writes_parquet_that_duckdb_reads_back() {
     );
 }
 
+/// The statement the injected failures below single out.
+const POISON: &str = "SELECT 'this record cannot be committed'";
+
+fn poisoned(e: &Event) -> bool {
+    e.statement.as_deref() == Some(POISON)
+}
+
+/// Issue 14: a commit that fails is written again record by record on a reopened
+/// store; only the request whose record cannot be made durable is refused, the chain
+/// holds a note in its place, and the writer goes on for everyone else.
 #[test]
-fn a_failed_commit_stops_the_writer_and_every_caller_hears_why() {
+fn a_failed_commit_is_retried_record_by_record_and_only_its_request_is_refused() {
     let (_dir, path) = store();
-    // A memory limit far too small for the batch makes DuckDB's append fail at commit.
     let audit = AuditHandle::start(
         &path,
         WriterOptions {
-            memory_limit: "2MB".into(),
-            max_batch: 100_000,
             max_delay: Duration::from_secs(60),
+            fail_commit_of: Some(poisoned),
             ..options(Durability::Writes)
         },
     )
     .expect("writer starts");
-    let mut read = statement("s", 0);
-    read.result = Some("x".repeat(200_000));
-    for _ in 0..200 {
-        let ticket = audit.record_blocking(read.clone()).expect("queued");
+    for i in 0..20 {
+        let ticket = audit
+            .record_blocking(statement("s", i * 10))
+            .expect("queued");
         assert!(!ticket.waits());
     }
-    let write = audit.record_blocking(statement("s", 9)).expect("queued");
-    let err = write.wait().expect_err("the commit cannot succeed");
-    assert!(
-        matches!(&err, audit::Error::Failed(reason) if reason.contains("commit of 201 records failed")),
-        "{err}"
+    let mut bad = statement("s", 9);
+    bad.statement = Some(POISON.into());
+    let bad_id = bad.event_id.clone();
+    // The write waits for the commit of the whole batch, which fails.
+    let err = audit
+        .record_blocking(bad)
+        .expect("queued")
+        .wait()
+        .expect_err("its record cannot be committed");
+    assert!(matches!(err, audit::Error::Unrecorded(_)), "{err}");
+    assert!(audit.check().is_ok(), "the writer goes on");
+    for i in 20..40 {
+        let _ = audit
+            .record_blocking(statement("s", i * 10))
+            .expect("queued");
+    }
+    audit
+        .record_blocking(statement("s", 19))
+        .expect("queued")
+        .wait()
+        .expect("later writes are committed");
+    audit.shutdown().expect("shutdown");
+
+    let report = audit::verify(&path).expect("verify");
+    assert!(report.broken.is_none(), "{:?}", report.broken);
+    assert_eq!(report.events, 42);
+    let rows = sql(
+        &path,
+        "SELECT seq, kind, decision, statement IS NULL, message FROM events \
+         WHERE seq = 21",
     );
+    assert_eq!(text(&rows.rows[0][1]), "error");
+    assert_eq!(text(&rows.rows[0][2]), "error");
+    assert_eq!(text(&rows.rows[0][3]), "true");
     assert!(
-        err.to_string().starts_with("the audit store failed"),
+        text(&rows.rows[0][4]).contains("could not be stored"),
+        "{rows:?}"
+    );
+    assert_eq!(event_id_at(&path, 21), bad_id);
+    // The reads before it were written again, in order, and nothing twice.
+    let order = sql(
+        &path,
+        "SELECT count(DISTINCT event_id), min(seq), max(seq) FROM events",
+    );
+    assert_eq!(text(&order.rows[0][0]), "42");
+}
+
+/// When the store cannot even be reopened, the writer stops and every caller hears why.
+#[test]
+fn a_store_that_cannot_be_reopened_stops_the_writer_and_every_caller_hears_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = dir.path().join("store");
+    std::fs::create_dir(&folder).expect("folder");
+    let path = folder.join("audit.duckdb");
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            fail_commit_of: Some(poisoned),
+            ..options(Durability::Writes)
+        },
+    )
+    .expect("writer starts");
+    audit
+        .record_blocking(statement("s", 9))
+        .expect("queued")
+        .wait()
+        .expect("committed");
+    std::fs::remove_dir_all(&folder).expect("the store's folder goes");
+    let mut bad = statement("s", 19);
+    bad.statement = Some(POISON.into());
+    let err = audit
+        .record_blocking(bad)
+        .expect("queued")
+        .wait()
+        .expect_err("the commit cannot succeed");
+    assert!(
+        matches!(&err, audit::Error::Failed(reason) if reason.contains("cannot reopen the store")),
         "{err}"
     );
     assert!(matches!(audit.check(), Err(audit::Error::Failed(_))));
@@ -889,4 +966,42 @@ fn a_failed_commit_stops_the_writer_and_every_caller_hears_why() {
         Err(audit::Error::Failed(_))
     ));
     assert!(matches!(audit.shutdown(), Err(audit::Error::Failed(_))));
+}
+
+/// A store written before `parameters` existed (schema 1) is migrated when the gateway
+/// opens it, and its old events still verify next to new ones that carry parameters.
+#[test]
+fn a_schema_1_store_gains_parameters_and_still_verifies() {
+    let (_dir, path) = store();
+    fill(&path, 20);
+    tamper(
+        &path,
+        "ALTER TABLE events DROP COLUMN parameters; \
+         UPDATE portcullis_meta SET value = '1' WHERE key = 'schema_version'",
+    );
+    assert!(audit::verify(&path).expect("verify").broken.is_none());
+    let audit = AuditHandle::start(&path, options(Durability::All)).expect("writer starts");
+    let mut run = statement("s", 9);
+    run.kind = audit::record::kind::EXECUTE.into();
+    run.parameters = Some(r#"["1","x"]"#.into());
+    audit
+        .record_blocking(run)
+        .expect("queued")
+        .wait()
+        .expect("committed");
+    audit.shutdown().expect("shutdown");
+    let report = audit::verify(&path).expect("verify");
+    assert!(report.broken.is_none(), "{:?}", report.broken);
+    assert_eq!(report.events, 21);
+    let got = sql(&path, "SELECT parameters FROM events WHERE seq = 21");
+    assert_eq!(text(&got.rows[0][0]), r#"["1","x"]"#);
+    // Editing the values breaks the chain like any other field.
+    tamper(
+        &path,
+        "UPDATE events SET parameters = '[\"2\",\"x\"]' WHERE seq = 21",
+    );
+    assert_eq!(
+        audit::verify(&path).expect("verify").broken.map(|b| b.seq),
+        Some(21)
+    );
 }

@@ -116,6 +116,20 @@ fn psql_sessions_are_recorded_with_identity_prompt_statement_and_decision() {
 
 #[test]
 fn every_write_that_reached_postgres_survives_a_crash_of_the_gateway() {
+    writes_survive_a_crash("simple", "query");
+}
+
+/// Issue 14: with the extended protocol a statement is prepared once and run many times;
+/// each run is an event of its own, durable before it went upstream.
+#[test]
+fn issue_14_every_run_of_a_prepared_write_survives_a_crash_of_the_gateway() {
+    writes_survive_a_crash("prepared", "execute");
+}
+
+/// pgbench's TPC-B-like script through the gateway in `mode` (`-M`), killed (SIGKILL) in
+/// the middle of its run: every history row that reached PostgreSQL has an allowed event
+/// of `kind`, and the chain verifies.
+fn writes_survive_a_crash(mode: &str, kind: &str) {
     let (pg, mut gw) = setup();
     let init = Command::new(PgCluster::bin("pgbench"))
         .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
@@ -130,9 +144,19 @@ fn every_write_that_reached_postgres_survives_a_crash_of_the_gateway() {
         String::from_utf8_lossy(&init.stderr)
     );
     let token = gw.token("bench", &[]);
-    // pgbench through the gateway, killed (SIGKILL) in the middle of its run.
     let mut bench = Command::new(PgCluster::bin("pgbench"))
-        .args(["-n", "-c", "2", "-T", "30", "-h", "127.0.0.1", "-p"])
+        .args([
+            "-n",
+            "-M",
+            mode,
+            "-c",
+            "2",
+            "-T",
+            "30",
+            "-h",
+            "127.0.0.1",
+            "-p",
+        ])
         .arg(gw.port.to_string())
         .args(["-U", "agent", "app"])
         .env("PGPASSWORD", &token)
@@ -157,14 +181,35 @@ fn every_write_that_reached_postgres_survives_a_crash_of_the_gateway() {
     let db = gw.audit_path();
     let recorded = audit_rows(
         &db,
-        "SELECT count(*) AS n FROM events \
-         WHERE statement LIKE 'INSERT INTO pgbench_history%' AND decision = 'allowed'",
+        &format!(
+            "SELECT count(*) AS n FROM events WHERE kind = '{kind}' \
+             AND statement LIKE 'INSERT INTO pgbench_history%' AND decision = 'allowed'"
+        ),
     );
     let recorded = recorded[0]["n"].as_i64().expect("a count");
     assert!(
         recorded >= reached,
         "{reached} history rows reached PostgreSQL but only {recorded} INSERT events are recorded"
     );
+    if mode == "prepared" {
+        // Each run carries the values it was bound with: pgbench binds four.
+        let runs = audit_rows(
+            &db,
+            "SELECT parameters FROM events WHERE kind = 'execute' \
+             AND statement LIKE 'INSERT INTO pgbench_history%' LIMIT 5",
+        );
+        for r in runs {
+            let values: Vec<serde_json::Value> =
+                serde_json::from_str(r["parameters"].as_str().expect("parameters")).unwrap();
+            assert_eq!(values.len(), 4, "{r}");
+            assert!(
+                values
+                    .iter()
+                    .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+                "{r}"
+            );
+        }
+    }
     verify_ok(&db);
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod corpus;
 mod demo;
 mod detectors;
+mod executions;
 mod facts;
 mod gateway_audit;
 mod gateway_git;
