@@ -42,7 +42,11 @@
 //!
 //! # Known gaps
 //!
-//! * A secret split across two scanned buffers is not found: callers scan whole values.
+//! * A secret split across two scanned buffers is not found: callers scan whole values,
+//!   or one value in chunks with [`Scanner::scan_chunked`], whose windows overlap.
+//! * In a chunked scan, a keyword assignment whose name, operator and value take more than
+//!   [`LOOKAHEAD`] bytes is missed when a cut falls inside it, and a private key block's
+//!   span ends at its window (only the start is reported, so lines stay right).
 //! * [`GENERIC_SECRET`] needs a keyword in the key name; `db_pass = "..."` is missed.
 //! * Hex-only values under a secret keyword fire (old 40-hex GitHub tokens look exactly
 //!   like a git SHA); UUID-shaped values do not.
@@ -92,6 +96,17 @@ pub const DETECTORS: &[&str] = &[
 
 /// The most bytes a detector's regex looks at after a prefilter hit.
 pub const WINDOW: usize = 512;
+
+/// Bytes before a chunk that [`Scanner::scan_chunked`] scans with it: a token detector
+/// checks the byte before its prefix and a Slack webhook looks back for `https://`; a
+/// whole [`WINDOW`] so that a token which starts there and overlaps a keyword hit in the
+/// chunk still keeps that hit from being reported twice.
+pub const LOOKBEHIND: usize = WINDOW + 8;
+
+/// Bytes after a chunk that [`Scanner::scan_chunked`] scans with it: a token's [`WINDOW`]
+/// plus the byte after it, or a keyword assignment's name and operator and then its
+/// value's [`WINDOW`].
+pub const LOOKAHEAD: usize = 2 * WINDOW;
 
 /// How many leading bytes [`is_binary`] inspects (git's own heuristic uses 8000).
 pub const BINARY_PROBE: usize = 8 * 1024;
@@ -292,6 +307,64 @@ impl Scanner {
     /// Every secret in `bytes`, ordered by position. Binary input is scanned too; callers
     /// that want git's behaviour skip it with [`is_binary`] first.
     pub fn scan(&self, bytes: &[u8]) -> Vec<Finding> {
+        let hits = self.hits(bytes);
+        if hits.is_empty() {
+            return Vec::new();
+        }
+        let mut lines = Lines::default();
+        hits.into_iter().map(|h| lines.locate(bytes, h)).collect()
+    }
+
+    /// What [`Scanner::scan`] finds, one window at a time: the input is cut into chunks of
+    /// `chunk` bytes, and each chunk is scanned with [`LOOKBEHIND`] bytes before it and
+    /// [`LOOKAHEAD`] after, keeping only the hits that start inside it. A secret across a
+    /// cut is thus seen whole by the window of the chunk it starts in and reported once;
+    /// lines and spans count from the start of `bytes`.
+    ///
+    /// Work per window is bounded by `chunk` plus the overlap, whatever `bytes` holds, and
+    /// the overlap is what a detector can look at around a hit, so the findings are those
+    /// of a whole scan except where one reaches further (see the module's known gaps).
+    ///
+    /// ```
+    /// use portcullis::mask::detectors::Scanner;
+    ///
+    /// let scanner = Scanner::new();
+    /// let key = format!("AKIA{}", "Q".repeat(16));
+    /// let text = format!("{}\nkey = {key}\n", "x".repeat(1000));
+    /// // The key starts one byte before the first cut, at 1,008 bytes.
+    /// let findings = scanner.scan_chunked(text.as_bytes(), 1008);
+    /// assert_eq!(findings, scanner.scan(text.as_bytes()));
+    /// assert_eq!((findings[0].line, findings[0].column), (2, 7));
+    /// ```
+    pub fn scan_chunked(&self, bytes: &[u8], chunk: usize) -> Vec<Finding> {
+        let chunk = chunk.max(1);
+        if bytes.len() <= chunk {
+            return self.scan(bytes);
+        }
+        let mut lines = Lines::default();
+        let mut found = Vec::new();
+        let mut owned = 0;
+        while owned < bytes.len() {
+            let end = bytes.len().min(owned + chunk);
+            let from = owned.saturating_sub(LOOKBEHIND);
+            let to = bytes.len().min(end + LOOKAHEAD);
+            for hit in self.hits(&bytes[from..to]) {
+                let start = from + hit.span.start;
+                if (owned..end).contains(&start) {
+                    let hit = Hit {
+                        detector: hit.detector,
+                        span: start..from + hit.span.end,
+                    };
+                    found.push(lines.locate(bytes, hit));
+                }
+            }
+            owned = end;
+        }
+        found
+    }
+
+    /// Confirmed hits in `bytes`, sorted by start, before lines are counted.
+    fn hits(&self, bytes: &[u8]) -> Vec<Hit> {
         let mut hits: Vec<Hit> = Vec::new();
         for m in self.prefilter.find_iter(bytes) {
             let at = m.start();
@@ -308,7 +381,7 @@ impl Scanner {
             hits.extend(hit);
         }
         if hits.is_empty() {
-            return Vec::new();
+            return hits;
         }
         // A JWT or key assigned to `token = "..."` is reported once, by its own detector.
         let specific: Vec<Range<usize>> = hits
@@ -324,7 +397,7 @@ impl Scanner {
         });
         hits.sort_by_key(|h| (h.span.start, h.detector));
         hits.dedup_by(|a, b| a.span == b.span && a.detector == b.detector);
-        locate(bytes, hits)
+        hits
     }
 
     fn token(&self, bytes: &[u8], at: usize, i: usize) -> Option<Hit> {
@@ -537,28 +610,40 @@ fn entropy(value: &[u8]) -> f64 {
         .sum()
 }
 
-/// Attach 1-based line and column to hits sorted by start, counting newlines once.
-fn locate(bytes: &[u8], hits: Vec<Hit>) -> Vec<Finding> {
-    let mut line = 1;
-    let mut line_start = 0;
-    let mut pos = 0;
-    hits.into_iter()
-        .map(|hit| {
-            for (i, &b) in bytes[pos..hit.span.start].iter().enumerate() {
-                if b == b'\n' {
-                    line += 1;
-                    line_start = pos + i + 1;
-                }
+/// Line counting over hits sorted by start, each newline counted once.
+struct Lines {
+    line: usize,
+    line_start: usize,
+    pos: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines {
+            line: 1,
+            line_start: 0,
+            pos: 0,
+        }
+    }
+}
+
+impl Lines {
+    /// `hit` with its 1-based line and column; `bytes` is the whole input.
+    fn locate(&mut self, bytes: &[u8], hit: Hit) -> Finding {
+        for (i, &b) in bytes[self.pos..hit.span.start].iter().enumerate() {
+            if b == b'\n' {
+                self.line += 1;
+                self.line_start = self.pos + i + 1;
             }
-            pos = hit.span.start;
-            Finding {
-                detector: hit.detector,
-                line,
-                column: hit.span.start - line_start + 1,
-                span: hit.span,
-            }
-        })
-        .collect()
+        }
+        self.pos = hit.span.start;
+        Finding {
+            detector: hit.detector,
+            line: self.line,
+            column: hit.span.start - self.line_start + 1,
+            span: hit.span,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -575,6 +660,44 @@ mod tests {
     fn uuid_shape() {
         assert!(is_uuid(b"123e4567-e89b-12d3-a456-426614174000"));
         assert!(!is_uuid(b"123e4567e89b12d3a456426614174000xxxx"));
+    }
+
+    /// Every cut position across each secret, and chunks smaller than the overlap: the
+    /// chunked scan reports what the whole scan does, once, at the same line and column.
+    #[test]
+    fn chunked_scan_matches_whole_scan_at_every_cut() {
+        let jwt_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let text = format!(
+            "intro line\n{}\nkey = AKIA{}\nx{}\npassword = \"{}\"\n\
+             -----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n\
+             token: {jwt_header}.eyJzdWIiOiIxIn0.c2lnbmF0dXJl\nghp_{} tail\n",
+            "lorem ipsum ".repeat(60),
+            "Q7".repeat(8),
+            " ".repeat(700),
+            "Zq8vN2kL5pW9xR4tY7",
+            "MIIEow".repeat(40),
+            "aB3".repeat(12),
+        );
+        let scanner = Scanner::new();
+        let whole = scanner.scan(text.as_bytes());
+        let detectors: Vec<&str> = whole.iter().map(|f| f.detector).collect();
+        assert_eq!(
+            detectors,
+            [
+                AWS_ACCESS_KEY_ID,
+                GENERIC_SECRET,
+                PRIVATE_KEY,
+                JWT,
+                GITHUB_TOKEN
+            ]
+        );
+        let place = |f: &Finding| (f.detector, f.line, f.column, f.span.start);
+        let expected: Vec<_> = whole.iter().map(place).collect();
+        for chunk in [1, 2, 3, 7, 31, 63].into_iter().chain(200..text.len() + 2) {
+            let chunked = scanner.scan_chunked(text.as_bytes(), chunk);
+            let got: Vec<_> = chunked.iter().map(place).collect();
+            assert_eq!(got, expected, "chunk {chunk}");
+        }
     }
 
     #[test]

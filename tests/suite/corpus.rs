@@ -56,6 +56,11 @@ fn every_default_rule_has_corpus_cases() {
         if rule.id.starts_with("mask.") {
             continue;
         }
+        // Only a blob over 1 GiB read from the mirror goes unscanned (issue 14): too
+        // large for a scenario; tests/suite/git_inspect.rs lowers the cap instead.
+        if rule.id == "git.unscanned" {
+            continue;
+        }
         let n = corpus
             .iter()
             .filter(|c| c.rule.as_deref() == Some(rule.id.as_str()))

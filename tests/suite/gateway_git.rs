@@ -5,8 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
+use portcullis::git::inspect::history::InspectOptions;
+
 use crate::support::git::{
-    GitGateway, HttpUpstream, UpstreamSpec, git, git_ok, refs, seeded_upstream,
+    GitGateway, HttpUpstream, UpstreamSpec, filler, git, git_ok, refs, seeded_upstream,
 };
 
 /// An AWS access key id of the documented example shape, assembled at run time so this
@@ -990,16 +992,39 @@ fn issue_9_secrets_in_messages_are_refused_and_never_printed() {
     assert!(stderr.contains("(tag message)"), "{stderr}");
 }
 
-/// Issue #9: a blob over the scan limit (32 MiB) but under git.large-file's 50 MiB is not
-/// passed unscanned.
+/// Issue #14, item 7 (was issue #9's refusal as unscanned): a file over the in-memory
+/// limit (32 MiB; 33 MiB here) is scanned in chunks: clean, it goes
+/// through; with a key across the first cut (sent as a delta against the clean one
+/// upstream), it is refused, naming the path, the line and the detector once.
 #[test]
-fn issue_9_a_blob_too_large_to_scan_is_refused() {
+fn issue_14_a_file_over_the_in_memory_limit_is_scanned_in_chunks() {
+    let chunk = InspectOptions::default().scan_chunk;
+    assert_eq!(chunk, 32 << 20);
     let f = Fixture::new();
-    let before = f.upstream_refs();
     git_ok(&f.work, &["checkout", "-q", "-b", "big", "origin/feature"]);
-    f.commit("blob.bin", &vec![0u8; 40 << 20], "big");
+    let clean = filler(chunk + (1 << 20));
+    f.commit("data/big.txt", &clean, "big");
     let (ok, stderr) = f.push(&["big:refs/heads/big"]);
-    assert_refused(&f, &before, (ok, stderr), "git.unscanned");
+    assert!(
+        ok,
+        "a clean large file is allowed:\n{stderr}\n{}",
+        f.gw.log()
+    );
+
+    let before = f.upstream_refs();
+    let mut leaky = clean;
+    let key = format!(" {} ", aws_key());
+    // The key starts 7 bytes before the cut, on line 524,288 (64-byte lines).
+    leaky[chunk - 8..chunk - 8 + key.len()].copy_from_slice(key.as_bytes());
+    f.commit("data/big.txt", &leaky, "leak");
+    let (ok, stderr) = f.push(&["big:refs/heads/big"]);
+    assert_refused(&f, &before, (ok, stderr.clone()), "git.secrets");
+    assert!(
+        stderr.contains("secret aws-access-key-id in data/big.txt:524288 "),
+        "names detector, path and line:\n{stderr}"
+    );
+    assert_eq!(stderr.matches("data/big.txt:").count(), 1, "{stderr}");
+    assert!(!stderr.contains(&aws_key()), "{stderr}");
 }
 
 /// Issue #9: push options that ask the upstream to merge by itself wait for a maintainer

@@ -13,6 +13,8 @@ use portcullis::git::inspect::history::{Hidden, InspectOptions, Update, inspect}
 use portcullis::git::inspect::pack::{Limits, Quarantine};
 use portcullis::policy::value::{Record, Value};
 
+use crate::support::git::filler;
+
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 fn aws_key() -> String {
@@ -510,7 +512,7 @@ fn recreating_a_deleted_branch_makes_its_commits_new_again() {
 }
 
 #[test]
-fn large_blobs_are_sized_but_not_scanned_and_binary_ones_are_scanned() {
+fn blobs_over_the_scan_cap_are_sized_but_not_scanned_and_binary_ones_are_scanned() {
     let f = Fixture::new();
     let old = f.head();
     let big = format!("{}\n{}\n", lorem(30_000), aws_key());
@@ -522,7 +524,7 @@ fn large_blobs_are_sized_but_not_scanned_and_binary_ones_are_scanned() {
     let tip = f.commit("assets");
     let pack = f.pack(&[&tip], &[&old]);
     let opts = InspectOptions {
-        scan_limit: 1 << 20,
+        max_scan_bytes: 1 << 20,
         ..InspectOptions::default()
     };
     assert!(big.len() > 1 << 20);
@@ -552,6 +554,111 @@ fn large_blobs_are_sized_but_not_scanned_and_binary_ones_are_scanned() {
     let mut found: Vec<&str> = facts[0].1.secrets.iter().map(|s| s.path.as_str()).collect();
     found.sort();
     assert_eq!(found, vec!["data/big.txt", "img/logo.png"]);
+}
+
+/// The chunk size the issue 14 tests scan with: small, so a blob of a few chunks is quick.
+const CHUNK: usize = 64 << 10;
+
+fn chunked() -> InspectOptions {
+    InspectOptions {
+        scan_chunk: CHUNK,
+        ..InspectOptions::default()
+    }
+}
+
+/// `(detector, line, column)` of every secret found in `path` by `commit`.
+fn found_in(push: &PushFacts, path: &str, commit: &str) -> Vec<(&'static str, i64, i64)> {
+    push.secrets
+        .iter()
+        .filter(|s| s.path == path && s.commit == commit)
+        .map(|s| (s.detector, s.line, s.column))
+        .collect()
+}
+
+/// What a whole scan of `blob` finds, as `(detector, line, column)`.
+fn whole_scan(blob: &[u8]) -> Vec<(&'static str, i64, i64)> {
+    portcullis::mask::detectors::Scanner::new()
+        .scan(blob)
+        .iter()
+        .map(|f| (f.detector, f.line as i64, f.column as i64))
+        .collect()
+}
+
+/// Overwrites `blob` at `at` with ` <secret> `, so the secret starts at `at + 1` between
+/// token boundaries; returns its 1-based line.
+fn plant(blob: &mut [u8], at: usize, secret: &str) -> i64 {
+    let with_spaces = format!(" {secret} ");
+    blob[at..at + with_spaces.len()].copy_from_slice(with_spaces.as_bytes());
+    blob[..at].iter().filter(|&&b| b == b'\n').count() as i64 + 1
+}
+
+/// Issue #14, item 7: a blob over the chunk size is scanned in chunks; a secret across a
+/// cut is reported once, on its line, and so is one deep in a later chunk, also when the
+/// blob arrives as a delta against a large base.
+#[test]
+fn issue_14_secrets_across_a_cut_and_deep_in_a_large_blob_are_found_once() {
+    let f = Fixture::new();
+    let old = f.head();
+    let mut blob = filler(6 * CHUNK);
+    // The key starts 7 bytes before the first cut (64 KiB), on line 1,024 (1,023 lines of
+    // 64 bytes before it).
+    let key_line = plant(&mut blob, CHUNK - 8, &aws_key());
+    assert_eq!(key_line, 1024);
+    let token = format!("ghp_{}", "aB3".repeat(12));
+    let token_line = plant(&mut blob, 4 * CHUNK + 5000, &token);
+    f.write("data/big.txt", &blob);
+    let first = f.commit("large file");
+    // A second version with a third secret across the third cut: git packs it as a delta
+    // against the first.
+    let mut second = blob.clone();
+    let key2_line = plant(
+        &mut second,
+        3 * CHUNK - 5,
+        &format!("AKIA{}", "Z9".repeat(8)),
+    );
+    f.write("data/big.txt", &second);
+    let tip = f.commit("edit the large file");
+    let pack = f.pack(&[&tip], &[&old]);
+
+    let facts = f
+        .inspect_with(&pack, &[(&old, &tip, "refs/heads/main")], &chunked())
+        .expect("inspects");
+    let p = &facts[0].1;
+    assert!(p.unscanned.is_empty(), "{:?}", p.unscanned);
+    assert_eq!(
+        found_in(p, "data/big.txt", &first),
+        vec![
+            ("aws-access-key-id", key_line, 58),
+            ("github-token", token_line, 10),
+        ]
+    );
+    assert_eq!(found_in(p, "data/big.txt", &first), whole_scan(&blob));
+    let in_second = found_in(p, "data/big.txt", &tip);
+    assert_eq!(in_second.len(), 3, "{in_second:?}");
+    assert!(
+        in_second.contains(&("aws-access-key-id", key2_line, 61)),
+        "{in_second:?}"
+    );
+    assert_eq!(in_second, whole_scan(&second));
+    assert_eq!(p.largest_blob, (6 * CHUNK) as i64);
+}
+
+/// Issue #14, item 7: a clean blob over the chunk size is judged, not refused as unscanned.
+#[test]
+fn issue_14_a_clean_large_blob_is_scanned_not_unscanned() {
+    let f = Fixture::new();
+    let old = f.head();
+    f.write("data/big.txt", &filler(5 * CHUNK + 123));
+    let tip = f.commit("large file");
+    let pack = f.pack(&[&tip], &[&old]);
+    let facts = f
+        .inspect_with(&pack, &[(&old, &tip, "refs/heads/main")], &chunked())
+        .expect("inspects");
+    let p = &facts[0].1;
+    assert!(p.secrets.is_empty(), "{:?}", p.secrets);
+    assert!(p.unscanned.is_empty(), "{:?}", p.unscanned);
+    assert_eq!(p.largest_blob, (5 * CHUNK + 123) as i64);
+    assert_eq!(p.largest_blob_path.as_deref(), Some("data/big.txt"));
 }
 
 #[test]

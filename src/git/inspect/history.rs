@@ -15,8 +15,20 @@
 //! parent's are skipped whole. A blob (or subtree) that a parent holds under another path
 //! was moved or copied: its path is listed in `push.files`, but its content is not new, so
 //! it is neither scanned nor counted as the largest blob. Every distinct new blob is read
-//! once and scanned with [`Scanner`], binary or not (a NUL byte must not hide a key),
-//! unless it is larger than [`InspectOptions::scan_limit`]; those become `push.unscanned`.
+//! once and scanned with [`Scanner`], binary or not (a NUL byte must not hide a key).
+//!
+//! # Large blobs
+//!
+//! A blob over [`InspectOptions::scan_chunk`] is scanned in chunks of that size whose
+//! windows overlap by what a detector can look at ([`Scanner::scan_chunked`]): a secret
+//! across a cut is found once, its line counted from the blob's start. gix decodes every
+//! object whole, though: the indexer does to hash it (refusing anything over
+//! [`Limits::max_object_bytes`](super::pack::Limits::max_object_bytes)) and so does the
+//! delta-tree pass that hands blobs here, so chunking bounds the scan's work per window,
+//! not the memory the blob itself takes. Only blobs over
+//! [`InspectOptions::max_scan_bytes`] (1 GiB by default, the indexer's cap) are not
+//! scanned; they become `push.unscanned`. In practice these are blobs read from the
+//! mirror (a recreated branch), which the indexer never saw.
 //!
 //! A ref that points straight at a tree or blob (only possible for hand-made pushes) has no
 //! history; its tree is listed as if it were a root commit's (commit `""`), a blob as the
@@ -50,7 +62,8 @@
 //! it is a ref tip (the usual fast-forward); only otherwise does gix's hidden-tips walk
 //! decide, which may read the mirror's history. Commits and blob results are shared across
 //! the ref updates of one push, trees go through gix's object cache, and blobs are scanned
-//! on [`InspectOptions::threads`] threads, one blob in memory per thread.
+//! on [`InspectOptions::threads`] threads, one blob in memory per thread (see "Large
+//! blobs").
 //!
 //! # Known gaps
 //!
@@ -122,8 +135,11 @@ pub enum Hidden {
 #[derive(Debug, Clone)]
 pub struct InspectOptions {
     pub hidden: Hidden,
-    /// Blobs larger than this are not scanned (reported as `too-large`).
-    pub scan_limit: u64,
+    /// Blobs larger than this are scanned in chunks of this many bytes, each with the
+    /// detectors' overlap ([`Scanner::scan_chunked`]).
+    pub scan_chunk: usize,
+    /// Blobs larger than this are not scanned (`push.unscanned`, reason `too-large`).
+    pub max_scan_bytes: u64,
     /// Threads scanning blobs.
     pub threads: usize,
     /// Most new commits per push.
@@ -143,7 +159,9 @@ impl Default for InspectOptions {
     fn default() -> Self {
         InspectOptions {
             hidden: Hidden::AllRefs,
-            scan_limit: 32 << 20,
+            scan_chunk: 32 << 20,
+            // What the indexer decodes at most: every blob of the pack fits.
+            max_scan_bytes: super::pack::Limits::default().max_object_bytes as u64,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             max_commits: 1_000_000,
             max_files: 5_000_000,
@@ -247,11 +265,11 @@ fn scan_pack(
     opts: &InspectOptions,
 ) -> Result<HashMap<ObjectId, BlobInfo>, Error> {
     let found = Mutex::new(HashMap::new());
-    let limit = usize::try_from(opts.scan_limit).unwrap_or(usize::MAX);
+    let limit = usize::try_from(opts.max_scan_bytes).unwrap_or(usize::MAX);
     quarantine.for_each_blob(opts.threads, limit, |id, bytes| {
         let info = BlobInfo {
             size: bytes.len() as u64,
-            scan: Scan::Findings(scanner().scan(bytes)),
+            scan: Scan::Findings(scanner().scan_chunked(bytes, opts.scan_chunk)),
         };
         if let Ok(mut map) = found.lock() {
             map.insert(id, info);
@@ -556,7 +574,7 @@ impl Inspector<'_> {
                 .map(|_| {
                     let objects = scanner_objects(repo, opts);
                     let receiver = &receiver;
-                    scope.spawn(move || scan_worker(&objects, receiver, opts.scan_limit))
+                    scope.spawn(move || scan_worker(&objects, receiver, opts))
                 })
                 .collect();
             self.sender = Some(sender);
@@ -995,14 +1013,14 @@ fn set_pack_cache(objects: &mut gix::OdbHandle, bytes: usize) {
 fn scan_worker(
     objects: &gix::OdbHandle,
     receiver: &Mutex<mpsc::Receiver<ObjectId>>,
-    limit: u64,
+    opts: &InspectOptions,
 ) -> Result<Vec<(ObjectId, BlobInfo)>, Error> {
     let mut buf = Vec::new();
     let mut done = Vec::new();
     loop {
         let next = receiver.lock().map_err(|_| Error::Scanner)?.recv();
         let Ok(id) = next else { break };
-        done.push((id, scan_blob(objects, &id, limit, &mut buf)?));
+        done.push((id, scan_blob(objects, &id, opts, &mut buf)?));
     }
     Ok(done)
 }
@@ -1010,7 +1028,7 @@ fn scan_worker(
 fn scan_blob(
     objects: &gix::OdbHandle,
     id: &ObjectId,
-    limit: u64,
+    opts: &InspectOptions,
     buf: &mut Vec<u8>,
 ) -> Result<BlobInfo, Error> {
     let header = match objects.try_header(id) {
@@ -1027,7 +1045,7 @@ fn scan_blob(
         return Err(malformed(*id, "blob", None));
     }
     let size = header.size();
-    if size > limit {
+    if size > opts.max_scan_bytes {
         return Ok(BlobInfo {
             size,
             scan: Scan::TooLarge,
@@ -1045,6 +1063,6 @@ fn scan_blob(
     };
     // Binary blobs are scanned too: one NUL byte must not hide a key in a text file, and
     // the detectors' prefixes and validators keep binary noise out.
-    let scan = Scan::Findings(scanner().scan(data));
+    let scan = Scan::Findings(scanner().scan_chunked(data, opts.scan_chunk));
     Ok(BlobInfo { size, scan })
 }

@@ -75,7 +75,8 @@ pub struct Limits {
     pub max_pack_bytes: u64,
     /// Most objects the pack header may announce.
     pub max_objects: u32,
-    /// Largest single object (or delta result) the indexer may decode into memory.
+    /// Largest single object (or delta result) the indexer may decode into memory: gix
+    /// holds each object whole to hash it, so this bounds a push's memory per thread.
     pub max_object_bytes: usize,
     /// Threads resolving deltas; `None` uses every core.
     pub threads: Option<usize>,
@@ -217,7 +218,8 @@ impl Quarantine {
     /// Calls `visit` with the id and bytes of every blob in the pack, each decoded exactly
     /// once: gix's delta-tree traversal resolves every base a single time, where looking
     /// blobs up one by one would inflate long delta chains again for each of them.
-    /// Blobs over `max_blob_bytes` are not decoded (their size still comes from the walk).
+    /// Blobs over `max_blob_bytes` are not visited (their size still comes from the walk);
+    /// gix decodes every object whole all the same, as the indexer did.
     pub fn for_each_blob<F>(
         &self,
         threads: usize,

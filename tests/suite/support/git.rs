@@ -17,6 +17,21 @@ use portcullis::identity::{self, KeyAlg, MintOptions};
 use super::gateway::{AUDIENCE, ISSUER, free_port, wait_listening};
 
 /// Runs git in `dir` with a clean, private configuration; panics if git cannot start.
+/// `len` bytes of 64-byte source-like lines (the last one cut short), with no keyword or
+/// prefix a secret detector reacts to: filler that puts a secret at an exact offset.
+pub fn filler(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 0u64;
+    while out.len() < len {
+        let line = format!("fn item_{i:010}() -> u64 {{ {i:010} * 7 }} // filler, lines\n");
+        debug_assert_eq!(line.len(), 64);
+        out.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
 pub fn git(dir: &Path, args: &[&str]) -> Output {
     git_env(dir, args, &[])
 }
