@@ -176,6 +176,12 @@ pub struct PostgresTarget {
     /// Client connections served at once (`max_connections`); one more is told so and
     /// closed.
     pub max_connections: usize,
+    /// How long a client may take from connecting to being logged in
+    /// (`startup_timeout`); then it is closed.
+    pub startup_timeout: std::time::Duration,
+    /// Connections still logging in at once (`max_startups`); one more pushes out the one
+    /// that has been logging in longest.
+    pub max_startups: usize,
 }
 
 /// One `[[git]]` entry: a repository served at `/git/<name>.git`.
@@ -291,6 +297,11 @@ pub struct TlsFiles {
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Default `[[postgres]] max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// Default `[[postgres]] startup_timeout`: an agent's driver logs in within
+/// milliseconds; PostgreSQL's own `authentication_timeout` is a minute, for people.
+pub const DEFAULT_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default `[[postgres]] max_startups`.
+pub const DEFAULT_MAX_STARTUPS: usize = 100;
 
 impl Config {
     /// Reads and validates a config file.

@@ -88,6 +88,8 @@ struct RawPostgres {
     tls_required: Option<bool>,
     max_message_bytes: Option<usize>,
     max_connections: Option<usize>,
+    startup_timeout: Option<String>,
+    max_startups: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +275,17 @@ impl RawConfig {
                     .max_connections
                     .unwrap_or(super::DEFAULT_MAX_CONNECTIONS)
                     .max(1),
+                startup_timeout: match p.startup_timeout.as_deref() {
+                    None => super::DEFAULT_STARTUP_TIMEOUT,
+                    Some(t) => super::duration(t).filter(|d| !d.is_zero()).ok_or_else(|| {
+                        Error::invalid(
+                            path,
+                            &key("startup_timeout"),
+                            format!("{t:?}: expected a duration such as \"10s\""),
+                        )
+                    })?,
+                },
+                max_startups: p.max_startups.unwrap_or(super::DEFAULT_MAX_STARTUPS).max(1),
             });
         }
         // Every gateway records into the store: without an `[audit]` section it is the

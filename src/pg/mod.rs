@@ -70,6 +70,8 @@ pub struct Gateway {
     pub approvals: Option<Arc<crate::gateway::approvals::Broker>>,
     /// Client connections open now.
     sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections still logging in.
+    pub startups: Arc<Startups>,
 }
 
 impl Gateway {
@@ -84,6 +86,7 @@ impl Gateway {
             Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
             None => None,
         };
+        let startups = Arc::new(Startups::new(target.max_startups));
         Ok(Gateway {
             target,
             rules,
@@ -95,6 +98,7 @@ impl Gateway {
             catalog: catalog::Catalog::default(),
             approvals: None,
             sessions: Arc::default(),
+            startups,
         })
     }
 
@@ -152,5 +156,64 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The connections still logging in, oldest first, at most `max_startups` of them. A
+/// client that connects and then stalls (silent, or waiting at the password) holds one
+/// place until `startup_timeout`; when all are taken, a new connection pushes out the
+/// one that has waited longest. A flood of stalled connections thus cannot keep a
+/// real client, which logs in within milliseconds, from getting in.
+pub struct Startups {
+    max: usize,
+    next: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
+}
+
+/// One connection's place among [`Startups`]; `pushed_out` resolves when a newer one
+/// took it. Leaves its place when dropped (logged in, or gone).
+pub struct Starting {
+    id: u64,
+    startups: Arc<Startups>,
+    pub pushed_out: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Startups {
+    pub fn new(max: usize) -> Startups {
+        Startups {
+            max: max.max(1),
+            next: Default::default(),
+            waiting: Default::default(),
+        }
+    }
+
+    pub fn enter(self: &Arc<Self>) -> Starting {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() >= self.max
+            && let Some((_, oldest)) = waiting.pop_front()
+        {
+            let _ = oldest.send(());
+        }
+        waiting.push_back((id, tx));
+        Starting {
+            id,
+            startups: self.clone(),
+            pushed_out: rx,
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .startups
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = waiting.iter().position(|(id, _)| *id == self.id) {
+            waiting.remove(at);
+        }
     }
 }

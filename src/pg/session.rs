@@ -71,10 +71,58 @@ pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
 
 async fn serve(gw: &Gateway, tcp: TcpStream, peer: SocketAddr, id: &str) -> Result<(), Error> {
     let mut buf = BytesMut::with_capacity(1024);
-    let opening = startup::open(tcp, &mut buf, gw.tls.as_ref(), gw.target.tls_required).await;
+    // Logging in is bounded in time and in how many may do it at once (see `Startups`);
+    // a connection that runs out of either is closed without a word: it has not said
+    // who it is, and stalled connections are what a flood is made of.
+    let mut starting = gw.startups.enter();
+    let logged_in = tokio::select! {
+        r = log_in(gw, tcp, &mut buf, peer, id) => r?,
+        _ = tokio::time::sleep(gw.target.startup_timeout) => {
+            return Err(Error::Protocol(format!(
+                "the start-up did not finish within {:?} (startup_timeout)",
+                gw.target.startup_timeout
+            )));
+        }
+        _ = &mut starting.pushed_out => {
+            return Err(Error::Protocol(
+                "pushed out by a newer connection while still logging in (max_startups)".into(),
+            ));
+        }
+    };
+    drop(starting);
+    let Some((client, mut state, upstream)) = logged_in else {
+        return Ok(());
+    };
+    let key = state.client_key;
+    let result = relay(gw, client, upstream, buf, &mut state).await;
+    gw.cancel.remove(key);
+    record_session(
+        gw,
+        id,
+        peer,
+        Some(&state.agent.sub),
+        &[],
+        SessionState::Ended,
+        result.as_ref().err(),
+    )
+    .await
+    .unwrap_or_else(|e| unrecorded(id, &e));
+    result
+}
+
+/// Start-up, TLS and login, both sides: the client ready to relay, or `None` for a
+/// CancelRequest (served here).
+async fn log_in(
+    gw: &Gateway,
+    tcp: TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    id: &str,
+) -> Result<Option<(ClientStream, State, Upstream)>, Error> {
+    let opening = startup::open(tcp, buf, gw.tls.as_ref(), gw.target.tls_required).await;
     let (mut client, params) = match opening {
         Ok(Opening::Session(client, params)) => (client, params),
-        Ok(Opening::Cancel(body)) => return cancel(gw, &body).await,
+        Ok(Opening::Cancel(body)) => return cancel(gw, &body).await.map(|()| None),
         Err(Failed {
             error,
             client,
@@ -91,32 +139,16 @@ async fn serve(gw: &Gateway, tcp: TcpStream, peer: SocketAddr, id: &str) -> Resu
             return Err(error);
         }
     };
-    let (mut state, upstream) =
-        match super::login::login(gw, &mut client, &mut buf, &params, peer, id).await {
-            Ok(s) => s,
-            Err(e) => {
-                record_session(gw, id, peer, None, &[], SessionState::Refused, Some(&e))
-                    .await
-                    .unwrap_or_else(|e| unrecorded(id, &e));
-                startup::send_fatal(&mut client, &e).await;
-                return Err(e);
-            }
-        };
-    let key = state.client_key;
-    let result = relay(gw, client, upstream, buf, &mut state).await;
-    gw.cancel.remove(key);
-    record_session(
-        gw,
-        id,
-        peer,
-        Some(&state.agent.sub),
-        &[],
-        SessionState::Ended,
-        result.as_ref().err(),
-    )
-    .await
-    .unwrap_or_else(|e| unrecorded(id, &e));
-    result
+    match super::login::login(gw, &mut client, buf, &params, peer, id).await {
+        Ok((state, upstream)) => Ok(Some((client, state, upstream))),
+        Err(e) => {
+            record_session(gw, id, peer, None, &[], SessionState::Refused, Some(&e))
+                .await
+                .unwrap_or_else(|e| unrecorded(id, &e));
+            startup::send_fatal(&mut client, &e).await;
+            Err(e)
+        }
+    }
 }
 
 fn unrecorded(id: &str, e: &dyn std::fmt::Display) {

@@ -106,6 +106,16 @@ fn invalid_values_are_named() {
             "postgres[0].listen",
         ),
         ("/app\"", "/app?sslmode=verify-full\"", "sslrootcert"),
+        (
+            "result_rows = 100",
+            "result_rows = 100\nmemory_limit = \"8MB\"",
+            "audit.memory_limit",
+        ),
+        (
+            "tls_key  = \"certs/gw.key\"",
+            "tls_key  = \"certs/gw.key\"\nstartup_timeout = \"soon\"",
+            "postgres[0].startup_timeout",
+        ),
     ] {
         let bad = GOOD.replace(from, to);
         let e = Config::parse(Path::new("p.toml"), &bad, &env)

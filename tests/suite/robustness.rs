@@ -251,3 +251,35 @@ fn issue_14_a_copy_to_stdout_is_recorded_with_its_rows_and_a_sample() {
     let result = rows[0]["result"].as_str().unwrap_or_default();
     assert!(result.contains("1\\tbox 1"), "{result}");
 }
+
+/// Stalled clients (connected, silent) cannot starve others: at most `max_startups`
+/// connections are logging in at once and a new one pushes out the oldest, so they
+/// never fill `max_connections`; each is closed at `startup_timeout` anyway.
+#[test]
+fn issue_14_stalled_clients_cannot_keep_others_from_logging_in() {
+    use std::io::Read;
+    let (_pg, gw) = start(Options {
+        postgres: "max_connections = 50\nmax_startups = 20\nstartup_timeout = \"3s\"\n".into(),
+        ..Options::default()
+    });
+    let token = gw.token("alice", &["dev"]);
+    let stalled = flood(gw.port, 200);
+    assert!(stalled.len() >= 100, "{}", stalled.len());
+    // Each real client gets in past the silent ones: they hold at most 20 places.
+    for _ in 0..3 {
+        let (ok, out, err) = gw.psql(&token, &["-c", "SELECT 41 + 1"]);
+        assert!(ok && out.trim() == "42", "refused: {err}\n{}", gw.log());
+    }
+    assert!(gw.log().contains("(max_startups)"), "{}", gw.log());
+    drop(stalled);
+    // A silent connection with a place is closed at the deadline, without a word.
+    for mut s in flood(gw.port, 5) {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut byte), Ok(0)),
+            "still open, or answered"
+        );
+    }
+    assert!(gw.log().contains("(startup_timeout)"), "{}", gw.log());
+}
