@@ -296,6 +296,11 @@ impl Recorder {
             .is_some_and(|a| a.durability() != audit::Durability::All)
     }
 
+    /// Whether events go to a store (not only to the log).
+    pub fn stores(&self) -> bool {
+        self.audit.is_some()
+    }
+
     pub fn metrics(&self) -> &super::metrics::Metrics {
         &self.metrics
     }

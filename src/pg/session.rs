@@ -489,6 +489,9 @@ impl State {
     /// not see prepared (SQL `PREPARE`, bound through the protocol) is recorded with its
     /// name, as a write to be safe.
     pub fn executed(&mut self, gw: &Gateway, name: &str, section: &[u8]) {
+        if !gw.recorder.stores() {
+            return;
+        }
         let values = super::messages::parameter_values(section).unwrap_or_default();
         let ev = match self.prepared.get(name) {
             Some(p) => p
