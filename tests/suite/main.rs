@@ -13,6 +13,7 @@ mod corpus;
 mod demo;
 mod detectors;
 mod facts;
+mod fuzz_regressions;
 mod gateway_audit;
 mod gateway_git;
 mod gateway_pg;
