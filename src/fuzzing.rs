@@ -183,6 +183,8 @@ const JWT_AUDIENCE: &str = "portcullis";
 ///    secret, so the claims reach the mapping that runs after the signature is checked;
 /// 2. claims JSON laid over valid ones (`iss`, `aud`, `sub`, `exp`), signed likewise;
 /// 3. a JWKS document, loaded by a verifier of its own.
+///
+/// An identity that comes out goes where a PostgreSQL session would take it.
 pub fn jwt(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -242,6 +244,7 @@ fn check_identity(result: Result<crate::identity::Identity, crate::identity::Err
         Ok(identity) => {
             assert!(!identity.sub.is_empty(), "an identity without a subject");
             let _ = identity.agent();
+            crate::pg::fuzz::identity(&identity);
         }
         Err(e) => {
             let _ = (e.to_string(), e.sqlstate());

@@ -177,6 +177,14 @@ pub fn session(data: &[u8]) {
     let _ = markers.unfinished().count();
 }
 
+/// What a session does with a verified identity before and while it relays: its state,
+/// and the check that ends it once the token has expired.
+pub fn identity(identity: &crate::identity::Identity) {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+    let state = super::session::State::new("fuzz", peer, identity, "db");
+    let _ = state.expired();
+}
+
 /// One client frame, as the client relay handles it; `Err` where the relay would end the
 /// session.
 fn client(
