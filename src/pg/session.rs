@@ -520,10 +520,11 @@ impl State {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         // Saturating: an issuer may sign an `exp` near u64::MAX ("never"), which an
-        // addition would overflow (found by the `jwt` fuzz target, issue 14).
-        if now < self
-            .expires_at
-            .saturating_add(crate::identity::DEFAULT_LEEWAY_SECS)
+        // addition would overflow (seen through the `jwt` fuzz target, issue 14).
+        if now
+            < self
+                .expires_at
+                .saturating_add(crate::identity::DEFAULT_LEEWAY_SECS)
         {
             return Ok(());
         }
