@@ -12,6 +12,10 @@ pub mod cases;
 pub mod cli;
 pub mod config;
 pub mod demo;
+// The fuzz targets' bodies (fuzz/): a test harness, public only so the fuzz crate and
+// the regression tests reach it.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod git;
 pub mod identity;

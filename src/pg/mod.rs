@@ -24,6 +24,8 @@ mod catalog;
 mod describe;
 mod error;
 mod frame;
+// Entry points for `crate::fuzzing`: the decoders and session bookkeeping without sockets.
+pub(crate) mod fuzz;
 mod hold;
 mod login;
 mod markers;

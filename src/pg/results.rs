@@ -55,7 +55,10 @@ impl Results {
             }
             b'C' => {
                 if let Some(n) = command_rows(body) {
-                    *self.count.get_or_insert(0) += n;
+                    // Saturating: the counts come from the server, and two near i64::MAX
+                    // overflowed the sum (issue 14, fuzzing).
+                    let count = self.count.get_or_insert(0);
+                    *count = count.saturating_add(n);
                 }
                 self.finish_set();
             }

@@ -674,7 +674,13 @@ impl State {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if now < self.expires_at + crate::identity::DEFAULT_LEEWAY_SECS {
+        // Saturating: an issuer may sign an `exp` near u64::MAX ("never"), which an
+        // addition would overflow (seen through the `jwt` fuzz target, issue 14).
+        if now
+            < self
+                .expires_at
+                .saturating_add(crate::identity::DEFAULT_LEEWAY_SECS)
+        {
             return Ok(());
         }
         Err(Error::Auth(

@@ -14,6 +14,7 @@ mod demo;
 mod detectors;
 mod executions;
 mod facts;
+mod fuzz_regressions;
 mod gateway_audit;
 mod gateway_git;
 mod gateway_pg;
