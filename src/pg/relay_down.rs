@@ -70,6 +70,10 @@ pub async fn relay_down(
         ..Column::default()
     }]);
     let mut copy_binary = false;
+    // A result the catalog could not be asked about (the upstream going away, most
+    // often): its rows cannot be masked, so one arriving ends the session; an error the
+    // server sends instead still reaches the client.
+    let mut undescribed: Option<Error> = None;
     loop {
         // Find the complete frames at the front; note where they must change.
         let mut end = 0;
@@ -94,7 +98,10 @@ pub async fn relay_down(
                     with: None,
                 }),
                 (b'T', Reply::Describe | Reply::DescribeHidden) => {
-                    describe(gw, masker, &markers, &mut plans, body).await?;
+                    if let Err(e) = describe(gw, masker, &markers, &mut plans, body).await {
+                        tracing::warn!(error = %e, "a result could not be described");
+                        undescribed = Some(e);
+                    }
                     if reply == Reply::DescribeHidden {
                         edits.push(Edit {
                             at: end,
@@ -106,6 +113,10 @@ pub async fn relay_down(
                     }
                 }
                 (b'D', _) => {
+                    if let Some(e) = undescribed.take() {
+                        ending = Some(e);
+                        break;
+                    }
                     let masked = match mask_row(masker, &markers, body) {
                         Ok(m) => m,
                         Err(e) => {
@@ -192,8 +203,10 @@ pub async fn relay_down(
                             // tables with a column masked for this agent, only its
                             // SQLSTATE gets through.
                             let tables = error_tables.unwrap_or_default();
+                            // Tables whose columns cannot be looked up count as masked.
                             let hidden = masked_in(gw, masker, &tables)
-                                .await?
+                                .await
+                                .unwrap_or_else(|_| Some(String::new()))
                                 .map(|_| plain_error(body));
                             match hidden {
                                 Some(replacement) => {
@@ -249,6 +262,7 @@ pub async fn relay_down(
                     }
                 }
                 (b'Z', _) => {
+                    undescribed = None;
                     let mut t = lock(&markers);
                     t.markers.ready();
                     let (rows, sample, masked) = results.take();

@@ -283,3 +283,35 @@ fn issue_14_stalled_clients_cannot_keep_others_from_logging_in() {
     }
     assert!(gw.log().contains("(startup_timeout)"), "{}", gw.log());
 }
+
+/// The upstream shut down under a running statement: the client gets PostgreSQL's own
+/// FATAL (57P01), as it would directly, even though the gateway could no longer ask the
+/// catalog about the result; new sessions work once the upstream is back.
+#[test]
+fn issue_14_a_statement_running_when_the_upstream_restarts_gets_the_servers_error() {
+    let (pg, gw) = crate::support::gateway::setup();
+    let token = gw.token("alice", &["dev"]);
+    let running = gw.psql_in_background(&token, &["-c", "SELECT pg_sleep(60)"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg
+        .query("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
+        .trim()
+        != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pg.restart_fast();
+    let (ok, _, err) = running.join().expect("psql thread");
+    assert!(!ok);
+    assert!(
+        err.contains("terminating connection due to administrator command"),
+        "{err}\n{}",
+        gw.log()
+    );
+    let (ok, out, err) = gw.psql(&token, &["-c", "SELECT 41 + 1"]);
+    assert!(ok && out.trim() == "42", "{err}\n{}", gw.log());
+}

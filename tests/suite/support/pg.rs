@@ -359,6 +359,29 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// `pg_ctl restart -m fast`: sessions are told 57P01 and cut; the server comes back
+    /// on the same port (pg_ctl reuses the options it was started with).
+    pub fn restart_fast(&self) {
+        let out = server_command("pg_ctl")
+            .arg("restart")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-m", "fast", "-w", "-t", "60"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         // No pid file: the server never started (or already stopped).
