@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# pgbench -S through Portcullis vs. direct PostgreSQL vs. PgBouncer, in one run.
+# pgbench through Portcullis vs. direct PostgreSQL vs. PgBouncer, in one run.
 #
 # Starts a private PostgreSQL cluster, a PgBouncer (session pooling) and a Portcullis
-# gateway on free loopback ports, runs `pgbench -S` against all three in interleaved
-# order, prints a table against the SPEC target (gateway >= 85% of direct TPS and
-# >= PgBouncer), and tears everything down on exit. See benches/README.md.
+# gateway on free loopback ports, runs pgbench's built-in scripts (`-b select-only`, i.e.
+# `-S`, and `-b tpcb-like`) against all three in interleaved order, and prints a table
+# against the SPEC target (gateway >= 85% of direct TPS and >= PgBouncer, on
+# select-only) with the CPU time PgBouncer and the gateway spend per transaction (user
+# and system, the gateway's split into tokio workers, the audit writer and the rest),
+# read from /proc before and after each run. Tears everything down on exit. See
+# benches/README.md.
 #
 # Environment:
 #   DURATION        seconds per pgbench run (default 10)
 #   SCALE           pgbench -i scale factor (default 10)
+#   SCRIPTS         pgbench built-in scripts (default "select-only tpcb-like")
 #   CLIENTS         client counts to run (default "1 8"); -j is min(N, 2)
 #   MODES           pgbench protocols (default "simple prepared")
 #   WARMUP          seconds of an untimed direct run before measuring (default 3; 0 = none)
@@ -21,7 +26,7 @@
 set -euo pipefail
 
 COMMAND_LINE="$(
-    for v in DURATION SCALE CLIENTS MODES WARMUP DURABILITIES PORTCULLIS_BIN; do
+    for v in DURATION SCALE SCRIPTS CLIENTS MODES WARMUP DURABILITIES PORTCULLIS_BIN; do
         [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
     done
     printf '%q' "$0"
@@ -31,6 +36,7 @@ COMMAND_LINE="$(
 
 DURATION="${DURATION:-10}"
 SCALE="${SCALE:-10}"
+SCRIPTS="${SCRIPTS:-select-only tpcb-like}"
 CLIENTS="${CLIENTS:-1 8}"
 MODES="${MODES:-simple prepared}"
 WARMUP="${WARMUP:-3}"
@@ -59,6 +65,10 @@ die() {
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
 for c in $CLIENTS; do
     [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "CLIENTS must be positive integers (got '$CLIENTS')"
+done
+for s in $SCRIPTS; do
+    [[ "$s" == select-only || "$s" == tpcb-like || "$s" == simple-update ]] ||
+        die "SCRIPTS entries must be select-only, tpcb-like or simple-update (got '$s')"
 done
 for m in $MODES; do
     [[ "$m" == simple || "$m" == prepared || "$m" == extended ]] ||
@@ -176,7 +186,7 @@ PG_BIN=""
 if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then
     PG_BIN="$(pg_config --bindir)"
 else
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
         if [[ -x "$d/initdb" ]]; then
             PG_BIN="$d"
             break
@@ -195,6 +205,9 @@ if ((IS_ROOT)); then
     command -v runuser >/dev/null 2>&1 || die "running as root needs runuser (util-linux)"
 fi
 command -v ss >/dev/null 2>&1 || die "ss (iproute2) is needed to find free ports"
+[[ -r /proc/self/stat ]] || die "/proc is needed to read CPU times"
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || true)"
+[[ "$CLK_TCK" =~ ^[1-9][0-9]*$ ]] || die "getconf CLK_TCK gave no tick rate (got '$CLK_TCK')"
 
 # PgBouncer: install it if we can, otherwise skip its rows.
 PGBOUNCER="$(command -v pgbouncer || true)"
@@ -211,7 +224,7 @@ if [[ -z "$PGBOUNCER" ]]; then
         [[ -n "$PGBOUNCER" ]] || BOUNCER_NOTE="apt-get install pgbouncer failed (see /tmp/pgbench-sh-apt.$$.log)"
         [[ -n "$PGBOUNCER" ]] && rm -f "/tmp/pgbench-sh-apt.$$.log"
     else
-        BOUNCER_NOTE="pgbouncer is not installed and cannot be installed (needs root and apt-get)"
+        BOUNCER_NOTE="pgbouncer is not installed and this script can only install it as root with apt-get (e.g. sudo apt-get install -y pgbouncer)"
     fi
 fi
 [[ -n "$BOUNCER_NOTE" ]] && log "skipping PgBouncer: $BOUNCER_NOTE"
@@ -316,7 +329,7 @@ fi
     die "portcullis token --generate-key failed: $(cat "$TMP/token.err") (is $BIN an up-to-date build with the gateway?)"
 "$BIN" token --jwks "$TMP/key.pem" >"$TMP/jwks.json" || die "portcullis token --jwks failed"
 # One gateway per audit durability mode, each with its own store.
-declare -A GW_PORTS=()
+declare -A GW_PORTS=() GW_PID_OF=()
 for d in $DURABILITIES; do
     GW_PORTS[$d]="$(free_port)"
     cat >"$TMP/portcullis-$d.toml" <<EOF
@@ -340,10 +353,12 @@ EOF
         "$BIN" serve --config "$TMP/portcullis-$d.toml" >"$TMP/gateway-$d.out" 2>"$TMP/gateway-$d.log" &
     GATEWAY_PID=$!
     GATEWAY_PIDS+=("$GATEWAY_PID")
+    GW_PID_OF[$d]="$GATEWAY_PID"
     wait_port "${GW_PORTS[$d]}" "portcullis serve" "$GATEWAY_PID"
 done
-FIRST_DURABILITY="${DURABILITIES%% *}"
-GW_PORT="${GW_PORTS[writes]:-${GW_PORTS[$FIRST_DURABILITY]}}"
+GW_DURABILITY="${DURABILITIES%% *}"
+[[ -n "${GW_PORTS[writes]:-}" ]] && GW_DURABILITY=writes
+GW_PORT="${GW_PORTS[$GW_DURABILITY]}"
 TOKEN="$("$BIN" token --key "$TMP/key.pem" --sub bench --issuer "$ISSUER" \
     --audience "$AUDIENCE" --agent pgbench --ttl 1h)" || die "portcullis token --key failed"
 
@@ -377,27 +392,119 @@ for t in $TARGETS; do
 done
 
 # ---------------------------------------------------------------------------------------
+# CPU time from /proc
+# ---------------------------------------------------------------------------------------
+
+# Prints a process's CPU time in clock ticks: "workers_user workers_sys writer_user
+# writer_sys total_user total_sys". Threads are grouped by name (/proc/PID/task/TID/comm):
+# tokio's are "tokio-rt-worker" (older tokio: "tokio-runtime-w"; the workers, and the
+# blocking pool's threads if any run), the audit writer's is "audit-writer". The totals
+# come from /proc/PID/stat, which also counts threads that have exited, so "other" =
+# total - workers - writer loses nothing.
+# utime and stime are fields 14 and 15 of a stat line; the name in field 2 may hold
+# spaces or parentheses, so fields are counted after its last ')'.
+cpu_ticks() { # pid
+    local pid="$1" dir tids=()
+    for dir in "/proc/$pid/task"/*; do
+        tids+=("${dir##*/}")
+    done
+    awk -v pid="$pid" '
+        function stat(file, f,    line, n) {
+            if ((getline line <file) <= 0) { close(file); return 0 }
+            close(file)
+            if (!match(line, /\)[^)]*$/)) return 0
+            n = split(substr(line, RSTART + 2), f, " ")
+            return n >= 13
+        }
+        BEGIN {
+            for (i = 1; i < ARGC; i++) {
+                dir = "/proc/" pid "/task/" ARGV[i]
+                if (!stat(dir "/stat", f)) continue
+                comm = ""
+                getline comm <(dir "/comm")
+                close(dir "/comm")
+                if (comm ~ /^tokio-r(t-worker|untime-w)/) { wu += f[12]; ws += f[13] }
+                else if (comm == "audit-writer") { au += f[12]; as += f[13] }
+            }
+            if (!stat("/proc/" pid "/stat", f)) { print "-"; exit }
+            printf "%d %d %d %d %d %d\n", wu, ws, au, as, f[12], f[13]
+        }' "${tids[@]}"
+}
+
+# Waits (at most 3 s) until PID has used no CPU for 0.2 s, so that work queued during a
+# run (the audit writer's last batch) is counted in that run.
+wait_idle() { # pid
+    local pid="$1" before after i
+    before="$(cpu_ticks "$pid")"
+    for ((i = 0; i < 15; i++)); do
+        sleep 0.2
+        after="$(cpu_ticks "$pid")"
+        [[ "$after" == "$before" ]] && return 0
+        before="$after"
+    done
+}
+
+# Microseconds of CPU per transaction from two cpu_ticks lines, as "user+sys" per group:
+# "workers writer other" for the gateway, "total" for PgBouncer.
+us_per_tx() { # before after transactions gateway|process
+    awk -v b="$1" -v a="$2" -v n="$3" -v kind="$4" -v hz="$CLK_TCK" '
+        function cell(u, s) { return sprintf("%.1f+%.1f", u * k, s * k) }
+        BEGIN {
+            if (split(b, x, " ") != 6 || split(a, y, " ") != 6 || n !~ /^[0-9]+$/ || n == 0) {
+                print (kind == "gateway") ? "- - -" : "-"
+                exit
+            }
+            k = 1e6 / hz / n
+            for (i = 1; i <= 6; i++) d[i] = y[i] - x[i]
+            if (kind == "gateway")
+                print cell(d[1], d[2]), cell(d[3], d[4]), cell(d[5] - d[1] - d[3], d[6] - d[2] - d[4])
+            else
+                print cell(d[5], d[6])
+        }'
+}
+
+# ---------------------------------------------------------------------------------------
 # Runs
 # ---------------------------------------------------------------------------------------
-declare -A TPS=()
+declare -A TPS=() CPU=()
 
-run_pgbench() { # target mode clients -> prints tps or FAIL
-    local t="$1" mode="$2" c="$3" j out
+# The process whose CPU a target's runs are charged to ("" = not measured).
+target_pid() {
+    case "$1" in
+    gateway) echo "$GATEWAY_MAIN_PID" ;;
+    pgbouncer) echo "$BOUNCER_MAIN_PID" ;;
+    esac
+}
+
+run_pgbench() { # target script mode clients -> sets RUN_TPS (or FAIL) and RUN_TXNS
+    local t="$1" script="$2" mode="$3" c="$4" j out
     j=$((c < 2 ? c : 2))
-    if out="$(PGPASSWORD="$(target_password "$t")" "$PGBENCH" -S -n -T "$DURATION" -M "$mode" \
-        -c "$c" -j "$j" -h 127.0.0.1 -p "$(target_port "$t")" -U bench bench 2>&1)"; then
+    RUN_TPS=FAIL
+    RUN_TXNS=""
+    if out="$(PGPASSWORD="$(target_password "$t")" "$PGBENCH" -b "$script" -n -T "$DURATION" \
+        -M "$mode" -c "$c" -j "$j" -h 127.0.0.1 -p "$(target_port "$t")" -U bench bench 2>&1)"; then
         printf '%s\n' "$out" >>"$TMP/runs.log"
         local tps
         tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")"
+        RUN_TXNS="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*$/\1/p' <<<"$out")"
         if [[ -n "$tps" ]]; then
-            echo "$tps"
+            RUN_TPS="$tps"
             return 0
         fi
     fi
-    log "pgbench against $t (-M $mode -c $c) failed or printed no tps line:"
+    log "pgbench -b $script against $t (-M $mode -c $c) failed or printed no tps line:"
     tail -n 10 <<<"$out" >&2
-    echo FAIL
 }
+
+GATEWAY_MAIN_PID="${GW_PID_OF[$GW_DURABILITY]}"
+BOUNCER_MAIN_PID=""
+if [[ -n "$BOUNCER_PORT" ]]; then
+    BOUNCER_MAIN_PID="$(cat "$TMP/pgbouncer.pid" 2>/dev/null || true)"
+    [[ "$BOUNCER_MAIN_PID" =~ ^[0-9]+$ && -r "/proc/$BOUNCER_MAIN_PID/stat" ]] || {
+        log "no PgBouncer pid in $TMP/pgbouncer.pid; its CPU is not measured"
+        BOUNCER_MAIN_PID=""
+    }
+fi
 
 if ((WARMUP > 0)); then
     log "warm-up: ${WARMUP}s direct pgbench -S (not measured)"
@@ -406,21 +513,36 @@ if ((WARMUP > 0)); then
 fi
 
 CONFIGS=()
-for mode in $MODES; do
-    for c in $CLIENTS; do
-        CONFIGS+=("$mode/$c")
+for script in $SCRIPTS; do
+    for mode in $MODES; do
+        for c in $CLIENTS; do
+            CONFIGS+=("$script/$mode/$c")
+        done
     done
 done
 n_runs=$((${#CONFIGS[@]} * $(wc -w <<<"$TARGETS")))
 log "measuring: ${#CONFIGS[@]} configurations x ($TARGETS), ${DURATION}s each: ~$((n_runs * DURATION))s"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for cfg in "${CONFIGS[@]}"; do
-    mode="${cfg%/*}"
-    c="${cfg#*/}"
+    IFS=/ read -r script mode c <<<"$cfg"
     for t in $TARGETS; do
-        TPS["$cfg/$t"]="$(run_pgbench "$t" "$mode" "$c")"
-        log "  -M $mode -c $c $t: ${TPS["$cfg/$t"]} tps"
+        pid="$(target_pid "$t")"
+        if [[ -n "$pid" ]]; then
+            wait_idle "$pid"
+            before="$(cpu_ticks "$pid")"
+        fi
+        run_pgbench "$t" "$script" "$mode" "$c"
+        TPS["$cfg/$t"]="$RUN_TPS"
+        if [[ -n "$pid" ]]; then
+            wait_idle "$pid"
+            kind=process
+            [[ "$t" == gateway ]] && kind=gateway
+            CPU["$cfg/$t"]="$(us_per_tx "$before" "$(cpu_ticks "$pid")" "$RUN_TXNS" "$kind")"
+        fi
+        log "  -b $script -M $mode -c $c $t: $RUN_TPS tps${CPU["$cfg/$t"]:+, us/tx user+sys: ${CPU["$cfg/$t"]}}"
     done
 done
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # The gateways must still be the same processes (a crash would have shown as FAIL rows).
 for pid in "${GATEWAY_PIDS[@]}"; do
@@ -433,12 +555,22 @@ done
 ratio() { # a b -> a/b with 2 decimals, or - when either is missing
     awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else printf "-" }'
 }
-verdict() { # gateway direct bouncer -> "yes/no yes/no"
+verdict() { # gateway direct bouncer -> "met", "NO" or "-" for the SPEC target
     awk -v g="$1" -v d="$2" -v b="$3" 'BEGIN {
         num = "^[0-9.]+$"
-        v1 = (g ~ num && d ~ num) ? ((g >= 0.85 * d) ? "yes" : "NO") : "-"
-        v2 = (g ~ num && b ~ num) ? ((g >= b) ? "yes" : "NO") : "-"
-        printf "%s %s", v1, v2
+        if (g !~ num || d !~ num) { printf "-"; exit }
+        ok = (g >= 0.85 * d) && (b !~ num || g >= b)
+        printf "%s", ok ? "met" : "NO"
+    }'
+}
+sum_cells() { # "u+s" cells -> their sum as "u+s", or - when any is missing
+    awk -v cells="$*" 'BEGIN {
+        n = split(cells, c, " ")
+        for (i = 1; i <= n; i++) {
+            if (split(c[i], p, "+") != 2) { printf "-"; exit }
+            u += p[1]; s += p[2]
+        }
+        printf "%.1f+%.1f", u, s
     }'
 }
 fmt_tps() { [[ "$1" =~ ^[0-9.]+$ ]] && printf '%.0f' "$1" || printf '%s' "$1"; }
@@ -456,42 +588,50 @@ if [[ "$git_rev" != unknown ]] && [[ -n "$(cd "$REPO" && git status --porcelain 
 fi
 
 echo
-echo "== pgbench -S: direct vs Portcullis vs PgBouncer =="
+echo "== pgbench: direct vs PgBouncer vs Portcullis, with CPU per transaction =="
 echo "command:    $COMMAND_LINE"
 echo "machine:    nproc=$(nproc), $cpu_model, $(uname -sr)"
+echo "load:       $LOAD_BEFORE before the runs, $LOAD_AFTER after (1/5/15-min averages)"
 echo "postgres:   $pg_version; shared_buffers=128MB, fsync=off (benchmark only), SCRAM auth, 127.0.0.1 TCP"
-echo "pgbench:    $pgbench_version; -S -n -T $DURATION, scale $SCALE, -j min(clients,2), sslmode=disable"
-echo "portcullis: $gw_version, git $git_rev, default rules, PORTCULLIS_LOG=warn (no per-statement log lines)"
+echo "pgbench:    $pgbench_version; -b {$SCRIPTS} -n -T $DURATION, scale $SCALE, -j min(clients,2), sslmode=disable"
+echo "portcullis: $gw_version, git $git_rev, default rules, audit durability $GW_DURABILITY, PORTCULLIS_LOG=warn"
 echo "pgbouncer:  $bouncer_version${BOUNCER_PORT:+, pool_mode=session}"
-[[ -n "$BOUNCER_NOTE" ]] && echo "            PgBouncer rows skipped: $BOUNCER_NOTE"
+[[ -n "$BOUNCER_NOTE" ]] && echo "            PgBouncer columns skipped: $BOUNCER_NOTE"
 echo "order:      interleaved per configuration (direct, portcullis, pgbouncer)"
 echo
-printf '%-16s %10s %12s %7s %11s %7s %12s %12s\n' \
-    "configuration" "direct" "portcullis" "ratio" "pgbouncer" "ratio" ">=0.85xdir" ">=pgbouncer"
-printf '%-16s %10s %12s %7s %11s %7s %12s %12s\n' \
-    "----------------" "----------" "------------" "-------" "-----------" "-------" "------------" "------------"
-for cfg in "${CONFIGS[@]}"; do
-    mode="${cfg%/*}"
-    c="${cfg#*/}"
-    d="${TPS["$cfg/direct"]}"
-    g="${TPS["$cfg/gateway"]}"
-    b="${TPS["$cfg/pgbouncer"]:-skipped}"
-    read -r v1 v2 <<<"$(verdict "$g" "$d" "$b")"
-    printf '%-16s %10s %12s %7s %11s %7s %12s %12s\n' \
-        "$mode c=$c" "$(fmt_tps "$d")" "$(fmt_tps "$g")" "$(ratio "$g" "$d")" \
-        "$(fmt_tps "$b")" "$(ratio "$b" "$d")" "$v1" "$v2"
-done
+ROW='%-24s %7s %9s %10s %7s %7s %7s %6s | %10s | %10s %10s %10s %11s\n'
+# shellcheck disable=SC2059 # ROW is the one row format, on purpose
+{
+    printf '%-24s %-26s %-30s | %-10s | %s\n' "" "TPS" "ratio" "pgbouncer" \
+        "portcullis: CPU us per transaction, user+sys"
+    printf "$ROW" "script mode clients" "direct" "pgbouncer" "portcullis" "bnc/dir" "ptc/dir" \
+        "ptc/bnc" "target" "us/tx" "workers" "writer" "other" "total"
+    printf "$ROW" "------------------------" "-------" "---------" "----------" "-------" "-------" \
+        "-------" "------" "----------" "----------" "----------" "----------" "-----------"
+    for cfg in "${CONFIGS[@]}"; do
+        IFS=/ read -r script mode c <<<"$cfg"
+        d="${TPS["$cfg/direct"]}"
+        g="${TPS["$cfg/gateway"]}"
+        b="${TPS["$cfg/pgbouncer"]:-skipped}"
+        v="-"
+        [[ "$script" == select-only ]] && v="$(verdict "$g" "$d" "$b")"
+        read -r gw_workers gw_writer gw_other <<<"${CPU["$cfg/gateway"]:-- - -}"
+        printf "$ROW" "$script $mode c=$c" "$(fmt_tps "$d")" "$(fmt_tps "$b")" "$(fmt_tps "$g")" \
+            "$(ratio "$b" "$d")" "$(ratio "$g" "$d")" "$(ratio "$g" "$b")" "$v" \
+            "${CPU["$cfg/pgbouncer"]:--}" "$gw_workers" "$gw_writer" "$gw_other" \
+            "$(sum_cells "$gw_workers" "$gw_writer" "$gw_other")"
+    done
+}
 if [[ "$DURABILITIES" == *" "* ]]; then
     echo
     echo "== audit durability (same run): TPS, ratio to direct, ratio to async =="
-    printf '%-16s %10s' "configuration" "direct"
+    printf '%-24s %10s' "configuration" "direct"
     for d in $DURABILITIES; do printf ' %12s %7s %7s' "$d" "/dir" "/async"; done
     echo
     for cfg in "${CONFIGS[@]}"; do
-        mode="${cfg%/*}"
-        c="${cfg#*/}"
+        IFS=/ read -r script mode c <<<"$cfg"
         d0="${TPS["$cfg/direct"]}"
-        printf '%-16s %10s' "$mode c=$c" "$(fmt_tps "$d0")"
+        printf '%-24s %10s' "$script $mode c=$c" "$(fmt_tps "$d0")"
         for d in $DURABILITIES; do
             key="gw-$d"
             [[ "${GW_PORTS[$d]}" == "$GW_PORT" ]] && key=gateway
@@ -505,6 +645,13 @@ if [[ "$DURABILITIES" == *" "* ]]; then
     done
 fi
 echo
-echo "TPS = pgbench 'tps = ... (without initial connection time)'; ratio = TPS / direct TPS."
+echo "TPS = pgbench 'tps = ... (without initial connection time)'; bnc = PgBouncer, ptc = Portcullis,"
+echo "dir = direct. target (select-only): ptc/dir >= 0.85 and ptc >= pgbouncer."
+echo "CPU: utime+stime from /proc/PID/stat and /proc/PID/task/*/stat (CLK_TCK=$CLK_TCK), read"
+echo "before and after each run (after the process has been idle for 0.2 s, so the audit"
+echo "writer's last batch counts), divided by pgbench's 'number of transactions actually"
+echo "processed'; connection set-up is inside the window. Portcullis threads by name:"
+echo "workers = tokio-rt-worker, writer = audit-writer, other = the rest and exited threads."
+echo "Prepared mode: every execution of a prepared statement is its own audit event."
 echo "On a machine with few cores pgbench, PostgreSQL and the proxy compete for the same CPUs,"
 echo "which penalises both proxies (see benches/README.md)."
