@@ -395,12 +395,15 @@ done
 # CPU time from /proc
 # ---------------------------------------------------------------------------------------
 
-# Prints a process's CPU time in clock ticks: "workers_user workers_sys writer_user
-# writer_sys total_user total_sys". Threads are grouped by name (/proc/PID/task/TID/comm):
-# tokio's are "tokio-rt-worker" (older tokio: "tokio-runtime-w"; the workers, and the
-# blocking pool's threads if any run), the audit writer's is "audit-writer". The totals
-# come from /proc/PID/stat, which also counts threads that have exited, so "other" =
-# total - workers - writer loses nothing.
+# Prints a process's CPU time in clock ticks, summed over its live threads
+# (/proc/PID/task/TID/stat): "workers_user workers_sys writer_user writer_sys other_user
+# other_sys". Threads are grouped by name (.../comm): tokio's are "tokio-rt-worker"
+# (older tokio: "tokio-runtime-w"; the workers, and the blocking pool's threads if any
+# run), the audit writer's is "audit-writer". Threads are summed rather than taking
+# /proc/PID/stat: the kernel splits each task's runtime into user and system on its own,
+# so a process's split is not the sum of its threads' and a difference of the two can go
+# negative. A thread that exits during a run takes its time with it (none does under
+# pgbench: the gateway's threads are its workers, the writer and the main thread).
 # utime and stime are fields 14 and 15 of a stat line; the name in field 2 may hold
 # spaces or parentheses, so fields are counted after its last ')'.
 cpu_ticks() { # pid
@@ -425,9 +428,11 @@ cpu_ticks() { # pid
                 close(dir "/comm")
                 if (comm ~ /^tokio-r(t-worker|untime-w)/) { wu += f[12]; ws += f[13] }
                 else if (comm == "audit-writer") { au += f[12]; as += f[13] }
+                else { ou += f[12]; os += f[13] }
+                seen++
             }
-            if (!stat("/proc/" pid "/stat", f)) { print "-"; exit }
-            printf "%d %d %d %d %d %d\n", wu, ws, au, as, f[12], f[13]
+            if (!seen) { print "-"; exit }
+            printf "%d %d %d %d %d %d\n", wu, ws, au, as, ou, os
         }' "${tids[@]}"
 }
 
@@ -457,9 +462,9 @@ us_per_tx() { # before after transactions gateway|process
             k = 1e6 / hz / n
             for (i = 1; i <= 6; i++) d[i] = y[i] - x[i]
             if (kind == "gateway")
-                print cell(d[1], d[2]), cell(d[3], d[4]), cell(d[5] - d[1] - d[3], d[6] - d[2] - d[4])
+                print cell(d[1], d[2]), cell(d[3], d[4]), cell(d[5], d[6])
             else
-                print cell(d[5], d[6])
+                print cell(d[1] + d[3] + d[5], d[2] + d[4] + d[6])
         }'
 }
 
@@ -647,11 +652,11 @@ fi
 echo
 echo "TPS = pgbench 'tps = ... (without initial connection time)'; bnc = PgBouncer, ptc = Portcullis,"
 echo "dir = direct. target (select-only): ptc/dir >= 0.85 and ptc >= pgbouncer."
-echo "CPU: utime+stime from /proc/PID/stat and /proc/PID/task/*/stat (CLK_TCK=$CLK_TCK), read"
+echo "CPU: utime+stime summed over /proc/PID/task/*/stat (CLK_TCK=$CLK_TCK), read"
 echo "before and after each run (after the process has been idle for 0.2 s, so the audit"
 echo "writer's last batch counts), divided by pgbench's 'number of transactions actually"
 echo "processed'; connection set-up is inside the window. Portcullis threads by name:"
-echo "workers = tokio-rt-worker, writer = audit-writer, other = the rest and exited threads."
+echo "workers = tokio-rt-worker, writer = audit-writer, other = the rest (the main thread)."
 echo "Prepared mode: every execution of a prepared statement is its own audit event."
 echo "On a machine with few cores pgbench, PostgreSQL and the proxy compete for the same CPUs,"
 echo "which penalises both proxies (see benches/README.md)."
