@@ -39,14 +39,9 @@ PG_BIN="$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | so
 [[ -x "$PG_BIN/initdb" ]] || die "no initdb in $PG_BIN"
 PSQL="$PG_BIN/psql"
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
-    BIN="$PORTCULLIS_BIN"
-else
-    log "building the release binary"
-    (cd "$REPO" && cargo build --release --quiet --bin portcullis) || die "cargo build failed"
-    BIN="$CARGO_TARGET_DIR/release/portcullis"
-fi
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+portcullis_binary
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-mask.XXXXXX")"
 chmod 0755 "$TMP"
@@ -63,21 +58,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-    done
-}
-wait_port() { # port
-    local i
-    for ((i = 0; i < 600; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    die "nothing listens on $1"
-}
 
 PG_PORT="$(free_port)"
 [[ "$(id -u)" == 0 ]] && chown postgres: "$TMP"

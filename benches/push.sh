@@ -50,17 +50,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_TERMINAL_PROMPT=0
-export GIT_AUTHOR_NAME=Bench GIT_AUTHOR_EMAIL=bench@example.com
-export GIT_COMMITTER_NAME=Bench GIT_COMMITTER_EMAIL=bench@example.com
-
-if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
-    BIN="$PORTCULLIS_BIN"
-else
-    log "building portcullis (release)"
-    cargo build --release --quiet --bin portcullis
-    BIN="$CARGO_TARGET_DIR/release/portcullis"
-fi
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+quiet_git
+portcullis_binary
 
 # --- the test repository ---------------------------------------------------------------
 log "generating $COMMITS commits of $FILE_KB KiB each"

@@ -90,14 +90,9 @@ PGBENCH="$PG_BIN/pgbench"
 command -v ss >/dev/null || die "ss (iproute2) is needed"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
-    BIN="$PORTCULLIS_BIN"
-else
-    log "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$REPO" && cargo build --release --quiet --bin portcullis) || die "cargo build failed"
-    BIN="$CARGO_TARGET_DIR/release/portcullis"
-fi
-[[ -x "$BIN" ]] || die "$BIN is not an executable"
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
+portcullis_binary
 # pgbench -c 500 and the held connections need descriptors.
 ulimit -n "$(ulimit -Hn)"
 
@@ -121,24 +116,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
-            echo "$port"
-            return
-        }
-    done
-}
-wait_port() { # port
-    local i
-    for ((i = 0; i < 600; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    die "nothing listens on $1"
-}
 
 # ---------------------------------------------------------------------------------------
 # PostgreSQL: SCRAM over TCP, enough connections for every session

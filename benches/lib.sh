@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Shared by the bench scripts (sourced, not run): ports, the binary, git's environment.
+# Each script defines its own log() and die() first, naming itself.
+
+# A loopback port nothing listens on now.
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
+            echo "$port"
+            return
+        }
+    done
+}
+
+# Waits up to 30 s for something to listen on port $1.
+wait_port() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    die "nothing listens on $1"
+}
+
+# Sets BIN: $PORTCULLIS_BIN, or a release build of the repository ($CARGO_TARGET_DIR).
+portcullis_binary() {
+    if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
+        BIN="$PORTCULLIS_BIN"
+    else
+        log "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+        (cd "$(dirname "${BASH_SOURCE[0]}")/.." && cargo build --release --quiet --bin portcullis) ||
+            die "cargo build failed"
+        BIN="$CARGO_TARGET_DIR/release/portcullis"
+    fi
+    [[ -x "$BIN" ]] || die "$BIN is not an executable"
+}
+
+# git as the benches want it: no user or system config, no prompts, a fixed author.
+quiet_git() {
+    export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_TERMINAL_PROMPT=0
+    export GIT_AUTHOR_NAME=Bench GIT_AUTHOR_EMAIL=bench@example.com
+    export GIT_COMMITTER_NAME=Bench GIT_COMMITTER_EMAIL=bench@example.com
+}
