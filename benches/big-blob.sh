@@ -27,16 +27,9 @@ die() {
 [[ "$MIB" =~ ^[1-9][0-9]*$ ]] || die "MIB must be a positive integer (got '$MIB')"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed for the peak RSS"
 
-TMP="$(mktemp -d /var/tmp/portcullis-big-blob.XXXXXX)"
-GATEWAY_PID=""
-cleanup() {
-    [[ -n "$GATEWAY_PID" ]] && kill "$GATEWAY_PID" 2>/dev/null && wait "$GATEWAY_PID" 2>/dev/null
-    if [[ "${KEEP_TMP:-}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+git_bench_tmp big-blob
 quiet_git
 portcullis_binary
 

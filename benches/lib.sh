@@ -43,3 +43,15 @@ quiet_git() {
     export GIT_AUTHOR_NAME=Bench GIT_AUTHOR_EMAIL=bench@example.com
     export GIT_COMMITTER_NAME=Bench GIT_COMMITTER_EMAIL=bench@example.com
 }
+
+# For the git benches: TMP, a fresh folder under /var/tmp named after $1, removed on exit
+# (kept with KEEP_TMP=1) after the gateway whose pid is in GATEWAY_PID is stopped.
+git_bench_tmp() {
+    TMP="$(mktemp -d "/var/tmp/portcullis-$1.XXXXXX")"
+    GATEWAY_PID=""
+    trap git_bench_cleanup EXIT
+}
+git_bench_cleanup() {
+    [[ -n "$GATEWAY_PID" ]] && kill "$GATEWAY_PID" 2>/dev/null && wait "$GATEWAY_PID" 2>/dev/null
+    if [[ "${KEEP_TMP:-}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}

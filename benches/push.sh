@@ -42,16 +42,9 @@ done
 command -v git >/dev/null || die "git is not installed"
 command -v python3 >/dev/null || die "python3 is needed to generate the test repository"
 
-TMP="$(mktemp -d /var/tmp/portcullis-push-bench.XXXXXX)"
-GATEWAY_PID=""
-cleanup() {
-    [[ -n "$GATEWAY_PID" ]] && kill "$GATEWAY_PID" 2>/dev/null && wait "$GATEWAY_PID" 2>/dev/null
-    if [[ "${KEEP_TMP:-}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+git_bench_tmp push-bench
 quiet_git
 portcullis_binary
 
