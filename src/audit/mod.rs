@@ -15,6 +15,7 @@
 pub mod chain;
 mod error;
 pub mod export;
+pub mod journal;
 pub mod query;
 pub mod record;
 pub mod replay;

@@ -2,8 +2,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 /// The `decision` column: what happened to a statement, push or connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Decision {
     Allowed,
     Denied,
@@ -30,7 +32,7 @@ impl Decision {
 }
 
 /// The `protocol` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
     Postgres,
     Git,
@@ -92,7 +94,7 @@ pub fn new_id() -> String {
 
 /// One row of `events` (and, for a push, its rows of `ref_updates`). The writer assigns
 /// `seq`, `prev_hash` and `hash`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub event_id: String,
     pub session_id: String,
@@ -220,7 +222,7 @@ impl Event {
 }
 
 /// One row of `ref_updates`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefUpdate {
     /// The full ref name (`refs/heads/main`).
     pub name: String,
@@ -234,7 +236,7 @@ pub struct RefUpdate {
 }
 
 /// A session that started: one row of `sessions`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStart {
     pub session_id: String,
     pub protocol: Protocol,
@@ -246,7 +248,7 @@ pub struct SessionStart {
 }
 
 /// A session that ended: sets `ended_at` and `end_reason` on its `sessions` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEnd {
     pub session_id: String,
     pub ended_us: i64,
@@ -254,7 +256,7 @@ pub struct SessionEnd {
 }
 
 /// The state of an approval: one row of `approvals`, replaced on each step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub approval_id: String,
     /// The held statement's or push's event.

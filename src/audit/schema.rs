@@ -234,6 +234,11 @@ impl Store {
         if !access.writes() && !path.is_file() {
             return Err(Error::open(path, "no such file"));
         }
+        if !access.writes() && super::journal::pending(path) {
+            // A gateway stopped without committing what it acknowledged: commit it
+            // first, so an auditor never reads a store missing what was made durable.
+            drop(Store::open_with(path, Access::Write, memory_limit)?);
+        }
         let config = || -> duckdb::Result<Config> {
             let mut c = Config::default()
                 .enable_autoload_extension(false)?
@@ -303,6 +308,7 @@ impl Store {
             }
         }
         if access == Access::Write {
+            super::writer::apply_journal(&conn, path).map_err(|e| Error::open(path, e))?;
             // Sessions the last run never closed (it was killed) are closed now: no
             // session outlives the gateway that served it.
             conn.execute(

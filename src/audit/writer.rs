@@ -1,16 +1,28 @@
 //! The writer: one thread that owns the store's connection, fed by a bounded channel.
 //!
 //! Records arrive in the order the gateways send them; the writer gives each event the
-//! next `seq`, chains its hash, and keeps it in an open batch. A batch is appended with
+//! next `seq`, chains its hash, and keeps it in an open batch. While a batch is open, a
+//! record nobody waits for does not wake the writer: it takes such records off the
+//! channel in bulk when the batch is due, or when a record somebody waits for, a flush
+//! or a channel three-quarters full calls it. A batch is appended with
 //! DuckDB's Appender (as Arrow record batches: the row appender cannot append lists) and
 //! committed in one transaction when
 //!
-//! * a caller waits for one of its records and the channel is momentarily empty (group
-//!   commit: whatever arrived while the previous commit ran goes in the same commit),
 //! * it holds [`WriterOptions::max_batch`] rows, or
 //! * its oldest record is [`WriterOptions::max_delay`] old (100 ms by default: what a
 //!   crash can lose of records nobody waited for), or
-//! * it holds [`WriterOptions::max_batch_bytes`] of text.
+//! * it holds [`WriterOptions::max_batch_bytes`] of text, or
+//! * somebody flushes (an auditor's query does, so it sees everything recorded before it).
+//!
+//! # Durable before committed
+//!
+//! A record somebody waits for (a write under `audit.durability = "writes"`) is made
+//! durable in the [journal](super::journal), not by a DuckDB commit: when a caller waits
+//! and the channel is momentarily empty, the writer appends the open batch's records to
+//! the journal, syncs it and answers every waiter at once (group commit: whatever
+//! arrived meanwhile rides along). The batch stays open for DuckDB, which gets it on
+//! the usual terms above; the journal is emptied after each commit and applied by the
+//! next start after a crash. Should the journal fail, the writer commits instead.
 //!
 //! # When the channel is full
 //!
@@ -24,10 +36,12 @@
 //! invalidates a database after some failures, running out of memory among them), reads
 //! the chain's head again, and writes the batch's records one by one, in order, each in
 //! its own commit. A record that still cannot be committed is replaced in the chain by an
-//! `error` event saying so, and whoever waits for it gets [`Error::Unrecorded`]: that one
-//! request is refused, everyone else goes on, and the chain has no gap. Only when the
-//! store cannot be reopened does the writer stop: every waiting ticket and every later
-//! `record` then returns [`Error::Failed`], and the gateway refuses new work.
+//! `error` event saying so, and the record itself is kept, as JSON, in the file beside
+//! the store named `<store>.refused`; whoever still waits for it gets
+//! [`Error::Unrecorded`] (a record already in the journal was answered, and its request
+//! went on). Everyone else goes on, and the chain has no gap. Only when the store cannot
+//! be reopened does the writer stop: every waiting ticket and every later `record` then
+//! returns [`Error::Failed`], and the gateway refuses new work.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::chain::{self, Fields};
+use super::journal::{self, Frame, FrameRef, Journal};
 use super::record::{Approval, Event, Record, SessionEnd, SessionStart};
 use super::{Error, Store, schema};
 
@@ -137,8 +152,12 @@ enum Msg {
 
 struct Shared {
     failed: OnceLock<Arc<str>>,
+    /// Wakes the writer while its batch is open: for a record somebody waits for, a
+    /// flush, a stop, or a channel three-quarters full. Other records do not wake it.
+    wake: tokio::sync::Notify,
     committed_events: AtomicU64,
     commits: AtomicU64,
+    journal_syncs: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -156,6 +175,8 @@ impl Shared {
 pub struct WriterStats {
     pub committed_events: u64,
     pub commits: u64,
+    /// Writes of the journal that answered waiters.
+    pub journal_syncs: u64,
     /// Records waiting in the channel.
     pub queued: usize,
 }
@@ -247,11 +268,19 @@ impl AuditHandle {
         let (seq, prev) = chain::head(&conn)
             .map_err(|e| Error::open(path, e))?
             .unwrap_or((0, chain::GENESIS));
+        let journal = Journal::create(path).map_err(|e| {
+            Error::open(
+                &journal::path_for(path),
+                format!("cannot create the journal: {e}"),
+            )
+        })?;
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let shared = Arc::new(Shared {
             failed: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
             committed_events: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            journal_syncs: AtomicU64::new(0),
             thread: Mutex::new(None),
         });
         let durability = options.durability;
@@ -264,6 +293,7 @@ impl AuditHandle {
             scratch: Vec::with_capacity(1024),
             batch: Batch::default(),
             opened: None,
+            journal,
             options,
             shared: shared.clone(),
         };
@@ -302,7 +332,17 @@ impl AuditHandle {
     pub async fn record(&self, record: impl Into<Record>) -> Result<Ticket, Error> {
         let (msg, ticket) = self.prepare(record.into())?;
         self.tx.send(msg).await.map_err(|_| self.shared.error())?;
+        self.sent(ticket.waits());
         Ok(ticket)
+    }
+
+    /// Wakes the writer when the record just queued cannot wait for the open batch's
+    /// deadline. A wake-up per statement (a futex call on both threads) was a
+    /// measurable share of a read's cost; reads are taken off the channel in bulk.
+    fn sent(&self, urgent: bool) {
+        if urgent || self.tx.capacity() < self.tx.max_capacity() / 4 {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Queues a record, blocking while the channel is full. Not from inside a tokio
@@ -312,6 +352,7 @@ impl AuditHandle {
         self.tx
             .blocking_send(msg)
             .map_err(|_| self.shared.error())?;
+        self.sent(ticket.waits());
         Ok(ticket)
     }
 
@@ -373,6 +414,7 @@ impl AuditHandle {
         WriterStats {
             committed_events: self.shared.committed_events.load(Ordering::Relaxed),
             commits: self.shared.commits.load(Ordering::Relaxed),
+            journal_syncs: self.shared.journal_syncs.load(Ordering::Relaxed),
             queued: self.tx.max_capacity() - self.tx.capacity(),
         }
     }
@@ -384,6 +426,7 @@ impl AuditHandle {
             .send(Msg::Flush(tx))
             .await
             .map_err(|_| self.shared.error())?;
+        self.sent(true);
         rx.await.unwrap_or_else(|_| Err(self.shared.error()))
     }
 
@@ -393,6 +436,7 @@ impl AuditHandle {
         self.tx
             .blocking_send(Msg::Flush(tx))
             .map_err(|_| self.shared.error())?;
+        self.sent(true);
         rx.blocking_recv()
             .unwrap_or_else(|_| Err(self.shared.error()))
     }
@@ -402,9 +446,12 @@ impl AuditHandle {
     pub fn shutdown(self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         let result = match self.tx.blocking_send(Msg::Shutdown(tx)) {
-            Ok(()) => rx
-                .blocking_recv()
-                .unwrap_or_else(|_| Err(self.shared.error())),
+            Ok(()) => {
+                self.sent(true);
+                rx
+                    .blocking_recv()
+                    .unwrap_or_else(|_| Err(self.shared.error()))
+            }
             Err(_) => Err(self.shared.error()),
         };
         let thread = self
@@ -439,6 +486,8 @@ struct Batch {
     acks: Vec<(Option<usize>, Ack)>,
     /// Text held, roughly.
     bytes: usize,
+    /// How many of `order` the journal holds.
+    journaled: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -452,6 +501,56 @@ enum Slot {
 impl Batch {
     fn rows(&self) -> usize {
         self.order.len()
+    }
+
+    /// Adds `record`, an event chained after `head` (the last `seq` and hash given out,
+    /// moved on); returns its place in `order`.
+    fn add(
+        &mut self,
+        record: Record,
+        head: (&mut i64, &mut [u8; 32]),
+        scratch: &mut Vec<u8>,
+    ) -> usize {
+        self.bytes += text_bytes(&record);
+        let place = match record {
+            Record::Event(e) => {
+                let (seq, prev) = head;
+                *seq += 1;
+                let hash = Fields::of(*seq, &e).hash(prev, scratch);
+                self.links.push((*seq, chain::hex(prev), chain::hex(&hash)));
+                *prev = hash;
+                self.events.push(*e);
+                (Slot::Event, self.events.len() - 1)
+            }
+            Record::SessionStart(s) => {
+                self.starts.push(s);
+                (Slot::Start, self.starts.len() - 1)
+            }
+            Record::SessionEnd(s) => {
+                self.ends.push(s);
+                (Slot::End, self.ends.len() - 1)
+            }
+            Record::Approval(a) => {
+                self.approvals.push(a);
+                (Slot::Approval, self.approvals.len() - 1)
+            }
+        };
+        self.order.push(place);
+        self.order.len() - 1
+    }
+
+    /// The `k`th record, as the journal holds it.
+    fn frame(&self, k: usize) -> FrameRef<'_> {
+        let (slot, i) = self.order[k];
+        match slot {
+            Slot::Event => FrameRef::Event {
+                seq: self.links[i].0,
+                event: &self.events[i],
+            },
+            Slot::Start => FrameRef::SessionStart(&self.starts[i]),
+            Slot::End => FrameRef::SessionEnd(&self.ends[i]),
+            Slot::Approval => FrameRef::Approval(&self.approvals[i]),
+        }
     }
 
     /// The records in arrival order, each with its waiters, and the flushes' waiters.
@@ -514,6 +613,7 @@ struct Writer {
     batch: Batch,
     /// When the open batch got its first record.
     opened: Option<Instant>,
+    journal: Journal,
     options: WriterOptions,
     shared: Arc<Shared>,
 }
@@ -543,21 +643,20 @@ impl Writer {
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         if !self.batch.acks.is_empty() {
-                            if self.commit().is_err() {
+                            if self.make_durable().is_err() {
                                 return;
                             }
                             continue;
                         }
+                        // Sleep until the batch is due unless a waiter, a flush or a
+                        // filling channel calls (`AuditHandle::sent`).
                         let deadline = opened + self.options.max_delay;
-                        match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(m) => m,
-                            Err(_) => {
-                                if self.commit().is_err() {
-                                    return;
-                                }
-                                continue;
-                            }
+                        let woken =
+                            tokio::time::timeout_at(deadline, self.shared.wake.notified()).await;
+                        if woken.is_err() && self.commit().is_err() {
+                            return;
                         }
+                        continue;
                     }
                 },
             };
@@ -580,8 +679,14 @@ impl Writer {
                     self.commit()
                 }
                 Some(Msg::Shutdown(ack)) => {
-                    self.batch.acks.push((None, ack));
-                    self.commit().ok();
+                    let ok = self.commit().is_ok();
+                    if ok {
+                        if let Err(e) = self.journal.remove() {
+                            tracing::warn!(target: "portcullis::audit", error = %e,
+                                "cannot remove the emptied journal");
+                        }
+                    }
+                    ack.send(if ok { Ok(()) } else { Err(self.shared.error()) }).ok();
                     return;
                 }
             };
@@ -595,34 +700,46 @@ impl Writer {
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
         }
-        self.batch.bytes += text_bytes(&record);
-        let b = &mut self.batch;
-        let place = match record {
-            Record::Event(e) => {
-                self.seq += 1;
-                let hash = Fields::of(self.seq, &e).hash(&self.prev, &mut self.scratch);
-                b.links
-                    .push((self.seq, chain::hex(&self.prev), chain::hex(&hash)));
-                self.prev = hash;
-                b.events.push(*e);
-                (Slot::Event, b.events.len() - 1)
-            }
-            Record::SessionStart(s) => {
-                b.starts.push(s);
-                (Slot::Start, b.starts.len() - 1)
-            }
-            Record::SessionEnd(s) => {
-                b.ends.push(s);
-                (Slot::End, b.ends.len() - 1)
-            }
-            Record::Approval(a) => {
-                b.approvals.push(a);
-                (Slot::Approval, b.approvals.len() - 1)
-            }
-        };
-        b.order.push(place);
+        let at = self
+            .batch
+            .add(record, (&mut self.seq, &mut self.prev), &mut self.scratch);
         if let Some(ack) = ack {
-            b.acks.push((Some(b.order.len() - 1), ack));
+            self.batch.acks.push((Some(at), ack));
+        }
+    }
+
+    /// Makes the open batch durable in the journal and answers its waiters; the batch
+    /// stays open for DuckDB. Commits instead when the journal cannot be written.
+    fn make_durable(&mut self) -> Result<(), ()> {
+        let written = (|| {
+            let b = &self.batch;
+            for k in b.journaled..b.order.len() {
+                self.journal.push(&b.frame(k))?;
+            }
+            self.journal.sync()
+        })();
+        match written {
+            Ok(()) => {
+                self.batch.journaled = self.batch.order.len();
+                self.shared.journal_syncs.fetch_add(1, Ordering::Relaxed);
+                for (_, ack) in self.batch.acks.drain(..) {
+                    ack.send(Ok(())).ok();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(target: "portcullis::audit", error = %e,
+                    "cannot write the journal; committing to the store instead");
+                self.commit()
+            }
+        }
+    }
+
+    /// Empties the journal once what it held is committed.
+    fn journal_committed(&mut self) {
+        if let Err(e) = self.journal.clear() {
+            // Harmless: a replay skips what the store already holds.
+            tracing::warn!(target: "portcullis::audit", error = %e, "cannot empty the journal");
         }
     }
 
@@ -640,6 +757,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.committed(batch.events.len());
+                self.journal_committed();
                 for (_, ack) in batch.acks {
                     ack.send(Ok(())).ok();
                 }
@@ -659,6 +777,7 @@ impl Writer {
                     }
                     return Err(());
                 }
+                self.journal_committed();
                 for ack in flushes {
                     ack.send(Ok(())).ok();
                 }
@@ -728,9 +847,13 @@ impl Writer {
                 }
                 Err(e) => {
                     (self.seq, self.prev) = (seq, prev);
-                    let why: Arc<str> = e.to_string().into();
+                    let kept = match journal::keep_refused(&self.path, &one.frame(0)) {
+                        Ok(file) => format!("; the record is kept in {}", file.display()),
+                        Err(e) => format!("; nor could it be kept aside: {e}"),
+                    };
+                    let why: Arc<str> = format!("{e}{kept}").into();
                     tracing::error!(target: "portcullis::audit", error = %why,
-                        "a record could not be committed; its request is refused");
+                        "a record could not be committed");
                     for ack in acks {
                         ack.send(Err(Error::Unrecorded(why.clone()))).ok();
                     }
@@ -840,6 +963,67 @@ fn unstorable(e: &Event) -> Event {
         e.decision.as_str()
     ));
     sub
+}
+
+/// Commits what the journal of the store at `store` holds beyond the store (what a
+/// killed gateway acknowledged and never committed), then empties the journal; returns
+/// how many records it committed. A journal that does not continue the store's chain is
+/// an error: the store is not opened over a gap.
+pub(super) fn apply_journal(conn: &Connection, store: &Path) -> Result<usize, String> {
+    let (frames, torn) = journal::read(store).map_err(|e| format!("cannot read the journal: {e}"))?;
+    if torn > 0 {
+        tracing::warn!(target: "portcullis::audit", bytes = torn,
+            "the journal ends in a write a crash cut short (never acknowledged); dropped");
+    }
+    if frames.is_empty() {
+        if torn > 0 {
+            std::fs::write(journal::path_for(store), b"")
+                .map_err(|e| format!("cannot empty the journal: {e}"))?;
+        }
+        return Ok(0);
+    }
+    let (mut seq, mut prev) = chain::head(conn)
+        .map_err(|e| format!("cannot read the chain: {e}"))?
+        .unwrap_or((0, chain::GENESIS));
+    let started = |id: &str| -> duckdb::Result<bool> {
+        conn.prepare_cached("SELECT count(*) FROM sessions WHERE session_id = ?")?
+            .query_row([id], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+    };
+    let mut batch = Batch::default();
+    let mut scratch = Vec::new();
+    for frame in frames {
+        let record = match frame {
+            // Already committed: the journal was not emptied before the crash.
+            Frame::Event { seq: s, .. } if s <= seq => continue,
+            Frame::Event { seq: s, event } => {
+                if s != seq + 1 {
+                    return Err(format!(
+                        "the journal holds event {s} but the store ends at {seq}"
+                    ));
+                }
+                Record::Event(event)
+            }
+            Frame::SessionStart(s) => {
+                if started(&s.session_id).map_err(|e| e.to_string())? {
+                    continue;
+                }
+                Record::SessionStart(s)
+            }
+            Frame::SessionEnd(e) => Record::SessionEnd(e),
+            Frame::Approval(a) => Record::Approval(a),
+        };
+        batch.add(record, (&mut seq, &mut prev), &mut scratch);
+    }
+    let records = batch.rows();
+    if records > 0 {
+        write_batch(conn, &batch, None).map_err(|e| format!("cannot commit the journal: {e}"))?;
+        tracing::warn!(target: "portcullis::audit", records,
+            "committed the records a stopped gateway left in the journal");
+    }
+    std::fs::write(journal::path_for(store), b"")
+        .map_err(|e| format!("cannot empty the journal: {e}"))?;
+    Ok(records)
 }
 
 fn write_batch(

@@ -333,13 +333,15 @@ fn durability_writes_waits_only_for_writes_and_commits_reads_soon() {
     let read = audit.record_blocking(statement("s", 0)).expect("queued");
     assert!(!read.waits(), "a read is acknowledged on enqueue");
     let write = audit.record_blocking(statement("s", 9)).expect("queued");
-    assert!(write.waits(), "a write waits for its commit");
-    write.wait().expect("committed");
-    assert_eq!(
-        audit.stats().committed_events,
-        2,
-        "the write's commit carries the read queued before it"
-    );
+    assert!(write.waits(), "a write waits until it is durable");
+    write.wait().expect("durable");
+    // Durable in the journal, which carries the read queued before it; DuckDB gets
+    // both in a later, larger commit.
+    let (frames, torn) = audit::journal::read(&path).expect("the journal reads");
+    assert_eq!((frames.len(), torn), (2, 0), "{frames:?}");
+    assert!(matches!(&frames[1], audit::journal::Frame::Event { seq: 2, event }
+        if event.statement.as_deref() == Some("UPDATE accounts SET balance = balance - 1 WHERE id = 9")),
+        "{frames:?}");
     // A read alone is committed by the group-commit timer.
     let read = audit.record_blocking(statement("s", 1)).expect("queued");
     assert!(!read.waits());
@@ -348,20 +350,131 @@ fn durability_writes_waits_only_for_writes_and_commits_reads_soon() {
         assert!(std::time::Instant::now() < deadline, "never committed");
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert!(
+        !audit::journal::pending(&path),
+        "a commit empties the journal"
+    );
     audit.shutdown().expect("clean shutdown");
+    assert!(!audit::journal::path_for(&path).exists(), "a clean stop removes it");
+}
+
+/// Issue 15: a write is durable once its ticket is answered, before DuckDB commits it.
+/// The files as a crash leaves them (copied while the writer runs with nothing
+/// committed) open with every acknowledged record, the chain continuing, the session
+/// closed; a journal that comes back after it was applied adds nothing twice.
+#[test]
+fn acknowledged_writes_survive_a_crash_before_any_commit() {
+    let (dir, path) = store();
+    fill(&path, 5);
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            max_delay: Duration::from_secs(60),
+            ..options(Durability::Writes)
+        },
+    )
+    .expect("writer starts");
+    audit
+        .record_blocking(SessionStart {
+            session_id: "s2".into(),
+            protocol: Protocol::Postgres,
+            target: "app".into(),
+            subject: Some("agent-1".into()),
+            groups: vec![],
+            client_addr: None,
+            started_us: audit::record::now_us(),
+        })
+        .expect("queued")
+        .wait()
+        .expect("queued");
+    for i in 0..30 {
+        let ticket = audit.record_blocking(statement("s2", i)).expect("queued");
+        if ticket.waits() {
+            ticket.wait().expect("durable");
+        }
+    }
+    assert_eq!(audit.stats().committed_events, 0, "nothing committed yet");
+    let crashed = |name: &str| {
+        let copy = dir.path().join(name).join("audit.duckdb");
+        std::fs::create_dir(copy.parent().unwrap()).expect("folder");
+        for (from, to) in [
+            (path.clone(), copy.clone()),
+            (audit::journal::path_for(&path), audit::journal::path_for(&copy)),
+            (path.with_extension("duckdb.wal"), copy.with_extension("duckdb.wal")),
+        ] {
+            if from.exists() {
+                std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+            }
+        }
+        copy
+    };
+    let copy = crashed("crash");
+    let cut_short = crashed("cut-short");
+    let journal = std::fs::read(audit::journal::path_for(&copy)).expect("journal");
+    audit.shutdown().expect("clean shutdown");
+
+    // An auditor opening the crashed store gets the journal committed first.
+    let report = audit::verify(&copy).expect("verify");
+    assert!(report.broken.is_none(), "{:?}", report.broken);
+    assert_eq!(report.events, 5 + 30);
+    let last = sql(&copy, "SELECT statement FROM events WHERE seq = 35");
+    assert_eq!(text(&last.rows[0][0]), statement("s2", 29).statement.unwrap());
+    let s2 = sql(
+        &copy,
+        "SELECT ended_at IS NOT NULL, end_reason FROM sessions WHERE session_id = 's2'",
+    );
+    assert_eq!(s2.rows.len(), 1, "{s2:?}");
+    assert_eq!(text(&s2.rows[0][0]), "true");
+    assert!(!audit::journal::pending(&copy), "applied and emptied");
+
+    // A crash between the commit and emptying the journal: applying it again adds nothing.
+    std::fs::write(audit::journal::path_for(&copy), &journal).expect("journal back");
+    let report = audit::verify(&copy).expect("verify");
+    assert!(report.broken.is_none(), "{:?}", report.broken);
+    assert_eq!(report.events, 35);
+    let sessions = sql(&copy, "SELECT count(*) FROM sessions WHERE session_id = 's2'");
+    assert_eq!(text(&sessions.rows[0][0]), "1");
+
+    // A journal cut short by the crash keeps its whole frames.
+    std::fs::write(
+        audit::journal::path_for(&cut_short),
+        &journal[..journal.len() - 5],
+    )
+    .expect("journal");
+    let report = audit::verify(&cut_short).expect("verify");
+    assert!(report.broken.is_none(), "{:?}", report.broken);
+    assert_eq!(report.events, 34, "the last write's frame was never whole");
+
+    // A journal that does not continue the store's chain is not applied over the gap.
+    let (_other_dir, other) = store();
+    fill(&other, 3);
+    std::fs::write(audit::journal::path_for(&other), &journal).expect("journal");
+    let err = audit::verify(&other).expect_err("a gap");
+    assert!(err.to_string().contains("the journal holds event 6"), "{err}");
 }
 
 #[test]
 fn durability_all_waits_for_every_event_and_async_for_none() {
     let (_dir, path) = store();
-    let audit = AuditHandle::start(&path, options(Durability::All)).expect("writer starts");
+    let audit = AuditHandle::start(
+        &path,
+        WriterOptions {
+            max_delay: Duration::from_secs(3600),
+            ..options(Durability::All)
+        },
+    )
+    .expect("writer starts");
     for i in 0..20 {
         let ticket = audit.record_blocking(statement("s", i)).expect("queued");
         assert!(ticket.waits());
-        ticket.wait().expect("committed");
-        assert_eq!(audit.stats().committed_events, i as u64 + 1);
+        ticket.wait().expect("durable");
+        // Each in the journal before its ticket is answered, one sync each.
+        let (frames, _) = audit::journal::read(&path).expect("the journal reads");
+        assert_eq!(frames.len(), i + 1);
+        assert_eq!(audit.stats().journal_syncs, i as u64 + 1);
     }
     audit.shutdown().expect("clean shutdown");
+    assert_eq!(audit::verify(&path).expect("verify").events, 20);
 
     let (_dir, path) = store();
     let audit = AuditHandle::start(
@@ -861,10 +974,11 @@ fn poisoned(e: &Event) -> bool {
 }
 
 /// Issue 14: a commit that fails is written again record by record on a reopened
-/// store; only the request whose record cannot be made durable is refused, the chain
-/// holds a note in its place, and the writer goes on for everyone else.
+/// store; a record the store still refuses is kept aside whole, the chain holds a note
+/// in its place, and the writer goes on for everyone else. (Issue 15: the write was
+/// durable in the journal before it went on, so its request was not refused.)
 #[test]
-fn a_failed_commit_is_retried_record_by_record_and_only_its_request_is_refused() {
+fn a_failed_commit_is_retried_record_by_record_and_a_refused_record_is_kept_aside() {
     let (_dir, path) = store();
     let audit = AuditHandle::start(
         &path,
@@ -884,13 +998,13 @@ fn a_failed_commit_is_retried_record_by_record_and_only_its_request_is_refused()
     let mut bad = statement("s", 9);
     bad.statement = Some(POISON.into());
     let bad_id = bad.event_id.clone();
-    // The write waits for the commit of the whole batch, which fails.
-    let err = audit
+    audit
         .record_blocking(bad)
         .expect("queued")
         .wait()
-        .expect_err("its record cannot be committed");
-    assert!(matches!(err, audit::Error::Unrecorded(_)), "{err}");
+        .expect("durable in the journal");
+    // The commit of the whole batch fails, and so does the write's own.
+    audit.flush_blocking().expect("the flush is answered");
     assert!(audit.check().is_ok(), "the writer goes on");
     for i in 20..40 {
         let _ = audit
@@ -926,6 +1040,10 @@ fn a_failed_commit_is_retried_record_by_record_and_only_its_request_is_refused()
         "SELECT count(DISTINCT event_id), min(seq), max(seq) FROM events",
     );
     assert_eq!(text(&order.rows[0][0]), "42");
+    let refused = std::fs::read_to_string(path.with_extension("duckdb.refused"))
+        .expect("the refused record is kept beside the store");
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+    assert!(refused.contains(POISON) && refused.contains(&bad_id), "{refused}");
 }
 
 /// When the store cannot even be reopened, the writer stops and every caller hears why.
@@ -955,6 +1073,9 @@ fn a_store_that_cannot_be_reopened_stops_the_writer_and_every_caller_hears_why()
         .record_blocking(bad)
         .expect("queued")
         .wait()
+        .expect("durable in the journal, which stays open");
+    let err = audit
+        .flush_blocking()
         .expect_err("the commit cannot succeed");
     assert!(
         matches!(&err, audit::Error::Failed(reason) if reason.contains("cannot reopen the store")),
