@@ -71,10 +71,7 @@ impl Journal {
     /// so the file itself survives a crash.
     pub fn create(store: &Path) -> io::Result<Journal> {
         let path = path_for(store);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         file.set_len(0)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
@@ -233,7 +230,11 @@ mod tests {
             let (frames, rest) = decode(&whole[..cut]);
             let whole_frames = ends.iter().filter(|&&end| end <= cut).count();
             assert_eq!(frames.len(), whole_frames, "cut at {cut}");
-            let kept = if whole_frames == 0 { 0 } else { ends[whole_frames - 1] };
+            let kept = if whole_frames == 0 {
+                0
+            } else {
+                ends[whole_frames - 1]
+            };
             assert_eq!(rest, cut - kept, "cut at {cut}");
         }
         let mut damaged = whole.clone();

@@ -448,8 +448,7 @@ impl AuditHandle {
         let result = match self.tx.blocking_send(Msg::Shutdown(tx)) {
             Ok(()) => {
                 self.sent(true);
-                rx
-                    .blocking_recv()
+                rx.blocking_recv()
                     .unwrap_or_else(|_| Err(self.shared.error()))
             }
             Err(_) => Err(self.shared.error()),
@@ -680,13 +679,12 @@ impl Writer {
                 }
                 Some(Msg::Shutdown(ack)) => {
                     let ok = self.commit().is_ok();
-                    if ok {
-                        if let Err(e) = self.journal.remove() {
-                            tracing::warn!(target: "portcullis::audit", error = %e,
-                                "cannot remove the emptied journal");
-                        }
+                    if ok && let Err(e) = self.journal.remove() {
+                        tracing::warn!(target: "portcullis::audit", error = %e,
+                            "cannot remove the emptied journal");
                     }
-                    ack.send(if ok { Ok(()) } else { Err(self.shared.error()) }).ok();
+                    ack.send(if ok { Ok(()) } else { Err(self.shared.error()) })
+                        .ok();
                     return;
                 }
             };
@@ -970,7 +968,8 @@ fn unstorable(e: &Event) -> Event {
 /// how many records it committed. A journal that does not continue the store's chain is
 /// an error: the store is not opened over a gap.
 pub(super) fn apply_journal(conn: &Connection, store: &Path) -> Result<usize, String> {
-    let (frames, torn) = journal::read(store).map_err(|e| format!("cannot read the journal: {e}"))?;
+    let (frames, torn) =
+        journal::read(store).map_err(|e| format!("cannot read the journal: {e}"))?;
     if torn > 0 {
         tracing::warn!(target: "portcullis::audit", bytes = torn,
             "the journal ends in a write a crash cut short (never acknowledged); dropped");

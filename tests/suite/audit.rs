@@ -339,9 +339,11 @@ fn durability_writes_waits_only_for_writes_and_commits_reads_soon() {
     // both in a later, larger commit.
     let (frames, torn) = audit::journal::read(&path).expect("the journal reads");
     assert_eq!((frames.len(), torn), (2, 0), "{frames:?}");
-    assert!(matches!(&frames[1], audit::journal::Frame::Event { seq: 2, event }
+    assert!(
+        matches!(&frames[1], audit::journal::Frame::Event { seq: 2, event }
         if event.statement.as_deref() == Some("UPDATE accounts SET balance = balance - 1 WHERE id = 9")),
-        "{frames:?}");
+        "{frames:?}"
+    );
     // A read alone is committed by the group-commit timer.
     let read = audit.record_blocking(statement("s", 1)).expect("queued");
     assert!(!read.waits());
@@ -355,7 +357,10 @@ fn durability_writes_waits_only_for_writes_and_commits_reads_soon() {
         "a commit empties the journal"
     );
     audit.shutdown().expect("clean shutdown");
-    assert!(!audit::journal::path_for(&path).exists(), "a clean stop removes it");
+    assert!(
+        !audit::journal::path_for(&path).exists(),
+        "a clean stop removes it"
+    );
 }
 
 /// Issue 15: a write is durable once its ticket is answered, before DuckDB commits it.
@@ -399,8 +404,14 @@ fn acknowledged_writes_survive_a_crash_before_any_commit() {
         std::fs::create_dir(copy.parent().unwrap()).expect("folder");
         for (from, to) in [
             (path.clone(), copy.clone()),
-            (audit::journal::path_for(&path), audit::journal::path_for(&copy)),
-            (path.with_extension("duckdb.wal"), copy.with_extension("duckdb.wal")),
+            (
+                audit::journal::path_for(&path),
+                audit::journal::path_for(&copy),
+            ),
+            (
+                path.with_extension("duckdb.wal"),
+                copy.with_extension("duckdb.wal"),
+            ),
         ] {
             if from.exists() {
                 std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
@@ -418,7 +429,10 @@ fn acknowledged_writes_survive_a_crash_before_any_commit() {
     assert!(report.broken.is_none(), "{:?}", report.broken);
     assert_eq!(report.events, 5 + 30);
     let last = sql(&copy, "SELECT statement FROM events WHERE seq = 35");
-    assert_eq!(text(&last.rows[0][0]), statement("s2", 29).statement.unwrap());
+    assert_eq!(
+        text(&last.rows[0][0]),
+        statement("s2", 29).statement.unwrap()
+    );
     let s2 = sql(
         &copy,
         "SELECT ended_at IS NOT NULL, end_reason FROM sessions WHERE session_id = 's2'",
@@ -432,7 +446,10 @@ fn acknowledged_writes_survive_a_crash_before_any_commit() {
     let report = audit::verify(&copy).expect("verify");
     assert!(report.broken.is_none(), "{:?}", report.broken);
     assert_eq!(report.events, 35);
-    let sessions = sql(&copy, "SELECT count(*) FROM sessions WHERE session_id = 's2'");
+    let sessions = sql(
+        &copy,
+        "SELECT count(*) FROM sessions WHERE session_id = 's2'",
+    );
     assert_eq!(text(&sessions.rows[0][0]), "1");
 
     // A journal cut short by the crash keeps its whole frames.
@@ -450,7 +467,10 @@ fn acknowledged_writes_survive_a_crash_before_any_commit() {
     fill(&other, 3);
     std::fs::write(audit::journal::path_for(&other), &journal).expect("journal");
     let err = audit::verify(&other).expect_err("a gap");
-    assert!(err.to_string().contains("the journal holds event 6"), "{err}");
+    assert!(
+        err.to_string().contains("the journal holds event 6"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1043,7 +1063,10 @@ fn a_failed_commit_is_retried_record_by_record_and_a_refused_record_is_kept_asid
     let refused = std::fs::read_to_string(path.with_extension("duckdb.refused"))
         .expect("the refused record is kept beside the store");
     assert_eq!(refused.lines().count(), 1, "{refused}");
-    assert!(refused.contains(POISON) && refused.contains(&bad_id), "{refused}");
+    assert!(
+        refused.contains(POISON) && refused.contains(&bad_id),
+        "{refused}"
+    );
 }
 
 /// When the store cannot even be reopened, the writer stops and every caller hears why.
@@ -1069,7 +1092,7 @@ fn a_store_that_cannot_be_reopened_stops_the_writer_and_every_caller_hears_why()
     std::fs::remove_dir_all(&folder).expect("the store's folder goes");
     let mut bad = statement("s", 19);
     bad.statement = Some(POISON.into());
-    let err = audit
+    audit
         .record_blocking(bad)
         .expect("queued")
         .wait()
