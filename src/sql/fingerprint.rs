@@ -10,6 +10,9 @@ use super::split::is_layout;
 
 const PLACEHOLDER: &str = "?";
 
+/// Digits of an integer literal that always fits in 64 bits, signed or not.
+pub const MAX_PLAIN_DIGITS: usize = 18;
+
 /// Returns the normalized text, its 64-bit fingerprint as 16 hex digits, and the shape
 /// key: the normalized text without list folding and with each literal's token type kept
 /// (a `'string'` and a `$$string$$` are not always interchangeable to the parser), which
@@ -136,16 +139,32 @@ fn push_symbol(out: &mut String, t: &Token) {
 /// A literal's token type, standing in for its value in the shape key.
 fn literal_tag(t: &Token) -> &'static str {
     match t {
-        Token::Number(..) => "?n",
+        // Where the grammar wants a small integer (`numeric(10, 2)`, `LIMIT 10`), a
+        // decimal or an integer too long for 64 bits does not parse: facts cached for
+        // one must not serve the others (the quick key's differential test found it).
+        Token::Number(n, _)
+            if n.len() <= MAX_PLAIN_DIGITS && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            "?n"
+        }
+        Token::Number(n, _) if n.bytes().all(|b| b.is_ascii_digit()) => "?L",
+        Token::Number(..) => "?f",
         Token::Placeholder(_) => "?p",
-        Token::SingleQuotedString(_) => "?s",
+        // Where it wants one character (`COPY ... DELIMITER ','`), an empty or longer
+        // string does not parse: strings are told apart by length, none, one, more.
+        Token::SingleQuotedString(s) => ["?s0", "?s1", "?s"][short_len(s)],
         Token::DollarQuotedString(_) => "?d",
         Token::NationalStringLiteral(_) => "?N",
-        Token::EscapedStringLiteral(_) => "?e",
+        Token::EscapedStringLiteral(s) => ["?e0", "?e1", "?e"][short_len(s)],
         Token::UnicodeStringLiteral(_) => "?u",
         Token::HexStringLiteral(_) => "?x",
         _ => "?b",
     }
+}
+
+/// A string's length in characters, counted up to 2.
+fn short_len(s: &str) -> usize {
+    s.chars().take(2).count()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

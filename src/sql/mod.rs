@@ -22,6 +22,8 @@ pub mod kind;
 pub mod lineage;
 mod maintenance;
 mod postgres;
+#[doc(hidden)]
+pub mod quick;
 mod reads;
 mod split;
 mod walk;
@@ -217,10 +219,14 @@ pub fn analyze_sqlparser_only(sql: &str) -> Analysis {
 /// sends the same few shapes with different values.
 ///
 /// # Performance
-/// A hit costs tokenizing and fingerprinting the text plus one clone of the cached facts.
-/// Memory is bounded: at `capacity` shapes the cache is emptied and refilled.
+/// A single statement whose [`quick`] key it has seen costs one pass over the text, a
+/// lookup and one clone of the cached facts; any other hit costs tokenizing and
+/// fingerprinting the text too. Memory is bounded: at `capacity` shapes both maps are
+/// emptied and refilled.
 pub struct Analyzer {
     shapes: std::collections::HashMap<String, SqlFacts>,
+    /// A [`quick`] key to the shape its texts have (one statement each).
+    quick: std::collections::HashMap<String, String>,
     capacity: usize,
 }
 
@@ -228,16 +234,51 @@ impl Analyzer {
     pub fn new(capacity: usize) -> Analyzer {
         Analyzer {
             shapes: std::collections::HashMap::new(),
+            quick: std::collections::HashMap::new(),
             capacity,
         }
     }
 
-    pub fn analyze(&mut self, sql: &str) -> Analysis {
+    /// As [`Analyzer::analyze`] but never by the [`quick`] key: the tokenizer's path
+    /// alone, for testing the key against it.
+    #[doc(hidden)]
+    pub fn analyze_tokenized(&mut self, sql: &str) -> Analysis {
         analyze_with(sql, 0, Some(self), true)
+    }
+
+    pub fn analyze(&mut self, sql: &str) -> Analysis {
+        if !lexically_plain(sql) {
+            return analyze_with(sql, 0, Some(self), true);
+        }
+        let Some(quick) = quick::scan(sql, None) else {
+            return analyze_with(sql, 0, Some(self), true);
+        };
+        if let Some(hit) = self.quick.get(&quick.key).and_then(|s| self.shapes.get(s)) {
+            let mut facts = hit.clone();
+            facts.text = sql[quick.text].to_string();
+            facts.statement_count = 1;
+            facts.index = 1;
+            return Analysis {
+                statements: vec![facts],
+            };
+        }
+        let (analysis, shapes) = analyze_reading(sql, 0, Some(self), true);
+        if let ([facts], [Some(shape)]) = (&analysis.statements[..], &shapes[..])
+            && facts.disagreement.is_none()
+            && self.shapes.contains_key(shape)
+        {
+            self.quick.insert(quick.key, shape.clone());
+        }
+        analysis
     }
 
     pub fn cached_shapes(&self) -> usize {
         self.shapes.len()
+    }
+
+    /// How many [`quick`] keys it knows.
+    pub fn quick_keys(&self) -> usize {
+        self.quick.len()
     }
 }
 
@@ -247,12 +288,32 @@ impl Default for Analyzer {
     }
 }
 
+/// Where a statement's facts came from.
+enum Reading {
+    /// The shape cache, under this shape.
+    Cached(String),
+    /// Read now; the shape to cache them under, when they may be (`None`: they depend
+    /// on a literal).
+    Read(Option<String>),
+}
+
 fn analyze_with(
     sql: &str,
     body_depth: usize,
     cache: Option<&mut Analyzer>,
     second_reader: bool,
 ) -> Analysis {
+    analyze_reading(sql, body_depth, cache, second_reader).0
+}
+
+/// [`analyze_with`], and for each statement the shape its facts are cached under (`None`
+/// when they are not).
+fn analyze_reading(
+    sql: &str,
+    body_depth: usize,
+    mut cache: Option<&mut Analyzer>,
+    second_reader: bool,
+) -> (Analysis, Vec<Option<String>>) {
     let pieces = match split::split(sql) {
         Ok(p) => p,
         Err(e) => {
@@ -268,26 +329,27 @@ fn analyze_with(
                 has_where: true,
                 ..SqlFacts::default()
             };
-            return Analysis {
-                statements: vec![facts],
-            };
+            return (
+                Analysis {
+                    statements: vec![facts],
+                },
+                vec![None],
+            );
         }
     };
     let count = pieces.len() as i64;
     let bounds: Vec<(usize, usize)> = pieces.iter().map(|p| (p.start, p.end)).collect();
     let deepest = pieces.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
     let mut statements = Vec::with_capacity(pieces.len());
-    // Per statement: `None` when its facts came from the cache, else the shape to cache
-    // them under once PostgreSQL's reading agrees (`Some(None)`: not cacheable).
-    let mut cold: Vec<Option<Option<String>>> = Vec::with_capacity(pieces.len());
+    let mut readings: Vec<Reading> = Vec::with_capacity(pieces.len());
     let warm = cache.as_deref().filter(|_| lexically_plain(sql));
     for (i, piece) in pieces.into_iter().enumerate() {
         let text = &sql[piece.start..piece.end];
-        let (mut facts, fresh) = statement(piece.tokens, text, body_depth, warm);
+        let (mut facts, reading) = statement(piece.tokens, text, body_depth, warm);
         facts.statement_count = count;
         facts.index = i as i64 + 1;
         statements.push(facts);
-        cold.push(fresh);
+        readings.push(reading);
     }
     let too_long = statements.iter().any(|s| {
         s.kind == kind::UNKNOWN
@@ -295,7 +357,7 @@ fn analyze_with(
                 .as_deref()
                 .is_some_and(|e| e.starts_with(TOO_LONG))
     });
-    if second_reader && !too_long && cold.iter().any(Option::is_some) {
+    if second_reader && !too_long && readings.iter().any(|r| matches!(r, Reading::Read(_))) {
         // PostgreSQL's tree is decoded and walked recursively, one level per nesting
         // level, and a statement nests at most one level per token (`- - - 1`).
         let need = deepest * PG_STACK_PER_TOKEN;
@@ -311,17 +373,25 @@ fn analyze_with(
             });
         }
     }
-    if let Some(cache) = cache {
-        for (facts, fresh) in statements.iter().zip(cold) {
-            if let (Some(Some(shape)), None) = (fresh, &facts.disagreement) {
-                if cache.shapes.len() >= cache.capacity {
-                    cache.shapes.clear();
+    let mut shapes = Vec::with_capacity(readings.len());
+    for (facts, reading) in statements.iter().zip(readings) {
+        let shape = match reading {
+            Reading::Cached(shape) => Some(shape),
+            Reading::Read(Some(shape)) if facts.disagreement.is_none() => {
+                if let Some(cache) = cache.as_deref_mut() {
+                    if cache.shapes.len() >= cache.capacity {
+                        cache.shapes.clear();
+                        cache.quick.clear();
+                    }
+                    cache.shapes.insert(shape.clone(), facts.clone());
                 }
-                cache.shapes.insert(shape, facts.clone());
+                Some(shape)
             }
-        }
+            Reading::Read(_) => None,
+        };
+        shapes.push(shape);
     }
-    Analysis { statements }
+    (Analysis { statements }, shapes)
 }
 
 /// Whether the facts cached for a statement's shape may serve a query string without
@@ -355,12 +425,12 @@ fn statement(
     text: &str,
     body_depth: usize,
     cache: Option<&Analyzer>,
-) -> (SqlFacts, Option<Option<String>>) {
+) -> (SqlFacts, Reading) {
     let (normalized, fingerprint, shape) = fingerprint::fingerprint(&tokens);
     if let Some(hit) = cache.and_then(|c| c.shapes.get(&shape)) {
         let mut facts = hit.clone();
         facts.text = text.to_string();
-        return (facts, None);
+        return (facts, Reading::Cached(shape));
     }
     // sqlparser has no `WHERE CURRENT OF cursor` (a positioned UPDATE/DELETE: one row).
     // Read the statement without it, then record that the write is bounded.
@@ -382,7 +452,7 @@ fn statement(
         ));
         facts.kind = kind::UNKNOWN;
         facts.kinds = vec![kind::UNKNOWN];
-        return (facts, Some(None));
+        return (facts, Reading::Read(None));
     }
     let read = move || {
         let mut cacheable = false;
@@ -430,7 +500,7 @@ fn statement(
                 maintenance::collect(&mut facts, text);
             }
         }
-        (facts, Some(cacheable.then_some(shape)))
+        (facts, Reading::Read(cacheable.then_some(shape)))
     };
     // Long flat expressions (`a AND b AND ...`) become deep trees that every walker after
     // the parser recurses through; give big statements a stack to match. Small ones (all

@@ -395,6 +395,82 @@ fn shape_cache_never_changes_facts() {
     }
 }
 
+/// `sql` with other literal values, spacing and comments: each literal in turn and all
+/// at once given other values (found by the quick key's own scan, so a literal it
+/// wrongly found would show), spaces made newlines or comments, comments added.
+fn variants(sql: &str) -> Vec<String> {
+    let mut out = vec![
+        sql.to_string(),
+        sql.replace(' ', "\n  "),
+        sql.replacen(' ', " /* c */ ", 2),
+        format!("-- lead\n{sql}"),
+        format!("{sql} -- trail"),
+        format!("{sql};"),
+    ];
+    let mut literals = Vec::new();
+    if portcullis::sql::quick::scan(sql, Some(&mut literals)).is_none() {
+        return out;
+    }
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let replaced = |only: Option<usize>, n: &str, s: &str| {
+        let mut text = sql.to_string();
+        for (i, r) in literals.iter().enumerate().rev() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let with = if number(&sql[r.clone()]) { n } else { s };
+            text.replace_range(r.clone(), with);
+        }
+        text
+    };
+    for (n, s) in [
+        ("0", ""),
+        ("1", "x"),
+        ("2.5", "%"),
+        ("99999999999999999999", "DELETE FROM users"),
+        ("10", "it''s"),
+        ("3", "on"),
+        ("7", "postgres"),
+    ] {
+        out.push(replaced(None, n, s));
+        for i in 0..literals.len().min(3) {
+            out.push(replaced(Some(i), n, s));
+        }
+    }
+    out
+}
+
+/// Issue 15: the quick key (one pass over the text, no tokenizer) never maps two
+/// statements the tokenizer's path reads differently to one entry. Every corpus case and
+/// its variants, analysed by an analyzer warmed on the whole corpus and by the
+/// tokenizer's path alone: the facts match to the byte.
+#[test]
+fn issue_15_the_quick_key_never_changes_facts() {
+    let corpus = portcullis::cases::load_cases(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/corpus"
+    )))
+    .expect("corpus parses");
+    let mut analyzer = Analyzer::new(1 << 20);
+    for case in &corpus {
+        analyzer.analyze(&case.sql);
+    }
+    let mut texts = 0;
+    for case in &corpus {
+        for text in variants(&case.sql) {
+            let quick = serde_json::to_string(&analyzer.analyze(&text)).expect("facts");
+            let fresh = serde_json::to_string(&analyze(&text)).expect("facts");
+            assert_eq!(quick, fresh, "{text:?} (a variant of {})", case.origin);
+            texts += 1;
+        }
+    }
+    assert!(
+        analyzer.quick_keys() > 100,
+        "the corpus should exercise the quick key ({} keys over {texts} texts)",
+        analyzer.quick_keys()
+    );
+}
+
 #[test]
 fn hostile_nesting_is_an_error_not_a_crash() {
     // Too deep for sqlparser; PostgreSQL's grammar reads it (or the statement is unknown).
