@@ -974,11 +974,7 @@ pub(super) fn apply_journal(conn: &Connection, store: &Path) -> Result<usize, St
         tracing::warn!(target: "portcullis::audit", bytes = torn,
             "the journal ends in a write a crash cut short (never acknowledged); dropped");
     }
-    if frames.is_empty() {
-        if torn > 0 {
-            std::fs::write(journal::path_for(store), b"")
-                .map_err(|e| format!("cannot empty the journal: {e}"))?;
-        }
+    if frames.is_empty() && torn == 0 {
         return Ok(0);
     }
     let (mut seq, mut prev) = chain::head(conn)

@@ -99,7 +99,7 @@ pub fn scan(sql: &str, mut literals: Option<&mut Vec<Range<usize>>>) -> Option<K
         let start = i;
         match c {
             b'\'' => {
-                i = string_end(b, i)?;
+                i = closing(b, i, b'\'')?;
                 key.push_str(["?s0", "?s1", "?s"][short_len(&b[start + 1..i - 1])]);
                 note(&mut literals, start + 1..i - 1);
             }
@@ -107,12 +107,12 @@ pub fn scan(sql: &str, mut literals: Option<&mut Vec<Range<usize>>>) -> Option<K
                 if i > 0 && is_name(b[i - 1]) {
                     return None;
                 }
-                i = string_end(b, i + 1)?;
+                i = closing(b, i + 1, b'\'')?;
                 key.push_str(["?e0", "?e1", "?e"][short_len(&b[start + 2..i - 1])]);
                 note(&mut literals, start + 2..i - 1);
             }
             b'"' => {
-                i = quoted_end(b, i)?;
+                i = closing(b, i, b'"')?;
                 key.push_str(&sql[start..i]);
             }
             b'0'..=b'9' => {
@@ -231,15 +231,7 @@ fn digits(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Past the closing quote of the string whose opening quote is at `i` (`''` inside).
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    closing(b, i, b'\'')
-}
-
-fn quoted_end(b: &[u8], i: usize) -> Option<usize> {
-    closing(b, i, b'"')
-}
-
+/// Past the quote closing the one at `i` (a doubled quote inside is part of it).
 fn closing(b: &[u8], mut i: usize, quote: u8) -> Option<usize> {
     i += 1;
     loop {
