@@ -209,8 +209,9 @@ pub struct GitTarget {
 /// How an allowed push is applied to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GitApply {
-    /// The upstream's own `git receive-pack` (hooks and its own checks run; it indexes the
-    /// pack again).
+    /// The upstream's own `git receive-pack` (hooks and its own checks run). A local
+    /// upstream gets the gateway's indexed pack linked in and an empty pack on the wire,
+    /// unless it checks them itself (`receive.fsckObjects`, `receive.maxInputSize`).
     ReceivePack,
     /// Local upstreams only: the gateway moves the pack it already indexed into the
     /// repository and updates the refs in one transaction (`git update-ref --stdin`). No

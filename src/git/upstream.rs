@@ -388,12 +388,10 @@ pub async fn apply_pack(
     pack: Option<&Path>,
     updates: &[(String, String, String)],
 ) -> Result<(), Error> {
-    if let Some(pack) = pack {
-        let (pack, dir) = (pack.to_path_buf(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || install_pack(&pack, &dir))
-            .await
-            .map_err(std::io::Error::other)??;
-    }
+    let linked = match pack {
+        Some(pack) => Some(link_pack(dir, pack).await?),
+        None => None,
+    };
     let zero = "0".repeat(40);
     let mut script = String::from("start\n");
     for (name, old, new) in updates {
@@ -425,6 +423,10 @@ pub async fn apply_pack(
     if out.status.success() {
         Ok(())
     } else {
+        // No ref moved, so nothing refers to the pack's objects.
+        if let Some(linked) = linked {
+            linked.withdraw();
+        }
         Err(Error::Git {
             program: "update-ref",
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -433,9 +435,11 @@ pub async fn apply_pack(
 }
 
 /// Hard-links (or copies) `pack` and its `.idx` into `dir/objects/pack`, the index last so
-/// no reader sees an index without its pack.
-fn install_pack(pack: &Path, dir: &Path) -> Result<(), Error> {
+/// no reader sees an index without its pack. Returns the files it added (a file already
+/// there is left alone and not returned).
+fn install_pack(pack: &Path, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let target = dir.join("objects").join("pack");
+    let mut added = Vec::with_capacity(2);
     for ext in ["pack", "idx"] {
         let from = pack.with_extension(ext);
         let to = target.join(from.file_name().unwrap_or_default());
@@ -447,6 +451,76 @@ fn install_pack(pack: &Path, dir: &Path) -> Result<(), Error> {
             std::fs::copy(&from, &staged)?;
         }
         std::fs::rename(&staged, &to)?;
+        added.push(to);
     }
-    Ok(())
+    Ok(added)
+}
+
+/// A judged pack linked into a local upstream before its receive-pack runs, so that
+/// receive-pack gets an empty pack and does not index the objects a second time.
+#[derive(Debug)]
+pub struct Linked {
+    files: Vec<PathBuf>,
+}
+
+impl Linked {
+    /// Takes the pack out again: the upstream took none of the refs, so nothing refers to
+    /// its objects (git's own quarantine would have dropped them too). The index goes
+    /// first, so no reader sees an index without its pack.
+    pub fn withdraw(self) {
+        for file in self.files.iter().rev() {
+            if let Err(e) = std::fs::remove_file(file) {
+                tracing::warn!(file = %file.display(), error = %e, "linked pack not withdrawn");
+            }
+        }
+    }
+}
+
+/// Links `pack` (an indexed, complete pack: thin-pack bases included) into the local
+/// upstream `dir`.
+pub async fn link_pack(dir: &Path, pack: &Path) -> Result<Linked, Error> {
+    let (pack, dir) = (pack.to_path_buf(), dir.to_path_buf());
+    let files = tokio::task::spawn_blocking(move || install_pack(&pack, &dir))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(Linked { files })
+}
+
+/// Whether the local upstream `dir` must be sent the pack itself rather than have it
+/// linked in: it checks the objects pushed to it (`receive.fsckObjects`, else
+/// `transfer.fsckObjects`) or limits their size (`receive.maxInputSize`), so that its own
+/// check runs on them; also when its settings cannot be read.
+pub async fn wants_the_pack(dir: &Path) -> bool {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args([
+            "config",
+            "--get-regexp",
+            r"^(receive\.fsckobjects|transfer\.fsckobjects|receive\.maxinputsize)$",
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        // Exit status 1: none of the keys is set.
+        Ok(out) if out.status.code() == Some(1) && out.stderr.is_empty() => return false,
+        _ => return true,
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The last value of a key wins, as in git; a key without a value is `true`.
+    let value = |key: &str| {
+        text.lines()
+            .map(|l| l.split_once(' ').unwrap_or((l, "true")))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+            .next_back()
+    };
+    let on = |v: String| !matches!(v.as_str(), "false" | "no" | "off" | "0" | "");
+    let fsck = value("receive.fsckobjects").or_else(|| value("transfer.fsckobjects"));
+    fsck.is_some_and(on) || value("receive.maxinputsize").is_some_and(on)
 }

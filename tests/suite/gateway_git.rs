@@ -1172,12 +1172,20 @@ fn issue_14_a_push_the_upstream_refuses_is_recorded_with_its_reason() {
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     git_ok(&f.work, &["checkout", "-q", "-b", "late", "origin/feature"]);
-    f.commit("late.txt", b"late\n", "after the freeze");
+    let late = f.commit("late.txt", b"late\n", "after the freeze");
     let before = f.upstream_refs();
+    let packs = pack_files(&f.upstream);
     let (ok, stderr) = f.push(&["late:refs/heads/late"]);
     assert!(!ok, "the upstream's hook declined it:\n{stderr}");
     assert!(stderr.contains("pre-receive hook declined"), "{stderr}");
     assert_eq!(f.upstream_refs(), before);
+    // The pack linked in for the hook is taken out again, as git's quarantine would be.
+    assert_eq!(pack_files(&f.upstream), packs);
+    assert!(
+        !git(&f.upstream, &["cat-file", "-e", &late])
+            .status
+            .success()
+    );
 
     // A push the upstream accepts leaves no such record.
     std::fs::remove_file(&hook).unwrap();
@@ -1201,6 +1209,125 @@ fn issue_14_a_push_the_upstream_refuses_is_recorded_with_its_reason() {
         "{rows:?}"
     );
     assert!(rows[2].starts_with("push,allowed"), "{rows:?}");
+}
+
+/// The files in a repository's `objects/pack`, sorted.
+fn pack_files(repo: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo.join("objects").join("pack"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Installs an executable hook in a bare repository.
+fn install_hook(repo: &Path, name: &str, script: &str) {
+    let hook = repo.join("hooks").join(name);
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Issue #15 (item 6): by default a local upstream's own receive-pack applies the push,
+/// but the pack the gateway already indexed is linked in first and receive-pack is sent
+/// an empty one: its hooks run and read the whole new history, its refs move, and its
+/// quarantine receives no second copy of the objects.
+#[test]
+fn issue_15_a_local_upstream_runs_its_hooks_on_the_pack_the_gateway_indexed() {
+    let f = Fixture::new();
+    let seen = f.root.path().join("seen");
+    let seen = seen.display();
+    install_hook(
+        &f.upstream,
+        "pre-receive",
+        &format!(
+            "#!/bin/sh\nset -e\nwhile read old new ref; do\n  \
+             git cat-file -e \"$new^{{tree}}\"\n  \
+             echo \"pre $ref $(git rev-list --count \"$new\" --not --all) \
+             $(find \"$GIT_QUARANTINE_PATH\" -type f | wc -l)\" >>{seen}\ndone\n"
+        ),
+    );
+    install_hook(
+        &f.upstream,
+        "post-receive",
+        &format!("#!/bin/sh\nwhile read old new ref; do echo \"post $ref\" >>{seen}; done\n"),
+    );
+    git_ok(
+        &f.work,
+        &["checkout", "-q", "-b", "topic", "origin/feature"],
+    );
+    for i in 0..3 {
+        f.commit(&format!("t{i}.txt"), format!("{i}\n").as_bytes(), "t");
+    }
+    let head = git_ok(&f.work, &["rev-parse", "HEAD"]);
+    let (ok, stderr) = f.push(&["topic:refs/heads/topic"]);
+    assert!(ok, "{stderr}\n{}", f.gw.log());
+    assert_eq!(f.upstream_has("topic"), head);
+    let seen = std::fs::read_to_string(f.root.path().join("seen")).unwrap();
+    // The hook saw three new commits, and nothing arrived in its quarantine.
+    assert_eq!(seen, "pre refs/heads/topic 3 0\npost refs/heads/topic\n");
+    git_ok(&f.upstream, &["fsck", "--strict", "--no-dangling"]);
+    assert!(
+        !pack_files(&f.upstream).iter().any(|n| n.ends_with(".tmp")),
+        "{:?}",
+        pack_files(&f.upstream)
+    );
+    // A tag on the same commit: nothing new to send, the upstream takes it as well.
+    git_ok(&f.work, &["tag", "v9"]);
+    let (ok, stderr) = f.push(&["refs/tags/v9"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(f.upstream_has("v9"), head);
+}
+
+/// Issue #15 (item 6): an upstream that checks what it is sent (`receive.fsckObjects`)
+/// is sent the pack itself, so its check still runs: a tree git's fsck calls malformed
+/// is refused by the upstream, and nothing of it stays there.
+#[test]
+fn issue_15_an_upstream_that_checks_objects_is_sent_the_pack() {
+    let f = Fixture::new();
+    git_ok(&f.upstream, &["config", "receive.fsckObjects", "true"]);
+    // A tree whose entries are out of order (git's `treeNotSorted`).
+    let blob = git_ok(&f.work, &["hash-object", "-w", "--stdin"]);
+    let oid: Vec<u8> = (0..blob.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&blob[i..i + 2], 16).unwrap())
+        .collect();
+    let raw = [
+        b"100644 b.txt\0".as_slice(),
+        &oid,
+        b"100644 a.txt\0".as_slice(),
+        &oid,
+    ]
+    .concat();
+    let file = f.root.path().join("tree.raw");
+    std::fs::write(&file, raw).unwrap();
+    let tree = git_ok(
+        &f.work,
+        &[
+            "hash-object",
+            "-t",
+            "tree",
+            "--literally",
+            "-w",
+            file.to_str().unwrap(),
+        ],
+    );
+    let parent = git_ok(&f.work, &["rev-parse", "origin/feature"]);
+    let commit = git_ok(
+        &f.work,
+        &["commit-tree", &tree, "-p", &parent, "-m", "unsorted"],
+    );
+    let before = f.upstream_refs();
+    let (ok, stderr) = f.push(&[&format!("{commit}:refs/heads/unsorted")]);
+    assert!(!ok, "the upstream's fsck refused it:\n{stderr}");
+    assert!(stderr.contains("treeNotSorted"), "{stderr}\n{}", f.gw.log());
+    assert_eq!(f.upstream_refs(), before);
+    assert!(
+        !git(&f.upstream, &["cat-file", "-e", &commit])
+            .status
+            .success()
+    );
 }
 
 /// `portcullis audit sql --format csv` on a (stopped) gateway's store: header and rows.

@@ -1,7 +1,14 @@
 //! The apply step, for an allowed push: through the upstream's own receive-pack (the
-//! command list re-encoded for what it supports, the pack bytes exactly as the client
-//! sent them, its report relayed), or `apply = "direct"` into a local repository (the
-//! indexed pack moved in, the refs updated in one transaction, the report written here).
+//! command list re-encoded for what it supports, its report relayed), or `apply =
+//! "direct"` into a local repository (the indexed pack moved in, the refs updated in one
+//! transaction, the report written here).
+//!
+//! What follows the command list to receive-pack: for a local upstream, the pack the
+//! gateway already indexed is linked into the repository first and receive-pack gets an
+//! empty pack, so it checks connectivity, runs its hooks and moves the refs without
+//! indexing the objects a second time; a remote upstream, or a local one that checks
+//! what it is sent itself (`receive.fsckObjects`, `receive.maxInputSize`), gets the pack
+//! bytes exactly as the client sent them.
 
 use std::io::SeekFrom;
 use std::path::Path;
@@ -13,6 +20,7 @@ use tokio::io::AsyncSeekExt;
 
 use super::log::Log;
 use super::report;
+use crate::config::{GitApply, GitUpstream};
 use crate::gateway::{Outcome, refusal};
 use crate::git::Error;
 use crate::git::http::Repo;
@@ -48,16 +56,51 @@ const MAX_REPORT_READ: usize = 1 << 20;
 /// The rules that decided and the monitor-mode rules that matched, for the record.
 pub type Rules<'a> = (&'a [&'a str], &'a [&'a str]);
 
+/// A pack of no objects (version 2, SHA-1 trailer): what receive-pack is sent when the
+/// objects are already in the repository, as git itself sends when the remote has them.
+const EMPTY_PACK: &[u8] = b"PACK\0\0\0\x02\0\0\0\0\x02\x9d\x08\x82\x3b\xd8\xa8\xea\xb5\x10\xad\x6a\xc7\x5c\x82\x3c\xfd\x3e\xd3\x1e";
+
+/// Applies an allowed push the way its repository is configured, and returns the body
+/// answering the client. `pack` is the indexed pack (in the spool), `keep` (the spool,
+/// the repository lock) lives until the answer has been relayed in full.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply<K: Send + 'static>(
+    repo: &Repo,
+    request: &Request,
+    upstream_caps: &[String],
+    log: &Log<'_>,
+    rules: Rules<'_>,
+    pack: Option<&Path>,
+    spool: &Path,
+    keep: K,
+) -> Result<Body, Error> {
+    let link = match (&repo.target.upstream, repo.target.apply) {
+        (GitUpstream::Local(dir), GitApply::Direct) => {
+            return direct(repo, dir, pack, request, log, rules).await;
+        }
+        (GitUpstream::Local(dir), GitApply::ReceivePack) => match pack {
+            Some(pack) if request.needs_pack() && !upstream::wants_the_pack(dir).await => {
+                Some((dir.as_path(), pack))
+            }
+            _ => None,
+        },
+        (GitUpstream::Http(_), _) => None,
+    };
+    let body_path = spool.join("body");
+    let sent = (body_path.as_path(), link);
+    forward(repo, request, upstream_caps, log, rules, sent, keep).await
+}
+
 /// Sends the push upstream through receive-pack and returns the body relaying its
-/// answer. `keep` (the spool with the pack, the repository lock) lives until the answer
-/// has been relayed in full.
-pub async fn forward<K: Send + 'static>(
+/// answer: after the command list, the spooled body's pack bytes, or with `link` (a
+/// local upstream and the indexed pack) an empty pack, the pack linked in first.
+async fn forward<K: Send + 'static>(
     repo: &Repo,
     request: &Request,
     upstream_caps: &[String],
     log: &Log<'_>,
     (deciding, monitored): Rules<'_>,
-    body_path: &Path,
+    (body_path, link): (&Path, Option<(&Path, &Path)>),
     keep: K,
 ) -> Result<Body, Error> {
     let mut caps: Vec<String> = request
@@ -80,20 +123,39 @@ pub async fn forward<K: Send + 'static>(
     let options = upstream_caps.iter().any(|c| c == CAP_PUSH_OPTIONS)
         && caps.iter().any(|c| c == CAP_PUSH_OPTIONS);
     let head = request::encode_commands(request, &caps, options);
-    let mut file = tokio::fs::File::open(body_path).await?;
-    file.seek(SeekFrom::Start(request.pack_offset as u64))
-        .await?;
-    let forward = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
-        .chain(upstream::file_stream(file))
-        .boxed();
     // The push's event is committed before anything goes upstream.
     if let Err(e) = log.allowed(deciding, monitored).await {
         tracing::error!(repo = %repo.target.name, error = %e, "push not recorded; refused");
         return report::refuse_all(request, Ok(()), &refusal::unrecorded(&e));
     }
+    let linked = match link {
+        Some((dir, pack)) => match upstream::link_pack(dir, pack).await {
+            Ok(linked) => Some(linked),
+            Err(e) => {
+                // Not a reason to refuse: receive-pack gets the pack bytes instead.
+                tracing::warn!(repo = %repo.target.name, error = %e, "pack not linked; sending it");
+                None
+            }
+        },
+        None => None,
+    };
+    let pack: upstream::ByteStream = if linked.is_some() {
+        futures_util::stream::once(async { Ok(Bytes::from_static(EMPTY_PACK)) }).boxed()
+    } else {
+        let mut file = tokio::fs::File::open(body_path).await?;
+        file.seek(SeekFrom::Start(request.pack_offset as u64))
+            .await?;
+        upstream::file_stream(file)
+    };
+    let forward = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(pack)
+        .boxed();
     let reply = match repo.upstream.rpc(Service::ReceivePack, None, forward).await {
         Ok(r) => r,
         Err(e) => {
+            if let Some(linked) = linked {
+                linked.withdraw();
+            }
             tracing::warn!(repo = %repo.target.name, error = %e, "upstream push failed");
             let outcome = Outcome::failed(refusal::UPSTREAM_UNAVAILABLE.into());
             log.refused(&outcome, deciding, monitored, Some(e.to_string()))
@@ -123,10 +185,17 @@ pub async fn forward<K: Send + 'static>(
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(notes)) })
             .chain(relayed)
             .chain(futures_util::stream::once(async move {
-                drop(keep);
                 let response = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
-                if let (Some(verdict), Some(report)) =
-                    (verdict, wire_report::rejections(&request, &response))
+                let report = wire_report::rejections(&request, &response);
+                // A linked pack stays only if the upstream took a ref (its report says
+                // so); while the lock is still held, so no other push can refer to it.
+                if let (Some(linked), Some(report)) = (linked, &report)
+                    && (report.unpack.is_some() || report.refused.len() >= request.commands.len())
+                {
+                    linked.withdraw();
+                }
+                drop(keep);
+                if let (Some(verdict), Some(report)) = (verdict, report)
                     && (report.unpack.is_some() || !report.refused.is_empty())
                 {
                     let mut said: Vec<String> = report
@@ -149,7 +218,7 @@ pub async fn forward<K: Send + 'static>(
 /// `apply = "direct"`: records the push, moves the already-indexed pack into the local
 /// upstream `dir` and updates its refs in one transaction, then reports as receive-pack
 /// would.
-pub async fn direct(
+async fn direct(
     repo: &Repo,
     dir: &Path,
     pack: Option<&Path>,

@@ -19,7 +19,6 @@ use super::apply;
 use super::log::Log;
 use super::report;
 use crate::audit::Decision;
-use crate::config::{GitApply, GitUpstream};
 use crate::gateway::approvals::{Answer, Ask, Asked, Broker};
 use crate::gateway::record::{Protocol, Recorder};
 use crate::gateway::{Outcome, refusal};
@@ -213,24 +212,18 @@ async fn run(
             progress(refusal::approved(&id, &approver)).await;
             log.approved = Some(format!("approved by {approver} (approval {id})"));
             let rules = (deciding.as_slice(), monitored.as_slice());
-            let body = match (held.repo.target.apply, &held.repo.target.upstream) {
-                (GitApply::Direct, GitUpstream::Local(dir)) => {
-                    apply::direct(&held.repo, dir, held.pack.as_deref(), request, &log, rules).await
-                }
-                _ => {
-                    let body_path = held.spool.path().join("body");
-                    apply::forward(
-                        &held.repo,
-                        request,
-                        &held.upstream_caps,
-                        &log,
-                        rules,
-                        &body_path,
-                        (held.spool, held.guard),
-                    )
-                    .await
-                }
-            };
+            let spooled = held.spool.path().to_path_buf();
+            let body = apply::apply(
+                &held.repo,
+                request,
+                &held.upstream_caps,
+                &log,
+                rules,
+                held.pack.as_deref(),
+                &spooled,
+                (held.spool, held.guard),
+            )
+            .await;
             return finish(tx, body).await;
         }
         Answer::Rejected { approver, reason } => (

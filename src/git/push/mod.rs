@@ -28,7 +28,6 @@ use self::log::Log;
 use super::Error;
 use super::http::Repo;
 use super::upstream::ByteStream;
-use crate::config::{GitApply, GitUpstream};
 use crate::gateway::approvals::Broker;
 use crate::gateway::record::Recorder;
 use crate::gateway::{Outcome, RuleSet, judge_refs, refusal};
@@ -200,26 +199,16 @@ pub async fn receive(
     }
 
     // 4. Apply.
-    if let (GitApply::Direct, GitUpstream::Local(dir)) = (repo.target.apply, &repo.target.upstream)
-    {
-        return apply::direct(
-            repo,
-            dir,
-            inspected.pack.as_deref(),
-            &request,
-            &log,
-            decided,
-        )
-        .await;
-    }
-    let body_path = spool.path().join("body");
-    apply::forward(
+    let pack = inspected.pack.as_deref();
+    let spooled = spool.path().to_path_buf();
+    apply::apply(
         repo,
         &request,
         &upstream_caps,
         &log,
         decided,
-        &body_path,
+        pack,
+        &spooled,
         (spool, guard),
     )
     .await
