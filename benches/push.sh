@@ -8,9 +8,11 @@
 # file://...` (git's own local transport: pack-objects into receive-pack) and with
 # `git push http://...` through `portcullis serve`, whose [[git]] upstream is a local
 # bare repository. The gateway indexes the whole pack, walks every new commit, scans
-# every new blob for secrets and judges the rules before forwarding the push, once with
-# `apply = "receive-pack"` (the upstream's receive-pack indexes the pack again) and once
-# with `apply = "direct"` (the gateway moves its indexed pack in and updates the refs).
+# every new blob for secrets and judges the rules before applying the push, once with
+# `apply = "receive-pack"` (the default: the indexed pack is linked into the upstream and
+# its receive-pack, sent an empty pack, checks connectivity, runs hooks and moves the
+# refs) and once with `apply = "direct"` (the gateway moves its indexed pack in and
+# updates the refs itself).
 #
 # Environment:
 #   COMMITS         commits in the test repository (default 3000)

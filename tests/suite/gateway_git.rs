@@ -879,6 +879,8 @@ fn direct_apply_moves_the_judged_pack_into_a_local_upstream() {
         gw.log()
     );
     assert_eq!(refs(&upstream), before);
+    // The pack moved in for the failed transaction is taken out again.
+    assert!(!git(&upstream, &["cat-file", "-e", &new]).status.success());
 }
 
 /// Issue #9: refs outside branches and tags change what tools and reviewers see; they are
