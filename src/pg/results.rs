@@ -2,16 +2,22 @@
 //! first `audit.result_rows` rows (RowDescription + DataRow), as JSON text. The frames are
 //! only read here, after masking: the sample holds what the agent saw.
 
-use serde_json::{Value, json};
-
 use crate::gateway::mask::{MaskedBy, Plan};
 
-/// Results seen since the last ReadyForQuery.
+/// Results seen since the last ReadyForQuery. The sample is written as JSON text while
+/// the frames pass (no value tree): each result set is `{"columns":[...],"rows":[...]}`,
+/// several sets an array of them.
 pub struct Results {
     keep: usize,
-    sets: Vec<Value>,
-    columns: Vec<String>,
-    rows: Vec<Value>,
+    /// Finished sets, comma-separated.
+    sets: Vec<u8>,
+    set_count: usize,
+    /// The open set's column names and rows, each comma-separated JSON.
+    columns: Vec<u8>,
+    column_count: usize,
+    rows: Vec<u8>,
+    row_count: usize,
+    /// Rows kept since the last ReadyForQuery, over every set.
     kept: usize,
     count: Option<i64>,
     error: Option<String>,
@@ -24,8 +30,11 @@ impl Results {
         Results {
             keep,
             sets: Vec::new(),
+            set_count: 0,
             columns: Vec::new(),
+            column_count: 0,
             rows: Vec::new(),
+            row_count: 0,
             kept: 0,
             count: None,
             error: None,
@@ -38,19 +47,28 @@ impl Results {
         match tag {
             b'T' => {
                 self.finish_set();
-                self.columns = row_description(body);
+                self.column_count = row_description(body, &mut self.columns);
             }
             b'D' if self.kept < self.keep => {
-                if let Some(row) = data_row(body) {
-                    self.rows.push(Value::Array(row));
+                let mark = self.rows.len();
+                if self.row_count > 0 {
+                    self.rows.push(b',');
+                }
+                if data_row(body, &mut self.rows).is_some() {
+                    self.row_count += 1;
                     self.kept += 1;
+                } else {
+                    self.rows.truncate(mark);
                 }
             }
             // COPY ... TO STDOUT: each line of text is a row of the sample.
             b'd' if self.kept < self.keep => {
+                if self.row_count > 0 {
+                    self.rows.push(b',');
+                }
                 let line = String::from_utf8_lossy(body);
-                self.rows
-                    .push(Value::String(line.trim_end_matches('\n').to_string()));
+                json_str(&mut self.rows, line.trim_end_matches('\n'));
+                self.row_count += 1;
                 self.kept += 1;
             }
             b'C' => {
@@ -92,73 +110,113 @@ impl Results {
     /// resets for the next ReadyForQuery.
     pub fn take(&mut self) -> (Option<i64>, Option<String>, Vec<String>) {
         self.finish_set();
-        let sample = match self.sets.len() {
+        let sample = match self.set_count {
             0 => None,
-            1 => Some(self.sets[0].to_string()),
-            _ => Some(Value::Array(std::mem::take(&mut self.sets)).to_string()),
+            1 => Some(std::mem::take(&mut self.sets)),
+            _ => {
+                let mut all = Vec::with_capacity(self.sets.len() + 2);
+                all.push(b'[');
+                all.append(&mut self.sets);
+                all.push(b']');
+                Some(all)
+            }
         };
         self.sets.clear();
+        self.set_count = 0;
         self.kept = 0;
+        // Built from `str`s and ASCII only, so always UTF-8.
+        let sample = sample.map(|bytes| {
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
         (self.count.take(), sample, std::mem::take(&mut self.masked))
     }
 
     fn finish_set(&mut self) {
-        if !self.columns.is_empty() || !self.rows.is_empty() {
-            self.sets.push(json!({
-                "columns": std::mem::take(&mut self.columns),
-                "rows": std::mem::take(&mut self.rows),
-            }));
+        if self.column_count > 0 || self.row_count > 0 {
+            if self.set_count > 0 {
+                self.sets.push(b',');
+            }
+            self.sets.extend_from_slice(b"{\"columns\":[");
+            self.sets.extend_from_slice(&self.columns);
+            self.sets.extend_from_slice(b"],\"rows\":[");
+            self.sets.extend_from_slice(&self.rows);
+            self.sets.extend_from_slice(b"]}");
+            self.set_count += 1;
         }
+        self.columns.clear();
+        self.column_count = 0;
+        self.rows.clear();
+        self.row_count = 0;
     }
 }
 
-/// Column names of a RowDescription.
-fn row_description(body: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
+/// `s` as a JSON string (serde_json's escaping, without a value tree).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Column names of a RowDescription, as comma-separated JSON strings; returns how many.
+fn row_description(body: &[u8], out: &mut Vec<u8>) -> usize {
     let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return out;
+        return 0;
     };
     let mut at = 2;
+    let mut names = 0;
     for _ in 0..count {
         let Some(len) = body[at..].iter().position(|&b| b == 0) else {
             break;
         };
-        out.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
+        if names > 0 {
+            out.push(b',');
+        }
+        json_str(out, &String::from_utf8_lossy(&body[at..at + len]));
+        names += 1;
         // name, NUL, then table oid (4), attnum (2), type oid (4), size (2), mod (4), format (2)
         at += len + 1 + 18;
         if at > body.len() {
             break;
         }
     }
-    out
+    names
 }
 
-/// A DataRow's values: text as strings, NULL as null, anything not UTF-8 (binary format)
-/// as `\x` hex.
-fn data_row(body: &[u8]) -> Option<Vec<Value>> {
+/// A DataRow's values as a JSON array: text as strings, NULL as null, anything not UTF-8
+/// (binary format) as `\x` hex. `None` (with part of it written) when the row is cut.
+fn data_row(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let count = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
     let mut at = 2;
-    let mut out = Vec::with_capacity(count as usize);
-    for _ in 0..count {
+    out.push(b'[');
+    for i in 0..count {
+        if i > 0 {
+            out.push(b',');
+        }
         let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
         at += 4;
         if len < 0 {
-            out.push(Value::Null);
+            out.extend_from_slice(b"null");
             continue;
         }
         let bytes = body.get(at..at + len as usize)?;
         at += len as usize;
-        out.push(match std::str::from_utf8(bytes) {
+        match std::str::from_utf8(bytes) {
             Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
-                Value::String(s.to_string())
+                json_str(out, s)
             }
-            _ => Value::String(format!(
-                "\\x{}",
-                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )),
-        });
+            _ => {
+                // The string `\x<hex>`, its backslash escaped.
+                out.extend_from_slice(b"\"\\\\x");
+                for b in bytes {
+                    out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                }
+                out.push(b'"');
+            }
+        }
     }
-    Some(out)
+    out.push(b']');
+    Some(())
 }
 
 /// `SQLSTATE: message` of an ErrorResponse.
@@ -196,6 +254,7 @@ fn command_rows(body: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn row_desc(names: &[&str]) -> Vec<u8> {
         let mut b = (names.len() as u16).to_be_bytes().to_vec();
@@ -235,6 +294,47 @@ mod tests {
         assert_eq!(v["columns"], json!(["id", "email"]));
         assert_eq!(v["rows"], json!([["1", "a@x.io"], ["2", null]]));
         assert_eq!(r.take(), (None, None, vec![]), "reset after take");
+    }
+
+    /// The sample's exact text, as auditors read it (serde_json's compact form).
+    #[test]
+    fn the_sample_is_compact_json_set_by_set() {
+        let mut r = Results::new(3);
+        r.observe(b'T', &row_desc(&["id", "na\"me"]));
+        r.observe(
+            b'D',
+            &data(&[Some(b"1"), Some("a\\b\n\tc \u{e9}".as_bytes())]),
+        );
+        r.observe(b'D', &data(&[None, Some(&[7])]));
+        r.observe(b'C', b"SELECT 2\0");
+        assert_eq!(
+            r.take().1.unwrap(),
+            r#"{"columns":["id","na\"me"],"rows":[["1","a\\b\n\tc é"],[null,"\\x07"]]}"#
+        );
+        // Two sets (a multi-statement query), a COPY's lines, an empty result, and the
+        // row limit shared by all of them.
+        r.observe(b'T', &row_desc(&["a"]));
+        r.observe(b'D', &data(&[Some(b"x")]));
+        r.observe(b'C', b"SELECT 1\0");
+        r.observe(b'T', &row_desc(&[]));
+        r.observe(b'C', b"SELECT 0\0");
+        r.observe(b'd', b"1\tq\"\n");
+        r.observe(b'd', b"2\n");
+        r.observe(b'd', b"3\n");
+        r.observe(b'C', b"COPY 3\0");
+        r.observe(b'T', &row_desc(&["b"]));
+        r.observe(b'C', b"SELECT 0\0");
+        let (rows, sample, _) = r.take();
+        assert_eq!(rows, Some(4));
+        assert_eq!(
+            sample.unwrap(),
+            r#"[{"columns":["a"],"rows":[["x"]]},{"columns":[],"rows":["1\tq\"","2"]},{"columns":["b"],"rows":[]}]"#
+        );
+        // A cut row is left out whole.
+        r.observe(b'T', &row_desc(&["c"]));
+        r.observe(b'D', &[0, 2, 0, 0, 0, 1, b'y', 0, 0]);
+        r.observe(b'D', &data(&[Some(b"z")]));
+        assert_eq!(r.take().1.unwrap(), r#"{"columns":["c"],"rows":[["z"]]}"#);
     }
 
     #[test]

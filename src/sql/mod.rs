@@ -383,7 +383,13 @@ fn analyze_reading(
                         cache.shapes.clear();
                         cache.quick.clear();
                     }
-                    cache.shapes.insert(shape.clone(), facts.clone());
+                    // Every hit puts its own text in: the cached copy keeps none, so a
+                    // hit does not copy a text only to drop it.
+                    let cached = SqlFacts {
+                        text: String::new(),
+                        ..facts.clone()
+                    };
+                    cache.shapes.insert(shape.clone(), cached);
                 }
                 Some(shape)
             }
