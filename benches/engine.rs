@@ -137,5 +137,53 @@ fn engine(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, engine);
+/// A read's audit sample (`pg::results`): the frames of one result observed as they pass
+/// and the sample taken at ReadyForQuery, for pgbench's `-S` (one column, one row) and a
+/// 100-row, 3-column result (the default `audit.result_rows`).
+fn results(c: &mut Criterion) {
+    use portcullis::pg::results::Results;
+    fn row_description(names: &[&str]) -> Vec<u8> {
+        let mut b = (names.len() as u16).to_be_bytes().to_vec();
+        for n in names {
+            b.extend_from_slice(n.as_bytes());
+            b.extend_from_slice(&[0; 19]);
+        }
+        b
+    }
+    fn data_row(values: &[&[u8]]) -> Vec<u8> {
+        let mut b = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v);
+        }
+        b
+    }
+    let mut group = c.benchmark_group("results");
+    let t = row_description(&["abalance"]);
+    let d = data_row(&[b"-4052"]);
+    let mut r = Results::new(100);
+    group.bench_function("select_only", |b| {
+        b.iter(|| {
+            r.observe(b'T', black_box(&t));
+            r.observe(b'D', black_box(&d));
+            r.observe(b'C', b"SELECT 1\0");
+            black_box(r.take())
+        })
+    });
+    let t = row_description(&["id", "email", "created_at"]);
+    let d = data_row(&[b"48213", b"ada@example.com", b"2026-12-06 08:30:00+00"]);
+    group.bench_function("rows_100", |b| {
+        b.iter(|| {
+            r.observe(b'T', black_box(&t));
+            for _ in 0..100 {
+                r.observe(b'D', black_box(&d));
+            }
+            r.observe(b'C', b"SELECT 100\0");
+            black_box(r.take())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine, results);
 criterion_main!(benches);
