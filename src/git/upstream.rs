@@ -3,6 +3,7 @@
 //! smart-HTTP remote reached with the gateway's token. The client's credentials never go
 //! upstream, and the token never comes back.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -450,6 +451,9 @@ fn install_pack(pack: &Path, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         if std::fs::hard_link(&from, &staged).is_err() {
             std::fs::copy(&from, &staged)?;
         }
+        // Read-only and readable by all, as git leaves its own packs: the indexer wrote
+        // them private (0600), and whoever else serves the repository must read them.
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o444))?;
         std::fs::rename(&staged, &to)?;
         added.push(to);
     }

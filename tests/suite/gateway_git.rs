@@ -1275,6 +1275,14 @@ fn issue_15_a_local_upstream_runs_its_hooks_on_the_pack_the_gateway_indexed() {
         "{:?}",
         pack_files(&f.upstream)
     );
+    // The linked files are read-only and readable by all, as git's own packs are.
+    for name in pack_files(&f.upstream) {
+        let path = f.upstream.join("objects").join("pack").join(&name);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o444, "{name}: {mode:o}");
+    }
     // A tag on the same commit: nothing new to send, the upstream takes it as well.
     git_ok(&f.work, &["tag", "v9"]);
     let (ok, stderr) = f.push(&["refs/tags/v9"]);
