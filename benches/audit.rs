@@ -29,14 +29,17 @@ fn event(session: &str, i: usize) -> Event {
         Decision::Allowed,
     );
     e.subject = Some("agent-7".into());
-    e.groups = vec!["dev".into(), "oncall".into()];
+    e.groups = vec!["dev".into(), "oncall".into()].into();
     e.client_addr = Some("127.0.0.1:51234".into());
     e.prompt = Some("fix the failing invoice job".into());
-    e.statement = Some(if write {
-        format!("UPDATE pgbench_accounts SET abalance = abalance + 17 WHERE aid = {i}")
-    } else {
-        format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}")
-    });
+    e.statement = Some(
+        if write {
+            format!("UPDATE pgbench_accounts SET abalance = abalance + 17 WHERE aid = {i}")
+        } else {
+            format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}")
+        }
+        .into(),
+    );
     e.fingerprint = Some(if write { "6f1c2a9e" } else { "0b7d3e41" }.into());
     e.rows = Some(1);
     e.result = (!write).then(|| format!("[[{}]]", i % 5000));

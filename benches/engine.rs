@@ -185,5 +185,58 @@ fn results(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine, results);
+/// A statement's audit event as a session builds it on the hot path (`Recorder::
+/// statement_event`: the judged `-S` statement, its shape and outcome; the session's
+/// fields shared), and one run of a prepared statement's event (`Pending::execution`).
+/// Handing it to the writer is not included.
+fn event(c: &mut Criterion) {
+    use portcullis::audit::{AuditHandle, WriterOptions};
+    use portcullis::gateway::Outcome;
+    use portcullis::gateway::record::{Recorder, Stamp, StatementEvent};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = AuditHandle::start(&dir.path().join("bench.duckdb"), WriterOptions::default())
+        .expect("writer starts");
+    let recorder = Recorder::new(audit, 100);
+    let agent = Agent {
+        sub: "agent-7".into(),
+        groups: vec!["dev".into(), "oncall".into()],
+        name: None,
+    };
+    let stamp = Stamp::new(
+        "5f0c6b1e-1d3a-4c2b-9e8f-0a1b2c3d4e5f",
+        "app",
+        &agent,
+        "127.0.0.1:51234",
+    );
+    let outcome = Outcome::allowed();
+    let statement = PGBENCH[0].1;
+    let e = StatementEvent {
+        session_id: "5f0c6b1e-1d3a-4c2b-9e8f-0a1b2c3d4e5f",
+        target: "app",
+        subject: &agent.sub,
+        groups: &agent.groups,
+        prompt: Some("fix the failing invoice job"),
+        kind: "query",
+        statement,
+        fingerprints: vec!["0b7d3e41a9c2"],
+        outcome: &outcome,
+        rule_ids: Vec::new(),
+        monitored: Vec::new(),
+        message: None,
+        judge_us: 1,
+    };
+    let mut group = c.benchmark_group("event");
+    group.bench_function("statement", |b| {
+        b.iter(|| black_box(recorder.statement_event(black_box(&e), &stamp, false)))
+    });
+    let parsed = recorder
+        .statement_event(&e, &stamp, false)
+        .expect("a store is configured");
+    group.bench_function("execution", |b| {
+        b.iter(|| black_box(parsed.execution(black_box(String::from("[\"48213\"]")))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine, results, event);
 criterion_main!(benches);

@@ -508,7 +508,7 @@ mod tests {
         let audit = AuditHandle::start(&path, WriterOptions::default()).expect("writer");
         for i in 0..n {
             let mut e = Event::new("s", Protocol::Postgres, "app", "query", Decision::Allowed);
-            e.statement = Some(format!("SELECT {i}"));
+            e.statement = Some(format!("SELECT {i}").into());
             audit
                 .record_blocking(e)
                 .and_then(|t| t.wait())
@@ -551,10 +551,10 @@ mod tests {
         assert_ne!(a, b, "NULL list differs from an empty one");
         let mut e2 = e.clone();
         e2.target = "ts".into();
-        e2.session_id = String::new();
+        e2.session_id = "".into();
         let mut e3 = e.clone();
         e3.session_id = "st".into();
-        e3.target = String::new();
+        e3.target = "".into();
         let (mut c, mut d) = (Vec::new(), Vec::new());
         Fields::of(1, &e2).encode(&mut c);
         Fields::of(1, &e3).encode(&mut d);

@@ -189,7 +189,7 @@ mod tests {
 
     fn event(n: i64) -> Event {
         let mut e = Event::new("s", Protocol::Postgres, "app", "query", Decision::Allowed);
-        e.statement = Some(format!("UPDATE t SET n = {n}"));
+        e.statement = Some(format!("UPDATE t SET n = {n}").into());
         e
     }
 

@@ -1,5 +1,7 @@
 //! What the gateways hand the writer: owned records, one per row group.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -99,22 +101,25 @@ pub fn new_id() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub event_id: String,
-    pub session_id: String,
+    /// Shared by a session's events, like `target`, `subject`, `groups` and
+    /// `client_addr`: an event copies pointers, not text.
+    pub session_id: Arc<str>,
     /// Microseconds since the Unix epoch, UTC.
     pub ts_us: i64,
     pub protocol: Protocol,
     /// The `[[postgres]]` or `[[git]]` entry's name.
-    pub target: String,
+    pub target: Arc<str>,
     /// The identity's subject; `None` before one was established (a refusal).
-    pub subject: Option<String>,
-    pub groups: Vec<String>,
-    pub client_addr: Option<String>,
-    pub prompt: Option<String>,
+    pub subject: Option<Arc<str>>,
+    pub groups: Arc<[String]>,
+    pub client_addr: Option<Arc<str>>,
+    pub prompt: Option<Arc<str>>,
     /// See [`kind`].
-    pub kind: String,
-    /// The statement text, or for a push a one-line summary.
-    pub statement: Option<String>,
-    pub fingerprint: Option<String>,
+    pub kind: Cow<'static, str>,
+    /// The statement text, or for a push a one-line summary. Shared by the runs of a
+    /// prepared statement, as is `fingerprint`.
+    pub statement: Option<Arc<str>>,
+    pub fingerprint: Option<Arc<str>>,
     pub decision: Decision,
     /// The rules that decided.
     pub rule_ids: Vec<String>,
@@ -170,12 +175,17 @@ fn bounded(text: &str) -> String {
 impl Event {
     /// Cuts every free-text field longer than [`MAX_FIELD_BYTES`] (see [`bounded`]).
     pub fn bound(&mut self) {
+        for field in [&mut self.statement, &mut self.prompt] {
+            if let Some(text) = field.as_mut()
+                && text.len() > MAX_FIELD_BYTES
+            {
+                *text = bounded(text).into();
+            }
+        }
         for field in [
-            &mut self.statement,
             &mut self.result,
             &mut self.message,
             &mut self.error,
-            &mut self.prompt,
             &mut self.parameters,
         ] {
             if let Some(text) = field.as_mut()
@@ -188,10 +198,10 @@ impl Event {
 
     /// A new event with a fresh id and the current time; everything optional empty.
     pub fn new(
-        session_id: impl Into<String>,
+        session_id: impl Into<Arc<str>>,
         protocol: Protocol,
-        target: impl Into<String>,
-        kind: impl Into<String>,
+        target: impl Into<Arc<str>>,
+        kind: impl Into<Cow<'static, str>>,
         decision: Decision,
     ) -> Event {
         Event {
@@ -201,7 +211,7 @@ impl Event {
             protocol,
             target: target.into(),
             subject: None,
-            groups: Vec::new(),
+            groups: Arc::from([]),
             client_addr: None,
             prompt: None,
             kind: kind.into(),

@@ -587,11 +587,11 @@ fn text_bytes(record: &Record) -> usize {
     let opt = |t: &Option<String>| t.as_ref().map_or(0, String::len);
     match record {
         Record::Event(e) => {
-            256 + e.statement.as_ref().map_or(0, String::len)
+            256 + e.statement.as_deref().map_or(0, str::len)
                 + opt(&e.result)
                 + opt(&e.message)
                 + opt(&e.error)
-                + opt(&e.prompt)
+                + e.prompt.as_deref().map_or(0, str::len)
                 + opt(&e.parameters)
                 + e.refs.len() * 200
         }
@@ -1133,7 +1133,7 @@ fn events_batch(events: &[Event], links: &[(i64, String, String)]) -> duckdb::Re
         protocol.append_value(e.protocol.as_str());
         target.append_value(&e.target);
         subject.append_option(e.subject.as_deref());
-        text_list(&mut groups, &e.groups);
+        text_list(&mut groups, e.groups.iter());
         client_addr.append_option(e.client_addr.as_deref());
         prompt.append_option(e.prompt.as_deref());
         kind.append_value(&e.kind);

@@ -2,6 +2,8 @@
 //! logged with `tracing` as JSON (target `portcullis::event`) and, through a [`Recorder`],
 //! written to the DuckDB audit store.
 
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use super::Outcome;
@@ -11,6 +13,51 @@ use crate::mask::detectors::redact;
 
 fn label<S: serde::Serializer>(outcome: &&Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(outcome.label())
+}
+
+/// What every event of one session repeats, made once per session and shared by its
+/// events (an event copies pointers, not text). The prompt is redacted once per value.
+#[derive(Debug)]
+pub struct Stamp {
+    session_id: Arc<str>,
+    target: Arc<str>,
+    subject: Arc<str>,
+    groups: Arc<[String]>,
+    client_addr: Arc<str>,
+    /// The last prompt seen, and it as recorded (secrets replaced).
+    prompt: Mutex<Option<(String, Arc<str>)>>,
+}
+
+impl Stamp {
+    pub fn new(
+        session_id: &str,
+        target: &str,
+        agent: &crate::policy::value::Agent,
+        client_addr: &str,
+    ) -> Stamp {
+        Stamp {
+            session_id: session_id.into(),
+            target: target.into(),
+            subject: agent.sub.as_str().into(),
+            groups: agent.groups.as_slice().into(),
+            client_addr: client_addr.into(),
+            prompt: Mutex::new(None),
+        }
+    }
+
+    /// `prompt` as the store keeps it: redacted, and shared while it does not change.
+    fn prompt(&self, prompt: Option<&str>) -> Option<Arc<str>> {
+        let prompt = prompt?;
+        let mut last = self.prompt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((text, recorded)) = &*last
+            && text == prompt
+        {
+            return Some(recorded.clone());
+        }
+        let recorded: Arc<str> = redact(prompt).into();
+        *last = Some((prompt.to_string(), recorded.clone()));
+        Some(recorded)
+    }
 }
 
 /// One judged statement (simple query, Parse, or a start-up parameter).
@@ -83,6 +130,7 @@ pub struct Pending(audit::Event);
 impl Pending {
     /// The same event for another run of the same statement: a new id and time.
     pub fn again(&self) -> Pending {
+        // The shared fields (session, statement, ...) are pointers: the copy is cheap.
         let mut ev = self.0.clone();
         ev.event_id = audit::record::new_id();
         ev.ts_us = audit::record::now_us();
@@ -94,7 +142,7 @@ impl Pending {
     /// [`parameters_json`]).
     pub fn execution(&self, parameters: String) -> Pending {
         let mut ev = self.again();
-        ev.0.kind = audit::record::kind::EXECUTE.to_string();
+        ev.0.kind = audit::record::kind::EXECUTE.into();
         ev.0.parameters = Some(parameters);
         ev.0.duration_us = None;
         ev
@@ -345,7 +393,7 @@ impl Recorder {
     pub fn statement_event(
         &self,
         e: &StatementEvent<'_>,
-        client_addr: &str,
+        stamp: &Stamp,
         writes: bool,
     ) -> Option<Pending> {
         if tracing::enabled!(target: "portcullis::event", tracing::Level::INFO) {
@@ -355,18 +403,22 @@ impl Recorder {
             .statement(e.outcome.label(), &e.rule_ids, e.judge_us);
         self.audit.as_ref()?;
         let mut ev = audit::Event::new(
-            e.session_id,
+            stamp.session_id.clone(),
             Protocol::Postgres,
-            e.target,
+            stamp.target.clone(),
             e.kind,
             e.outcome.decision,
         );
-        ev.subject = Some(e.subject.to_string());
-        ev.groups = e.groups.to_vec();
-        ev.client_addr = Some(client_addr.to_string());
-        ev.prompt = e.prompt.map(|p| redact(p).into_owned());
-        ev.statement = Some(e.statement.to_string());
-        ev.fingerprint = (!e.fingerprints.is_empty()).then(|| e.fingerprints.join(" "));
+        ev.subject = Some(stamp.subject.clone());
+        ev.groups = stamp.groups.clone();
+        ev.client_addr = Some(stamp.client_addr.clone());
+        ev.prompt = stamp.prompt(e.prompt);
+        ev.statement = Some(e.statement.into());
+        ev.fingerprint = match e.fingerprints[..] {
+            [] => None,
+            [one] => Some(one.into()),
+            _ => Some(e.fingerprints.join(" ").into()),
+        };
         ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
         ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();
         ev.message = e.message.clone();
@@ -414,13 +466,19 @@ impl Recorder {
             return Ok(String::new());
         };
         let unrecorded = |e: audit::Error| Unrecorded::new(e.to_string());
-        let mut ev = audit::Event::new(&r.session_id, protocol, &r.target, kind, decision);
-        ev.subject = Some(actor.unwrap_or(&r.subject).to_string());
+        let mut ev = audit::Event::new(
+            r.session_id.as_str(),
+            protocol,
+            r.target.as_str(),
+            kind.to_string(),
+            decision,
+        );
+        ev.subject = Some(actor.unwrap_or(&r.subject).into());
         if actor.is_none() {
-            ev.groups = r.groups.clone();
+            ev.groups = r.groups.as_slice().into();
         }
-        ev.prompt = r.prompt.as_deref().map(|p| redact(p).into_owned());
-        ev.statement = Some(r.statement.clone());
+        ev.prompt = r.prompt.as_deref().map(|p| redact(p).into());
+        ev.statement = Some(r.statement.as_str().into());
         ev.rule_ids = vec![r.rule.clone()];
         ev.message = Some(message);
         ev.must_be_durable = true;
@@ -490,8 +548,8 @@ impl Recorder {
                     audit::record::kind::REFUSAL,
                     Decision::Denied,
                 );
-                ev.subject = e.subject.map(str::to_string);
-                ev.client_addr = Some(e.client_addr.clone());
+                ev.subject = e.subject.map(Into::into);
+                ev.client_addr = Some(e.client_addr.as_str().into());
                 ev.message = e.reason.clone();
                 audit.record(ev).await.map_err(fail)?
             }
@@ -535,16 +593,17 @@ fn push_record(e: &PushEvent<'_>, client_addr: Option<&str>, decision: Decision)
         audit::record::kind::PUSH,
         decision,
     );
-    ev.subject = Some(e.subject.to_string());
-    ev.groups = e.groups.to_vec();
-    ev.client_addr = client_addr.map(str::to_string);
-    ev.prompt = e.prompt.map(|p| redact(p).into_owned());
+    ev.subject = Some(e.subject.into());
+    ev.groups = e.groups.into();
+    ev.client_addr = client_addr.map(Into::into);
+    ev.prompt = e.prompt.map(|p| redact(p).into());
     ev.statement = Some(
         e.refs
             .iter()
             .map(|r| format!("{} {}..{}", r.name, short(&r.old), short(&r.new)))
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+            .into(),
     );
     ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
     ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();

@@ -20,7 +20,7 @@ use crate::audit::Decision;
 use crate::gateway::Analyzer;
 use crate::gateway::mask::{Masker, Plan};
 use crate::gateway::record::{
-    Pending, Protocol, SessionEvent, SessionState, StatementEvent, parameters_json,
+    Pending, Protocol, SessionEvent, SessionState, Stamp, StatementEvent, parameters_json,
 };
 use crate::gateway::refusal;
 use crate::gateway::{judge_analysis, must_be_durable};
@@ -241,7 +241,6 @@ pub struct State {
     pub prompt: Option<String>,
     pub analyzer: Analyzer,
     pub client_key: (u32, u32),
-    pub peer: String,
     /// When the token the session logged in with expires (seconds since the epoch).
     pub expires_at: u64,
     /// Judged statements' events not yet handed to the audit store, with the
@@ -274,6 +273,8 @@ pub struct State {
     parsed: Option<(Pending, Vec<String>)>,
     /// The session's mask rules (set when its relays start).
     pub masker: Option<Arc<Masker>>,
+    /// What each of its events repeats, shared.
+    stamp: Stamp,
 }
 
 /// What a run of a prepared statement is recorded from.
@@ -287,9 +288,12 @@ struct Prepared {
 
 impl State {
     pub fn new(id: &str, peer: SocketAddr, identity: &Identity, target: &str) -> State {
+        let agent = identity.agent();
+        let peer = peer.to_string();
         State {
+            stamp: Stamp::new(id, target, &agent, &peer),
             id: id.to_string(),
-            agent: identity.agent(),
+            agent,
             expires_at: identity.expires_at,
             target: Target {
                 name: target.to_string(),
@@ -297,7 +301,6 @@ impl State {
             prompt: None,
             analyzer: Analyzer::default(),
             client_key: (0, 0),
-            peer: peer.to_string(),
             pending: Vec::new(),
             ends_at: 0,
             tables: Tables::default(),
@@ -369,7 +372,7 @@ impl State {
                 }),
                 _ => None,
             });
-        let ev = gw.recorder.statement_event(&e, &self.peer, judged.durable);
+        let ev = gw.recorder.statement_event(&e, &self.stamp, judged.durable);
         let review = match (review, ev) {
             (Some(mut r), ev) => {
                 if kind == "parse" {
@@ -515,7 +518,7 @@ impl State {
                     message: None,
                     judge_us: 0,
                 };
-                match gw.recorder.statement_event(&e, &self.peer, true) {
+                match gw.recorder.statement_event(&e, &self.stamp, true) {
                     Some(ev) => ev.with_parameters(parameters_json(&values, None)),
                     None => return,
                 }
@@ -560,7 +563,7 @@ impl State {
         let sentence = judged.outcome.refusal.clone()?;
         // Refused runs are recorded here; the others by [`State::executed`].
         let e = self.event("bind", &text, &judged);
-        if let Some(ev) = gw.recorder.statement_event(&e, &self.peer, false) {
+        if let Some(ev) = gw.recorder.statement_event(&e, &self.stamp, false) {
             let values = super::messages::parameter_values(parameters).unwrap_or_default();
             let masked_by = self
                 .prepared

@@ -39,16 +39,19 @@ fn statement(session: &str, i: usize) -> Event {
             Decision::Allowed
         },
     );
-    e.subject = Some(format!("agent-{}", i % 3));
-    e.groups = vec!["dev".into(), format!("team-{}", i % 2)];
+    e.subject = Some(format!("agent-{}", i % 3).into());
+    e.groups = vec!["dev".into(), format!("team-{}", i % 2)].into();
     e.client_addr = Some("127.0.0.1:50000".into());
-    e.prompt = Some(format!("task {}", i / 10));
+    e.prompt = Some(format!("task {}", i / 10).into());
     let write = i % 10 == 9;
-    e.statement = Some(if write {
-        format!("UPDATE accounts SET balance = balance - 1 WHERE id = {i}")
-    } else {
-        format!("SELECT id, email FROM users WHERE id = {i}")
-    });
+    e.statement = Some(
+        if write {
+            format!("UPDATE accounts SET balance = balance - 1 WHERE id = {i}")
+        } else {
+            format!("SELECT id, email FROM users WHERE id = {i}")
+        }
+        .into(),
+    );
     e.fingerprint = Some(if write { "f-update" } else { "f-select" }.into());
     e.must_be_durable = write;
     if denied {
@@ -431,7 +434,7 @@ fn acknowledged_writes_survive_a_crash_before_any_commit() {
     let last = sql(&copy, "SELECT statement FROM events WHERE seq = 35");
     assert_eq!(
         text(&last.rows[0][0]),
-        statement("s2", 29).statement.unwrap()
+        &*statement("s2", 29).statement.unwrap()
     );
     let s2 = sql(
         &copy,
