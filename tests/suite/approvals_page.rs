@@ -104,18 +104,31 @@ async fn issue_12_an_approver_signs_in_on_the_page_and_approves_a_held_statement
         let png = browser.screenshot().await.expect("screenshot");
         std::fs::write(path, png).expect("write the screenshot");
     }
-    card.find(Locator::Css("input.reason"))
-        .await
-        .expect("reason")
-        .send_keys("looks fine")
-        .await
-        .expect("type");
-    card.find(Locator::Css("button.approve"))
-        .await
-        .expect("approve")
-        .click()
-        .await
-        .expect("click");
+    // The page redraws its list every 2 s (not while a reason is being typed), so a card
+    // found a moment ago can be gone: type the reason and click in the card as it is now,
+    // again if it was redrawn meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let approved = async {
+            let card = browser
+                .find(Locator::Css("article.request.pending"))
+                .await?;
+            card.find(Locator::Css("input.reason"))
+                .await?
+                .send_keys("looks fine")
+                .await?;
+            card.find(Locator::Css("button.approve"))
+                .await?
+                .click()
+                .await
+        }
+        .await;
+        match approved {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "could not approve: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let (ok, _, err) = tokio::task::spawn_blocking(move || psql.join().expect("psql"))
         .await
