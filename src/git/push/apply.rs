@@ -61,18 +61,18 @@ pub type Rules<'a> = (&'a [&'a str], &'a [&'a str]);
 const EMPTY_PACK: &[u8] = b"PACK\0\0\0\x02\0\0\0\0\x02\x9d\x08\x82\x3b\xd8\xa8\xea\xb5\x10\xad\x6a\xc7\x5c\x82\x3c\xfd\x3e\xd3\x1e";
 
 /// Applies an allowed push the way its repository is configured, and returns the body
-/// answering the client. `pack` is the indexed pack (in the spool), `keep` (the spool,
-/// the repository lock) lives until the answer has been relayed in full.
+/// answering the client. `pack` is the indexed pack (in the spool); the spool and the
+/// repository's lock live until the answer has been relayed in full.
 #[allow(clippy::too_many_arguments)]
-pub async fn apply<K: Send + 'static>(
+pub async fn apply(
     repo: &Repo,
     request: &Request,
     upstream_caps: &[String],
     log: &Log<'_>,
     rules: Rules<'_>,
     pack: Option<&Path>,
-    spool: &Path,
-    keep: K,
+    spool: tempfile::TempDir,
+    guard: tokio::sync::OwnedMutexGuard<()>,
 ) -> Result<Body, Error> {
     let link = match (&repo.target.upstream, repo.target.apply) {
         (GitUpstream::Local(dir), GitApply::Direct) => {
@@ -86,9 +86,18 @@ pub async fn apply<K: Send + 'static>(
         },
         (GitUpstream::Http(_), _) => None,
     };
-    let body_path = spool.join("body");
+    let body_path = spool.path().join("body");
     let sent = (body_path.as_path(), link);
-    forward(repo, request, upstream_caps, log, rules, sent, keep).await
+    forward(
+        repo,
+        request,
+        upstream_caps,
+        log,
+        rules,
+        sent,
+        (spool, guard),
+    )
+    .await
 }
 
 /// Sends the push upstream through receive-pack and returns the body relaying its

@@ -212,7 +212,6 @@ async fn run(
             progress(refusal::approved(&id, &approver)).await;
             log.approved = Some(format!("approved by {approver} (approval {id})"));
             let rules = (deciding.as_slice(), monitored.as_slice());
-            let spooled = held.spool.path().to_path_buf();
             let body = apply::apply(
                 &held.repo,
                 request,
@@ -220,8 +219,8 @@ async fn run(
                 &log,
                 rules,
                 held.pack.as_deref(),
-                &spooled,
-                (held.spool, held.guard),
+                held.spool,
+                held.guard,
             )
             .await;
             return finish(tx, body).await;

@@ -200,7 +200,6 @@ pub async fn receive(
 
     // 4. Apply.
     let pack = inspected.pack.as_deref();
-    let spooled = spool.path().to_path_buf();
     apply::apply(
         repo,
         &request,
@@ -208,8 +207,8 @@ pub async fn receive(
         &log,
         decided,
         pack,
-        &spooled,
-        (spool, guard),
+        spool,
+        guard,
     )
     .await
 }
