@@ -393,6 +393,18 @@ pub async fn apply_pack(
         Some(pack) => Some(link_pack(dir, pack).await?),
         None => None,
     };
+    let moved = update_refs(dir, updates).await;
+    if moved.is_err()
+        && let Some(linked) = linked
+    {
+        // No ref moved, so nothing refers to the pack's objects.
+        linked.withdraw();
+    }
+    moved
+}
+
+/// Moves every ref in one `git update-ref --stdin` transaction that checks each old value.
+async fn update_refs(dir: &Path, updates: &[(String, String, String)]) -> Result<(), Error> {
     let zero = "0".repeat(40);
     let mut script = String::from("start\n");
     for (name, old, new) in updates {
@@ -424,10 +436,6 @@ pub async fn apply_pack(
     if out.status.success() {
         Ok(())
     } else {
-        // No ref moved, so nothing refers to the pack's objects.
-        if let Some(linked) = linked {
-            linked.withdraw();
-        }
         Err(Error::Git {
             program: "update-ref",
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
