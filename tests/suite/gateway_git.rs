@@ -1165,14 +1165,12 @@ fn issue_12_a_rejected_push_reaches_nothing_and_says_why() {
 fn issue_14_a_push_the_upstream_refuses_is_recorded_with_its_reason() {
     let f = Fixture::new();
     // The upstream's own hook says no after the gateway allowed the push.
-    let hook = f.upstream.join("hooks").join("pre-receive");
-    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    std::fs::write(
-        &hook,
+    install_hook(
+        &f.upstream,
+        "pre-receive",
         "#!/bin/sh\necho 'frozen for the release' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
+    let hook = f.upstream.join("hooks").join("pre-receive");
     git_ok(&f.work, &["checkout", "-q", "-b", "late", "origin/feature"]);
     let late = f.commit("late.txt", b"late\n", "after the freeze");
     let before = f.upstream_refs();
