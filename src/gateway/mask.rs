@@ -157,7 +157,7 @@ pub struct Masker {
     pub agent: Agent,
     pub target: Target,
     pub key: HashKey,
-    scanner: Scanner,
+    scanner: &'static Scanner,
 }
 
 /// The masked values of one row (`None` when none changed), and the columns masked in
@@ -179,7 +179,7 @@ impl Masker {
             agent,
             target,
             key,
-            scanner: Scanner::new(),
+            scanner: Scanner::shared(),
         }
     }
 

@@ -174,8 +174,7 @@ pub struct Finding {
 /// assert_eq!(kept, "deploy with [secret:aws-access-key-id] now");
 /// ```
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
-    static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
-    let findings = SCANNER.get_or_init(Scanner::new).scan(text.as_bytes());
+    let findings = Scanner::shared().scan(text.as_bytes());
     if findings.is_empty() {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -284,6 +283,13 @@ struct Hit {
 
 impl Scanner {
     /// The built-in detectors ([`DETECTORS`]).
+    /// The scanner the whole process shares (prompts, results, pushes): its detectors
+    /// are compiled in, so building one per session would repeat the same work.
+    pub fn shared() -> &'static Scanner {
+        static SCANNER: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+        SCANNER.get_or_init(Scanner::new)
+    }
+
     pub fn new() -> Self {
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)

@@ -72,7 +72,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, mpsc};
 
 use gix::ObjectId;
 use gix::bstr::{BStr, BString, ByteSlice, ByteVec};
@@ -986,8 +986,7 @@ fn join(prefix: &BStr, name: &BStr) -> BString {
 }
 
 fn scanner() -> &'static Scanner {
-    static SCANNER: OnceLock<Scanner> = OnceLock::new();
-    SCANNER.get_or_init(Scanner::new)
+    Scanner::shared()
 }
 
 /// A handle for one scanner thread: no object cache (each blob is read once) and a share
