@@ -210,6 +210,7 @@ fn event(c: &mut Criterion) {
     );
     let outcome = Outcome::allowed();
     let statement = PGBENCH[0].1;
+    let fingerprint: std::sync::Arc<str> = "0b7d3e41a9c2".into();
     let e = StatementEvent {
         session_id: "5f0c6b1e-1d3a-4c2b-9e8f-0a1b2c3d4e5f",
         target: "app",
@@ -218,7 +219,7 @@ fn event(c: &mut Criterion) {
         prompt: Some("fix the failing invoice job"),
         kind: "query",
         statement,
-        fingerprints: vec!["0b7d3e41a9c2"],
+        fingerprints: vec![&fingerprint],
         outcome: &outcome,
         rule_ids: Vec::new(),
         monitored: Vec::new(),

@@ -71,7 +71,7 @@ pub struct StatementEvent<'a> {
     /// `query`, `parse`, `function_call`, `startup`.
     pub kind: &'static str,
     pub statement: &'a str,
-    pub fingerprints: Vec<&'a str>,
+    pub fingerprints: Vec<&'a std::sync::Arc<str>>,
     /// Logged as `decision`: `allowed`, `denied`, `review` (refused until approvals exist).
     #[serde(rename = "decision", serialize_with = "label")]
     pub outcome: &'a Outcome,
@@ -416,8 +416,15 @@ impl Recorder {
         ev.statement = Some(e.statement.into());
         ev.fingerprint = match e.fingerprints[..] {
             [] => None,
-            [one] => Some(one.into()),
-            _ => Some(e.fingerprints.join(" ").into()),
+            [one] => Some(one.clone()),
+            _ => Some(
+                e.fingerprints
+                    .iter()
+                    .map(|f| &***f)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .into(),
+            ),
         };
         ev.rule_ids = e.rule_ids.iter().map(|r| r.to_string()).collect();
         ev.monitored_rules = e.monitored.iter().map(|r| r.to_string()).collect();

@@ -267,9 +267,17 @@ pub async fn relay_down(
                     t.markers.ready();
                     let (rows, sample, masked) = results.take();
                     let error = results.take_error();
-                    while let Some(mut ev) = t.markers.completed() {
-                        ev.complete(rows, sample.clone(), error.clone(), masked.clone());
+                    let first = done.len();
+                    while let Some(ev) = t.markers.completed() {
                         done.push(ev);
+                    }
+                    // Usually one event: the last one takes the results, the others
+                    // (several queries answered by one ReadyForQuery) copies.
+                    if let Some((last, others)) = done[first..].split_last_mut() {
+                        for ev in others {
+                            ev.complete(rows, sample.clone(), error.clone(), masked.clone());
+                        }
+                        last.complete(rows, sample, error, masked);
                     }
                     capturing = t.markers.waiting();
                 }
@@ -356,6 +364,8 @@ async fn write(
 struct Plans {
     generation: u64,
     by_description: HashMap<Vec<u8>, (Arc<Plan>, Formats)>,
+    /// The buffer a description's key is made in, kept between results.
+    key: Vec<u8>,
 }
 
 /// Plans kept per session before the oldest are dropped (all at once: simple, and rare).
@@ -377,7 +387,9 @@ async fn describe(
     }
     let reads = lock(markers).shapes.tables();
     // The same description over other tables or statements is another plan.
-    let mut key = body.to_vec();
+    let key = &mut plans.key;
+    key.clear();
+    key.extend_from_slice(body);
     for t in reads.tables.iter() {
         key.push(0);
         key.extend_from_slice(t.as_bytes());
@@ -388,7 +400,7 @@ async fn describe(
         key.push(2);
         key.extend_from_slice(path.as_bytes());
     }
-    if let Some((plan, formats)) = plans.by_description.get(&key) {
+    if let Some((plan, formats)) = plans.by_description.get(&plans.key[..]) {
         lock(markers)
             .shapes
             .described(plan.clone(), formats.clone());
@@ -404,7 +416,7 @@ async fn describe(
     }
     plans
         .by_description
-        .insert(key, (plan.clone(), formats.clone()));
+        .insert(plans.key.clone(), (plan.clone(), formats.clone()));
     lock(markers).shapes.described(plan, formats);
     Ok(())
 }

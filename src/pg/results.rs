@@ -110,25 +110,22 @@ impl Results {
     /// resets for the next ReadyForQuery.
     pub fn take(&mut self) -> (Option<i64>, Option<String>, Vec<String>) {
         self.finish_set();
+        // The sample is copied out at its exact size; the buffers keep their capacity,
+        // so a session's later results are written without allocating.
         let sample = match self.set_count {
             0 => None,
-            1 => Some(std::mem::take(&mut self.sets)),
+            1 => Some(utf8(self.sets.to_vec())),
             _ => {
                 let mut all = Vec::with_capacity(self.sets.len() + 2);
                 all.push(b'[');
-                all.append(&mut self.sets);
+                all.extend_from_slice(&self.sets);
                 all.push(b']');
-                Some(all)
+                Some(utf8(all))
             }
         };
         self.sets.clear();
         self.set_count = 0;
         self.kept = 0;
-        // Built from `str`s and ASCII only, so always UTF-8.
-        let sample = sample.map(|bytes| {
-            String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        });
         (self.count.take(), sample, std::mem::take(&mut self.masked))
     }
 
@@ -149,6 +146,11 @@ impl Results {
         self.rows.clear();
         self.row_count = 0;
     }
+}
+
+/// Sample bytes as text: built from `str`s and ASCII only, so always UTF-8.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// `s` as a JSON string (serde_json's escaping, without a value tree).

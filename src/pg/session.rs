@@ -366,7 +366,7 @@ impl State {
                         .analysis
                         .statements
                         .iter()
-                        .map(|f| f.fingerprint.as_str())
+                        .map(|f| &*f.fingerprint)
                         .collect::<Vec<_>>()
                         .join(" "),
                 }),
@@ -421,10 +421,14 @@ impl State {
             (Some(r), _) => Judged::Review(Box::new(r)),
             (None, Some(sentence)) => Judged::Refuse(sentence),
             (None, None) => {
-                if self.history.len() == HISTORY {
-                    self.history.pop_front();
-                }
-                self.history.push_back(text.to_string());
+                // The oldest entry's buffer takes the new text: no allocation once full.
+                let mut entry = match self.history.len() {
+                    HISTORY => self.history.pop_front().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                entry.clear();
+                entry.push_str(text);
+                self.history.push_back(entry);
                 Judged::Go
             }
         }
@@ -624,7 +628,7 @@ impl State {
                 .analysis
                 .statements
                 .iter()
-                .map(|f| f.fingerprint.as_str())
+                .map(|f| &f.fingerprint)
                 .collect(),
             outcome: &judged.outcome,
             rule_ids: judged.verdict.rule_ids().collect(),

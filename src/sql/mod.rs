@@ -63,8 +63,10 @@ pub struct SqlFacts {
     /// 1-based position of this statement in its query string.
     pub index: i64,
     pub text: String,
-    pub fingerprint: String,
-    pub normalized: String,
+    /// Shared with the shape cache's copy and the audit event (a cache hit copies
+    /// pointers, not text).
+    pub fingerprint: std::sync::Arc<str>,
+    pub normalized: std::sync::Arc<str>,
     pub parsed: bool,
     pub parse_error: Option<String>,
     pub settings: Vec<String>,
@@ -228,6 +230,8 @@ pub struct Analyzer {
     /// A [`quick`] key to the shape its texts have (one statement each).
     quick: std::collections::HashMap<String, String>,
     capacity: usize,
+    /// The buffer [`quick`] keys are made in, kept between statements.
+    key: String,
 }
 
 impl Analyzer {
@@ -236,6 +240,7 @@ impl Analyzer {
             shapes: std::collections::HashMap::new(),
             quick: std::collections::HashMap::new(),
             capacity,
+            key: String::new(),
         }
     }
 
@@ -250,12 +255,15 @@ impl Analyzer {
         if !lexically_plain(sql) {
             return analyze_with(sql, 0, Some(self), true);
         }
-        let Some(quick) = quick::scan(sql, None) else {
+        let mut key = std::mem::take(&mut self.key);
+        let Some(range) = quick::scan_into(sql, None, &mut key) else {
+            self.key = key;
             return analyze_with(sql, 0, Some(self), true);
         };
-        if let Some(hit) = self.quick.get(&quick.key).and_then(|s| self.shapes.get(s)) {
+        if let Some(hit) = self.quick.get(&key).and_then(|s| self.shapes.get(s)) {
+            self.key = key;
             let mut facts = hit.clone();
-            facts.text = sql[quick.text].to_string();
+            facts.text = sql[range].to_string();
             facts.statement_count = 1;
             facts.index = 1;
             return Analysis {
@@ -267,7 +275,9 @@ impl Analyzer {
             && facts.disagreement.is_none()
             && self.shapes.contains_key(shape)
         {
-            self.quick.insert(quick.key, shape.clone());
+            self.quick.insert(key, shape.clone());
+        } else {
+            self.key = key;
         }
         analysis
     }
@@ -443,8 +453,8 @@ fn statement(
     let current_of = strip_current_of(&mut tokens);
     let mut facts = SqlFacts {
         text: text.to_string(),
-        normalized,
-        fingerprint,
+        normalized: normalized.into(),
+        fingerprint: fingerprint.into(),
         has_where: true,
         ..SqlFacts::default()
     };

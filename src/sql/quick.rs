@@ -31,9 +31,21 @@ pub struct Key {
 
 /// Scans `sql`; `literals`, when given, gets each literal value's place (the inside
 /// of a string's quotes, a number's digits).
-pub fn scan(sql: &str, mut literals: Option<&mut Vec<Range<usize>>>) -> Option<Key> {
-    let b = sql.as_bytes();
+pub fn scan(sql: &str, literals: Option<&mut Vec<Range<usize>>>) -> Option<Key> {
     let mut key = String::with_capacity(sql.len());
+    let text = scan_into(sql, literals, &mut key)?;
+    Some(Key { key, text })
+}
+
+/// [`scan`] into `key` (cleared first), a buffer the caller reuses: returns the
+/// statement's text range. `key` holds a partial key when it gives up.
+pub fn scan_into(
+    sql: &str,
+    mut literals: Option<&mut Vec<Range<usize>>>,
+    key: &mut String,
+) -> Option<Range<usize>> {
+    let b = sql.as_bytes();
+    key.clear();
     let mut i = 0;
     let mut first = None;
     let mut end = 0;
@@ -168,10 +180,7 @@ pub fn scan(sql: &str, mut literals: Option<&mut Vec<Range<usize>>>) -> Option<K
         }
         end = i;
     }
-    Some(Key {
-        key,
-        text: first?..end,
-    })
+    Some(first?..end)
 }
 
 /// A string's length in characters (`''` is one), counted up to 2, as the shape
