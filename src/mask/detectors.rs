@@ -282,7 +282,6 @@ struct Hit {
 }
 
 impl Scanner {
-    /// The built-in detectors ([`DETECTORS`]).
     /// The scanner the whole process shares (prompts, results, pushes): its detectors
     /// are compiled in, so building one per session would repeat the same work.
     pub fn shared() -> &'static Scanner {
@@ -290,6 +289,7 @@ impl Scanner {
         SCANNER.get_or_init(Scanner::new)
     }
 
+    /// The built-in detectors ([`DETECTORS`]).
     pub fn new() -> Self {
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)

@@ -126,6 +126,13 @@ impl Results {
         self.sets.clear();
         self.set_count = 0;
         self.kept = 0;
+        // A result with a large value grew them: let that go rather than keep it for
+        // the session's life.
+        for buffer in [&mut self.sets, &mut self.rows, &mut self.columns] {
+            if buffer.capacity() > KEEP_BYTES {
+                *buffer = Vec::new();
+            }
+        }
         (self.count.take(), sample, std::mem::take(&mut self.masked))
     }
 
@@ -147,6 +154,9 @@ impl Results {
         self.row_count = 0;
     }
 }
+
+/// Buffers larger than this are dropped after a result instead of kept for the next.
+const KEEP_BYTES: usize = 64 << 10;
 
 /// Sample bytes as text: built from `str`s and ASCII only, so always UTF-8.
 fn utf8(bytes: Vec<u8>) -> String {
@@ -280,6 +290,30 @@ mod tests {
             }
         }
         b
+    }
+
+    #[test]
+    fn a_large_value_is_not_kept_for_the_next_result() {
+        let mut r = Results::new(2);
+        let big = vec![b'x'; 1 << 20];
+        r.observe(b'T', &row_desc(&["body"]));
+        r.observe(b'D', &data(&[Some(&big)]));
+        r.observe(b'C', b"SELECT 1\0");
+        let (_, sample, _) = r.take();
+        assert!(sample.unwrap().len() > 1 << 20);
+        for buffer in [&r.sets, &r.rows, &r.columns] {
+            assert!(buffer.capacity() <= KEEP_BYTES, "{}", buffer.capacity());
+        }
+        // Small results keep their buffers: the next one is written without growing.
+        r.observe(b'T', &row_desc(&["n"]));
+        r.observe(b'D', &data(&[Some(b"7")]));
+        r.observe(b'C', b"SELECT 1\0");
+        let (_, sample, _) = r.take();
+        assert_eq!(
+            sample.as_deref(),
+            Some(r#"{"columns":["n"],"rows":[["7"]]}"#)
+        );
+        assert!(r.sets.capacity() > 0);
     }
 
     #[test]
