@@ -269,7 +269,7 @@ fn scan_pack(
     quarantine.for_each_blob(opts.threads, limit, |id, bytes| {
         let info = BlobInfo {
             size: bytes.len() as u64,
-            scan: Scan::Findings(scanner().scan_chunked(bytes, opts.scan_chunk)),
+            scan: Scan::Findings(Scanner::shared().scan_chunked(bytes, opts.scan_chunk)),
         };
         if let Ok(mut map) = found.lock() {
             map.insert(id, info);
@@ -450,19 +450,19 @@ impl Inspector<'_> {
 
         // Messages and ref names are text an agent writes too: a key pasted into one is
         // as leaked as one in a file.
-        for finding in scanner().scan(facts.name.as_bytes()) {
+        for finding in Scanner::shared().scan(facts.name.as_bytes()) {
             push.secrets
                 .push(message_secret(&finding, REF_NAME, &facts.new));
         }
         if let Some(message) = &facts.tag_message {
-            for finding in scanner().scan(message.as_bytes()) {
+            for finding in Scanner::shared().scan(message.as_bytes()) {
                 push.secrets
                     .push(message_secret(&finding, TAG_MESSAGE, &facts.new));
             }
         }
         for c in &commits {
             let info = &self.commits[c];
-            for finding in scanner().scan(info.fact.message.as_bytes()) {
+            for finding in Scanner::shared().scan(info.fact.message.as_bytes()) {
                 push.secrets
                     .push(message_secret(&finding, COMMIT_MESSAGE, &info.fact.id));
             }
@@ -985,10 +985,6 @@ fn join(prefix: &BStr, name: &BStr) -> BString {
     path
 }
 
-fn scanner() -> &'static Scanner {
-    Scanner::shared()
-}
-
 /// A handle for one scanner thread: no object cache (each blob is read once) and a share
 /// of the delta-base cache.
 fn scanner_objects(repo: &gix::Repository, opts: &InspectOptions) -> gix::OdbHandle {
@@ -1062,6 +1058,6 @@ fn scan_blob(
     };
     // Binary blobs are scanned too: one NUL byte must not hide a key in a text file, and
     // the detectors' prefixes and validators keep binary noise out.
-    let scan = Scan::Findings(scanner().scan_chunked(data, opts.scan_chunk));
+    let scan = Scan::Findings(Scanner::shared().scan_chunked(data, opts.scan_chunk));
     Ok(BlobInfo { size, scan })
 }
