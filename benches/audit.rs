@@ -13,11 +13,18 @@
 //!   sent from one thread with nothing waiting.
 //!
 //! Events/s counts from the first `record` until the last commit (the writer's shutdown).
+//!
+//! `cargo bench --bench audit -- sessions` measures session rows instead: a store that
+//! already holds `AUDIT_BENCH_SESSIONS` sessions (default 200,000), then 2,000 more
+//! sessions each way a session's end can reach it, in CPU per session (start and end).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::audit::{AuditHandle, Decision, Durability, Event, Protocol, WriterOptions};
+use portcullis::audit::{
+    AuditHandle, Decision, Durability, Event, Protocol, Record, SessionEnd, SessionStart,
+    WriterOptions,
+};
 
 fn event(session: &str, i: usize) -> Event {
     let write = i % 10 == 9;
@@ -177,6 +184,102 @@ fn run(name: &str, n: usize) {
     );
 }
 
+fn session_start(id: &str, started_us: i64) -> SessionStart {
+    SessionStart {
+        session_id: id.into(),
+        protocol: Protocol::Postgres,
+        target: "app".into(),
+        subject: Some("agent-7".into()),
+        groups: vec!["dev".into()],
+        client_addr: Some("127.0.0.1:51234".into()),
+        started_us,
+    }
+}
+
+fn session_end(id: &str, started_us: Option<i64>, ended_us: i64) -> SessionEnd {
+    SessionEnd {
+        session_id: id.into(),
+        started_us,
+        ended_us,
+        reason: None,
+    }
+}
+
+/// Queues a record nobody waits for (`async` acknowledges it at once).
+fn queued(audit: &AuditHandle, record: impl Into<Record>) {
+    audit
+        .record_blocking(record)
+        .and_then(|t| t.wait())
+        .expect("queued");
+}
+
+/// Sessions `from..from + n`, 100 to a commit; `committed_first` commits the starts
+/// before the ends arrive (as for any session longer than a batch), and `by_start` says
+/// whether the ends know their start time. CPU per session.
+fn sessions_round(
+    audit: &AuditHandle,
+    from: usize,
+    n: usize,
+    committed_first: bool,
+    by_start: bool,
+) -> f64 {
+    let cpu = cpu_seconds();
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(100) {
+        for &i in chunk {
+            queued(audit, session_start(&format!("s{i}"), i as i64));
+        }
+        if committed_first {
+            audit.flush_blocking().expect("committed");
+        }
+        for &i in chunk {
+            let end = session_end(&format!("s{i}"), by_start.then_some(i as i64), i as i64 + 1);
+            queued(audit, end);
+        }
+        audit.flush_blocking().expect("committed");
+    }
+    (cpu_seconds() - cpu) * 1e6 / n as f64
+}
+
+fn sessions() {
+    let existing: usize = std::env::var("AUDIT_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bench.duckdb");
+    let options = WriterOptions {
+        durability: Durability::Async,
+        ..WriterOptions::default()
+    };
+    let audit = AuditHandle::start(&path, options).expect("writer starts");
+    for i in 0..existing {
+        let id = format!("s{i}");
+        queued(&audit, session_start(&id, i as i64));
+        queued(&audit, session_end(&id, Some(i as i64), i as i64 + 1));
+    }
+    audit.flush_blocking().expect("committed");
+    let n = 2_000;
+    let mut from = existing;
+    for (label, committed_first, by_start) in [
+        ("start and end in one commit", false, true),
+        (
+            "end after the start's commit, found by start time",
+            true,
+            true,
+        ),
+        (
+            "end after the start's commit, found by id alone",
+            true,
+            false,
+        ),
+    ] {
+        let us = sessions_round(&audit, from, n, committed_first, by_start);
+        from += n;
+        println!("sessions {existing:>9} stored: {label:<50} cpu {us:>8.1} us/session");
+    }
+    audit.shutdown().expect("clean shutdown");
+}
+
 fn main() {
     let n: usize = std::env::var("AUDIT_BENCH_EVENTS")
         .ok()
@@ -186,6 +289,8 @@ fn main() {
     if let Some(mode) = args.next() {
         if mode == "writer" || Durability::parse(&mode).is_some() {
             run(&mode, n);
+        } else if mode == "sessions" {
+            sessions();
         }
         // Anything else is a cargo bench filter: run nothing, as criterion would.
         return;

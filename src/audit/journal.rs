@@ -201,6 +201,7 @@ mod tests {
         let (a, b) = (event(1), event(2));
         let end = SessionEnd {
             session_id: "s".into(),
+            started_us: Some(3),
             ended_us: 7,
             reason: None,
         };

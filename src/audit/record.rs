@@ -263,6 +263,10 @@ pub struct SessionStart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEnd {
     pub session_id: String,
+    /// The `started_at` its `sessions` row holds: the writer finds the row by it
+    /// without reading the whole table. Journals written before it was kept lack it.
+    #[serde(default)]
+    pub started_us: Option<i64>,
     pub ended_us: i64,
     pub reason: Option<String>,
 }

@@ -43,6 +43,7 @@
 //! be reopened does the writer stop: every waiting ticket and every later `record` then
 //! returns [`Error::Failed`], and the gateway refuses new work.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -919,7 +920,7 @@ impl Writer {
     }
 
     /// The ids of the events committed after `seq`.
-    fn stored_since(&self, seq: i64) -> Result<std::collections::HashSet<String>, String> {
+    fn stored_since(&self, seq: i64) -> Result<HashSet<String>, String> {
         let read = || -> duckdb::Result<_> {
             let mut stmt = self
                 .conn
@@ -1033,11 +1034,12 @@ fn write_batch(
             "injected commit failure".into(),
         ));
     }
+    let whole = ends_of_starts(batch);
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| {
         if !batch.starts.is_empty() {
             let mut app = conn.appender(schema::SESSIONS)?;
-            app.append_record_batch(sessions_batch(&batch.starts)?)?;
+            app.append_record_batch(sessions_batch(&batch.starts, &whole)?)?;
             app.flush()?;
         }
         if !batch.events.is_empty() {
@@ -1051,11 +1053,9 @@ fn write_batch(
             }
         }
         for end in &batch.ends {
-            conn.prepare_cached(
-                "UPDATE sessions SET ended_at = make_timestamp(?), end_reason = ? \
-                 WHERE session_id = ?",
-            )?
-            .execute(duckdb::params![end.ended_us, end.reason, end.session_id])?;
+            if !whole.contains_key(end.session_id.as_str()) {
+                end_session(conn, end)?;
+            }
         }
         for a in &batch.approvals {
             conn.prepare_cached("DELETE FROM approvals WHERE approval_id = ?")?
@@ -1082,6 +1082,51 @@ fn write_batch(
             Err(e)
         }
     }
+}
+
+/// The ends of sessions whose start is in the same batch, by session: such a session's
+/// row is appended whole, with no UPDATE.
+fn ends_of_starts(batch: &Batch) -> HashMap<&str, &SessionEnd> {
+    if batch.starts.is_empty() || batch.ends.is_empty() {
+        return HashMap::new();
+    }
+    let started: HashSet<&str> = batch.starts.iter().map(|s| s.session_id.as_str()).collect();
+    batch
+        .ends
+        .iter()
+        .filter(|e| started.contains(e.session_id.as_str()))
+        .map(|e| (e.session_id.as_str(), e))
+        .collect()
+}
+
+/// Closes a session row committed by an earlier batch. By `session_id` alone DuckDB
+/// reads every row of `sessions` (it has no index), a cost that grows with every
+/// session the store has seen; with `started_at` as well, its zone maps skip every row
+/// group that cannot hold the row. The lookup by id alone remains for ends that do
+/// not know their start (older journals) or whose start time does not match.
+fn end_session(conn: &Connection, end: &SessionEnd) -> duckdb::Result<()> {
+    if let Some(started) = end.started_us {
+        let updated = conn
+            .prepare_cached(
+                "UPDATE sessions SET ended_at = make_timestamp(?), end_reason = ? \
+                 WHERE started_at = make_timestamp(?) AND session_id = ?",
+            )?
+            .execute(duckdb::params![
+                end.ended_us,
+                end.reason,
+                started,
+                end.session_id
+            ])?;
+        if updated > 0 {
+            return Ok(());
+        }
+    }
+    conn.prepare_cached(
+        "UPDATE sessions SET ended_at = make_timestamp(?), end_reason = ? \
+         WHERE session_id = ?",
+    )?
+    .execute(duckdb::params![end.ended_us, end.reason, end.session_id])?;
+    Ok(())
 }
 
 fn text_list<'a>(b: &mut ListBuilder<StringBuilder>, items: impl IntoIterator<Item = &'a String>) {
@@ -1217,7 +1262,11 @@ fn refs_batch(events: &[Event]) -> duckdb::Result<RecordBatch> {
     ])
 }
 
-fn sessions_batch(starts: &[SessionStart]) -> duckdb::Result<RecordBatch> {
+/// `sessions` rows for `starts`, with the end of those `whole` holds.
+fn sessions_batch(
+    starts: &[SessionStart],
+    whole: &HashMap<&str, &SessionEnd>,
+) -> duckdb::Result<RecordBatch> {
     let (mut id, mut protocol, mut target, mut subject, mut client_addr, mut reason) = (
         StringBuilder::new(),
         StringBuilder::new(),
@@ -1239,8 +1288,9 @@ fn sessions_batch(starts: &[SessionStart]) -> duckdb::Result<RecordBatch> {
         text_list(&mut groups, &s.groups);
         client_addr.append_option(s.client_addr.as_deref());
         started.append_value(s.started_us);
-        ended.append_null();
-        reason.append_null();
+        let end = whole.get(s.session_id.as_str());
+        ended.append_option(end.map(|e| e.ended_us));
+        reason.append_option(end.and_then(|e| e.reason.as_deref()));
     }
     batch(vec![
         ("session_id", Arc::new(id.finish()) as ArrayRef),

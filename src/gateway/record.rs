@@ -93,6 +93,10 @@ pub struct SessionEvent<'a> {
     #[serde(serialize_with = "state_word")]
     pub state: SessionState,
     pub reason: Option<String>,
+    /// When the session started (µs since the epoch): its row's `started_at`, which its
+    /// end finds the row by.
+    #[serde(skip)]
+    pub started_us: i64,
 }
 
 /// Where a session is in its life.
@@ -534,13 +538,14 @@ impl Recorder {
                     subject: e.subject.map(str::to_string),
                     groups: groups.to_vec(),
                     client_addr: Some(e.client_addr.clone()),
-                    started_us: audit::record::now_us(),
+                    started_us: e.started_us,
                 })
                 .await
                 .map_err(fail)?,
             SessionState::Ended => audit
                 .record(audit::SessionEnd {
                     session_id: e.session_id.to_string(),
+                    started_us: Some(e.started_us),
                     ended_us: audit::record::now_us(),
                     reason: e.reason.clone(),
                 })

@@ -45,6 +45,7 @@ mod error;
 mod fetch;
 mod jwks;
 mod mint;
+mod verified;
 mod verify;
 
 use std::path::PathBuf;

@@ -20,7 +20,9 @@
 //! # Performance
 //!
 //! Keys are parsed once into `DecodingKey`s when the JWKS is loaded; verification takes
-//! a read lock to clone an `Arc`, then runs one signature check. [`Verifier::verify`] is
+//! a read lock to clone an `Arc`, then runs one signature check. A token that passed
+//! is remembered (by digest) until it expires or the key set changes, so an agent that
+//! reconnects with it skips the signature check ([`verified`](super::verified)). [`Verifier::verify`] is
 //! synchronous and does no I/O, except the rate-limited JWKS reload on an unknown `kid`.
 
 use std::path::Path;
@@ -34,6 +36,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::{KeySet, Miss};
+use super::verified::Verified;
 use super::{Error, Identity, JwksSource, VerifierOptions, fetch};
 
 /// Longest token we look at; real ones are well under 4 KiB.
@@ -57,6 +60,8 @@ pub struct Verifier {
     keys: RwLock<Arc<KeySet>>,
     /// When the JWKS was last reloaded because of an unknown `kid`.
     last_refresh: Mutex<Option<Instant>>,
+    /// Tokens that passed every check, until they expire or the keys change.
+    verified: Verified,
 }
 
 /// What a token's header says, read before any key is chosen.
@@ -117,6 +122,7 @@ impl Verifier {
             validations,
             keys: RwLock::new(Arc::new(KeySet::default())),
             last_refresh: Mutex::new(None),
+            verified: Verified::new(options.leeway_secs),
         })
     }
 
@@ -127,6 +133,9 @@ impl Verifier {
     /// call up to 10 s. Async callers that cannot afford that use
     /// [`verify_async`](Self::verify_async).
     pub fn verify(&self, token: &str) -> Result<Identity, Error> {
+        if let Some(identity) = self.verified.get(token) {
+            return Ok(identity);
+        }
         let header = match self.first_attempt(token)? {
             Attempt::Done(result) => return result,
             Attempt::Reload(header) => header,
@@ -141,6 +150,9 @@ impl Verifier {
 
     /// Like [`verify`](Self::verify), but a URL JWKS is refetched on the caller's runtime.
     pub async fn verify_async(&self, token: &str) -> Result<Identity, Error> {
+        if let Some(identity) = self.verified.get(token) {
+            return Ok(identity);
+        }
         let header = match self.first_attempt(token)? {
             Attempt::Done(result) => return result,
             Attempt::Reload(header) => header,
@@ -171,15 +183,18 @@ impl Verifier {
 
     /// Verifies with the current keys, or says why no key fits.
     fn attempt(&self, token: &str, header: &TokenHeader) -> Result<Result<Identity, Error>, Miss> {
+        // Read before the keys: a token checked with keys replaced meanwhile is not
+        // remembered.
+        let generation = self.verified.generation();
         if header.alg == Algorithm::HS256 {
             return Ok(match &self.hs256 {
-                Some(secret) => self.check(token, header.alg, secret),
+                Some(secret) => self.check(token, header.alg, secret, generation),
                 None => Err(Error::algorithm("HS256")),
             });
         }
         let keys = self.current();
         let key = keys.find(header.alg, header.kid.as_deref())?;
-        Ok(self.check(token, header.alg, key))
+        Ok(self.check(token, header.alg, key, generation))
     }
 
     fn retry(&self, token: &str, header: &TokenHeader) -> Result<Identity, Error> {
@@ -187,7 +202,13 @@ impl Verifier {
             .unwrap_or_else(|miss| Err(miss_error(miss, header)))
     }
 
-    fn check(&self, token: &str, alg: Algorithm, key: &DecodingKey) -> Result<Identity, Error> {
+    fn check(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        key: &DecodingKey,
+        generation: u64,
+    ) -> Result<Identity, Error> {
         let validation = self
             .validations
             .iter()
@@ -196,7 +217,9 @@ impl Verifier {
             .ok_or_else(|| Error::algorithm(&format!("{alg:?}")))?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| map_jwt_error(&e, alg))?;
-        self.identity(&data.claims)
+        let identity = self.identity(&data.claims)?;
+        self.verified.insert(token, &identity, generation);
+        Ok(identity)
     }
 
     /// Maps the claims (already checked: signature, exp, nbf, iss, aud, sub present).
@@ -246,6 +269,7 @@ impl Verifier {
 
     fn store(&self, keys: KeySet) {
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        self.verified.clear();
     }
 
     /// True (and the clock restarted) when a reload is allowed now.

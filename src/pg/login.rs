@@ -97,17 +97,10 @@ pub async fn login(
     hello.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     client.write_all(&hello).await?;
     client.flush().await?;
-    super::session::record_session(
-        gw,
-        id,
-        peer,
-        Some(&state.agent.sub),
-        &state.agent.groups,
-        SessionState::Started,
-        None,
-    )
-    .await
-    .map_err(|e| Error::Refused(refusal::unrecorded(&e)))?;
+    state.started_us = crate::audit::record::now_us();
+    super::session::record_session(gw, id, peer, Some(&state), SessionState::Started, None)
+        .await
+        .map_err(|e| Error::Refused(refusal::unrecorded(&e)))?;
     Ok((state, (up.stream, up.leftover)))
 }
 

@@ -100,8 +100,7 @@ async fn serve(gw: &Gateway, tcp: TcpStream, peer: SocketAddr, id: &str) -> Resu
         gw,
         id,
         peer,
-        Some(&state.agent.sub),
-        &[],
+        Some(&state),
         SessionState::Ended,
         result.as_ref().err(),
     )
@@ -129,7 +128,7 @@ async fn log_in(
             recorded,
         }) => {
             if recorded {
-                record_session(gw, id, peer, None, &[], SessionState::Refused, Some(&error))
+                record_session(gw, id, peer, None, SessionState::Refused, Some(&error))
                     .await
                     .unwrap_or_else(|e| unrecorded(id, &e));
             }
@@ -142,7 +141,7 @@ async fn log_in(
     match super::login::login(gw, &mut client, buf, &params, peer, id).await {
         Ok((state, upstream)) => Ok(Some((client, state, upstream))),
         Err(e) => {
-            record_session(gw, id, peer, None, &[], SessionState::Refused, Some(&e))
+            record_session(gw, id, peer, None, SessionState::Refused, Some(&e))
                 .await
                 .unwrap_or_else(|e| unrecorded(id, &e));
             startup::send_fatal(&mut client, &e).await;
@@ -155,13 +154,12 @@ fn unrecorded(id: &str, e: &dyn std::fmt::Display) {
     tracing::error!(session = %id, error = %e, "session event not recorded");
 }
 
-/// Records a session's start, end, or refusal before it could start.
+/// Records a session's start, end, or refusal before it could start (no `session`).
 pub async fn record_session(
     gw: &Gateway,
     id: &str,
     peer: SocketAddr,
-    subject: Option<&str>,
-    groups: &[String],
+    session: Option<&State>,
     state: SessionState,
     error: Option<&Error>,
 ) -> Result<(), crate::gateway::record::Unrecorded> {
@@ -169,11 +167,13 @@ pub async fn record_session(
         session_id: id,
         target: &gw.target.name,
         client_addr: peer.to_string(),
-        subject,
+        subject: session.map(|s| s.agent.sub.as_str()),
         protocol: Protocol::Postgres,
         state,
         reason: error.map(|e| e.to_string()),
+        started_us: session.map_or(0, |s| s.started_us),
     };
+    let groups = session.map_or(&[][..], |s| &s.agent.groups);
     gw.recorder.session(&e, groups).await
 }
 
@@ -243,6 +243,8 @@ pub struct State {
     pub client_key: (u32, u32),
     /// When the token the session logged in with expires (seconds since the epoch).
     pub expires_at: u64,
+    /// When the session started (µs since the epoch), as its `sessions` row says.
+    pub started_us: i64,
     /// Judged statements' events not yet handed to the audit store, with the
     /// ReadyForQuery that ends their results (0: none to wait for).
     pending: Vec<(Pending, u64)>,
@@ -295,6 +297,7 @@ impl State {
             id: id.to_string(),
             agent,
             expires_at: identity.expires_at,
+            started_us: 0,
             target: Target {
                 name: target.to_string(),
             },

@@ -107,6 +107,7 @@ fn push(session: &str) -> Event {
 /// approval, and shuts the writer down.
 fn fill(path: &Path, n: usize) {
     let audit = AuditHandle::start(path, options(Durability::Writes)).expect("writer starts");
+    let started_us = audit::record::now_us();
     audit
         .record_blocking(SessionStart {
             session_id: "s1".into(),
@@ -115,7 +116,7 @@ fn fill(path: &Path, n: usize) {
             subject: Some("agent-0".into()),
             groups: vec!["dev".into()],
             client_addr: Some("127.0.0.1:50000".into()),
-            started_us: audit::record::now_us(),
+            started_us,
         })
         .and_then(|t| t.wait())
         .expect("recorded");
@@ -157,6 +158,7 @@ fn fill(path: &Path, n: usize) {
     audit
         .record_blocking(SessionEnd {
             session_id: "s1".into(),
+            started_us: Some(started_us),
             ended_us: audit::record::now_us(),
             reason: Some("client closed".into()),
         })
@@ -171,6 +173,13 @@ fn sql(path: &Path, query: &str) -> audit::QueryResult {
 
 fn text(v: &duckdb::types::Value) -> String {
     audit::query::to_text(v)
+}
+
+fn texts(r: &audit::QueryResult) -> Vec<Vec<String>> {
+    r.rows
+        .iter()
+        .map(|row| row.iter().map(text).collect())
+        .collect()
 }
 
 #[test]
@@ -245,11 +254,7 @@ fn many_events_from_many_threads_are_all_written_in_one_chain() {
         "SELECT r.position, r.ref, r.kind, r.forced, r.commits FROM ref_updates r \
          JOIN events e USING (event_id) WHERE e.kind = 'push' ORDER BY r.position",
     );
-    let rows: Vec<Vec<String>> = r
-        .rows
-        .iter()
-        .map(|row| row.iter().map(text).collect())
-        .collect();
+    let rows = texts(&r);
     assert_eq!(
         rows,
         [
@@ -279,6 +284,68 @@ fn sessions_and_approvals_are_summarised() {
     assert_eq!(r.rows.len(), 1, "one row per approval, its latest state");
     let row: Vec<String> = r.rows[0].iter().map(text).collect();
     assert_eq!(row, ["ap1", "approved", "dba", "looks fine"]);
+}
+
+#[test]
+fn a_session_end_closes_its_own_row_however_it_reaches_the_store() {
+    let (_dir, path) = store();
+    let audit = AuditHandle::start(&path, options(Durability::Async)).expect("writer starts");
+    let start = |id: &str, started_us: i64| {
+        audit
+            .record_blocking(SessionStart {
+                session_id: id.into(),
+                protocol: Protocol::Postgres,
+                target: "app".into(),
+                subject: Some("agent-0".into()),
+                groups: vec![],
+                client_addr: None,
+                started_us,
+            })
+            .and_then(|t| t.wait())
+            .expect("queued");
+    };
+    let end = |id: &str, started_us: Option<i64>, ended_us: i64| {
+        audit
+            .record_blocking(SessionEnd {
+                session_id: id.into(),
+                started_us,
+                ended_us,
+                reason: Some(format!("{id} closed")),
+            })
+            .and_then(|t| t.wait())
+            .expect("queued");
+    };
+    // Started and ended within one batch: the row is appended whole.
+    start("same-batch", 1_000_000);
+    end("same-batch", Some(1_000_000), 1_000_001);
+    // Ended after the start was committed: found by its start time.
+    start("committed", 2_000_000);
+    // Ended by a record that does not know its start (a journal from before it was
+    // kept), or names a start time the row does not hold: found by id alone.
+    start("no-start-time", 3_000_000);
+    start("wrong-start-time", 4_000_000);
+    start("still-open", 4_000_000);
+    audit.flush_blocking().expect("committed");
+    end("committed", Some(2_000_000), 2_000_001);
+    end("no-start-time", None, 3_000_001);
+    end("wrong-start-time", Some(4_000_001), 4_000_002);
+    audit.shutdown().expect("clean shutdown");
+
+    let r = sql(
+        &path,
+        "SELECT session_id, epoch_us(ended_at), end_reason FROM sessions ORDER BY started_at, session_id",
+    );
+    let rows = texts(&r);
+    assert_eq!(
+        rows,
+        [
+            ["same-batch", "1000001", "same-batch closed"],
+            ["committed", "2000001", "committed closed"],
+            ["no-start-time", "3000001", "no-start-time closed"],
+            ["still-open", "NULL", "NULL"],
+            ["wrong-start-time", "4000002", "wrong-start-time closed"],
+        ]
+    );
 }
 
 #[test]

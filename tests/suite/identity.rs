@@ -510,6 +510,40 @@ fn unknown_kid_reloads_the_jwks_once_per_interval() {
 }
 
 #[test]
+fn a_token_verified_before_is_refused_once_it_expires_or_its_key_is_withdrawn() {
+    // Verified tokens are remembered (a reconnecting agent skips the signature check);
+    // none of that may outlive the token or the key that vouched for it.
+    let (a, b) = (key(KeyAlg::Es256), key(KeyAlg::EdDsa));
+    let (_dir, path, mut options) = fixture(&[a]);
+    options.leeway_secs = 0;
+    let verifier = Verifier::new(options).expect("loads");
+
+    let mut claims = good_claims();
+    claims["exp"] = json!(now() + 2);
+    let short = sign_es256(&claims);
+    assert_eq!(verifier.verify(&short).expect("valid now").sub, "alice");
+    assert_eq!(verifier.verify(&short).expect("again").sub, "alice");
+    let token_a = identity::mint(a, mint_options("bob")).expect("minted");
+    assert_eq!(verifier.verify(&token_a).expect("signed by a").sub, "bob");
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(refused(&verifier, &short), Error::Expired);
+
+    // The IdP withdraws `a` for `b`; a token signed by `b` makes the gateway reload.
+    write_jwks(&path, &[b]);
+    let token_b = identity::mint(b, mint_options("carol")).expect("minted");
+    assert_eq!(
+        verifier.verify(&token_b).expect("after the reload").sub,
+        "carol"
+    );
+    assert_eq!(
+        refused(&verifier, &token_a),
+        Error::UnknownKeyId {
+            kid: Some(kid_of(a))
+        }
+    );
+}
+
+#[test]
 fn unusable_jwks_is_a_config_error() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let missing = VerifierOptions::new(
