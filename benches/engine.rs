@@ -3,11 +3,12 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portcullis::policy::RuleSet;
 use portcullis::policy::value::{Agent, Target};
-use portcullis::sql::{Analyzer, analyze};
+use portcullis::sql::{Analyzer, SharedShapes, analyze};
 
 /// pgbench's built-in tpcb-like script and its select-only (`-S`) statement.
 const PGBENCH: &[(&str, &str)] = &[
@@ -90,6 +91,24 @@ fn engine(c: &mut Criterion) {
         }
         group.finish();
     }
+
+    // A new session's first statement of a shape another session has read: what an
+    // agent that connects for each command pays (compare with `cold`).
+    let mut group = c.benchmark_group("first_of_session");
+    for (name, sql) in PGBENCH {
+        let shared = Arc::new(SharedShapes::new(4096));
+        Analyzer::sharing(shared.clone()).analyze(sql);
+        let variant = sql.replace("48213", "48214");
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let facts = Analyzer::sharing(shared.clone()).analyze(black_box(&variant));
+                black_box(
+                    portcullis::gateway::judge_statements(&rules, &facts, &agent, &target).decision,
+                )
+            })
+        });
+    }
+    group.finish();
 
     // Where the cold time goes: sqlparser alone, for the simplest statement.
     let mut group = c.benchmark_group("sqlparser");

@@ -302,7 +302,7 @@ impl State {
                 name: target.to_string(),
             },
             prompt: None,
-            analyzer: Analyzer::default(),
+            analyzer: Analyzer::for_session(),
             client_key: (0, 0),
             pending: Vec::new(),
             ends_at: 0,

@@ -25,8 +25,11 @@ mod postgres;
 #[doc(hidden)]
 pub mod quick;
 mod reads;
+mod shared;
 mod split;
 mod walk;
+
+use std::sync::Arc;
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -36,6 +39,7 @@ use crate::policy::value::{List, Record, Records, Value};
 
 pub use bounds::always_true;
 pub use reads::{Named, Reads, search_path_set};
+pub use shared::SharedShapes;
 
 /// The facts of one statement: what `sql` rules see as `stmt.*`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -232,6 +236,8 @@ pub struct Analyzer {
     capacity: usize,
     /// The buffer [`quick`] keys are made in, kept between statements.
     key: String,
+    /// Quick keys other analyzers have read, asked when this one's own maps miss.
+    shared: Option<Arc<SharedShapes>>,
 }
 
 impl Analyzer {
@@ -241,6 +247,21 @@ impl Analyzer {
             quick: std::collections::HashMap::new(),
             capacity,
             key: String::new(),
+            shared: None,
+        }
+    }
+
+    /// A session's analyzer: its own maps, then what the process's other sessions read
+    /// ([`SharedShapes::process`]).
+    pub fn for_session() -> Analyzer {
+        Analyzer::sharing(SharedShapes::process())
+    }
+
+    /// An analyzer that shares quick keys through `shared`.
+    pub fn sharing(shared: Arc<SharedShapes>) -> Analyzer {
+        Analyzer {
+            shared: Some(shared),
+            ..Analyzer::default()
         }
     }
 
@@ -261,25 +282,38 @@ impl Analyzer {
             return analyze_with(sql, 0, Some(self), true);
         };
         if let Some(hit) = self.quick.get(&key).and_then(|s| self.shapes.get(s)) {
+            let analysis = one_hit(hit, &sql[range]);
             self.key = key;
-            let mut facts = hit.clone();
-            facts.text = sql[range].to_string();
-            facts.statement_count = 1;
-            facts.index = 1;
-            return Analysis {
-                statements: vec![facts],
-            };
+            return analysis;
+        }
+        if let Some((shape, facts)) = self.shared.as_ref().and_then(|s| s.get(&key)) {
+            let analysis = one_hit(&facts, &sql[range]);
+            self.learn(key, shape, facts);
+            return analysis;
         }
         let (analysis, shapes) = analyze_reading(sql, 0, Some(self), true);
         if let ([facts], [Some(shape)]) = (&analysis.statements[..], &shapes[..])
             && facts.disagreement.is_none()
-            && self.shapes.contains_key(shape)
+            && let Some(cached) = self.shapes.get(shape)
         {
+            if let Some(shared) = &self.shared {
+                shared.insert(&key, shape, cached);
+            }
             self.quick.insert(key, shape.clone());
         } else {
             self.key = key;
         }
         analysis
+    }
+
+    /// Takes a quick key another analyzer read into this one's maps.
+    fn learn(&mut self, key: String, shape: String, facts: SqlFacts) {
+        if self.shapes.len() >= self.capacity {
+            self.shapes.clear();
+            self.quick.clear();
+        }
+        self.shapes.insert(shape.clone(), facts);
+        self.quick.insert(key, shape);
     }
 
     pub fn cached_shapes(&self) -> usize {
@@ -289,6 +323,17 @@ impl Analyzer {
     /// How many [`quick`] keys it knows.
     pub fn quick_keys(&self) -> usize {
         self.quick.len()
+    }
+}
+
+/// A cached single statement's facts, with its own text.
+fn one_hit(cached: &SqlFacts, text: &str) -> Analysis {
+    let mut facts = cached.clone();
+    facts.text = text.to_string();
+    facts.statement_count = 1;
+    facts.index = 1;
+    Analysis {
+        statements: vec![facts],
     }
 }
 

@@ -1,6 +1,6 @@
 //! SQL facts from the real parser: what rules can rely on.
 
-use portcullis::sql::{Analyzer, SqlFacts, analyze};
+use portcullis::sql::{Analyzer, SharedShapes, SqlFacts, analyze};
 
 fn one(sql: &str) -> SqlFacts {
     let mut a = analyze(sql);
@@ -469,6 +469,35 @@ fn issue_15_the_quick_key_never_changes_facts() {
         "the corpus should exercise the quick key ({} keys over {texts} texts)",
         analyzer.quick_keys()
     );
+}
+
+/// Issue 15: a session's analyzer takes the quick keys other sessions read. An analyzer
+/// that has read nothing itself, answering the corpus and its variants from what another
+/// one read, gives the facts the tokenizer's path gives, to the byte.
+#[test]
+fn issue_15_shapes_another_session_read_never_change_facts() {
+    let corpus = portcullis::cases::load_cases(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/corpus"
+    )))
+    .expect("corpus parses");
+    let shared = std::sync::Arc::new(SharedShapes::new(1 << 20));
+    let mut first = Analyzer::sharing(shared.clone());
+    for case in &corpus {
+        first.analyze(&case.sql);
+    }
+    assert!(
+        shared.len() > 100,
+        "the corpus should fill it ({})",
+        shared.len()
+    );
+    for case in &corpus {
+        for text in variants(&case.sql) {
+            let mut second = Analyzer::sharing(shared.clone());
+            let (taken, fresh) = as_json(&text, &mut second);
+            assert_eq!(taken, fresh, "{text:?} (a variant of {})", case.origin);
+        }
+    }
 }
 
 #[test]
