@@ -98,10 +98,9 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The clock jsonwebtoken checks `exp` against.
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    jsonwebtoken::get_current_timestamp()
 }
 
 #[cfg(test)]
