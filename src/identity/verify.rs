@@ -22,8 +22,9 @@
 //! Keys are parsed once into `DecodingKey`s when the JWKS is loaded; verification takes
 //! a read lock to clone an `Arc`, then runs one signature check. A token that passed
 //! is remembered (by digest) until it expires or the key set changes, so an agent that
-//! reconnects with it skips the signature check ([`verified`](super::verified)). [`Verifier::verify`] is
-//! synchronous and does no I/O, except the rate-limited JWKS reload on an unknown `kid`.
+//! reconnects with it skips the signature check ([`verified`](super::verified)).
+//! [`Verifier::verify`] is synchronous and does no I/O, except the rate-limited JWKS
+//! reload on an unknown `kid`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
