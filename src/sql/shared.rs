@@ -1,8 +1,9 @@
-//! Facts by [`quick`](super::quick) key, shared by every session's [`Analyzer`]
-//! (super::Analyzer): a new connection's first statements are usually shapes another
-//! session has read already, and an agent that runs one `psql -c` per command sends
-//! nothing but first statements. Each analyzer still answers from its own maps first;
-//! this one is only asked when those miss, so a busy session never takes its lock.
+//! Facts by [`quick`](super::quick) key, shared by every session's
+//! [`Analyzer`](super::Analyzer): a new connection's first statements are usually
+//! shapes another session has read already, and an agent that runs one `psql -c` per
+//! command sends nothing but first statements. Each analyzer still answers from its own
+//! maps first; this one is only asked when those miss, so a busy session never takes
+//! its lock.
 //!
 //! What it holds is exactly what an analyzer's own maps would hold for the same key
 //! (facts that depend on no literal, read from one statement), so sharing them changes
