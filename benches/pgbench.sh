@@ -15,7 +15,10 @@
 #   SCALE           pgbench -i scale factor (default 10)
 #   SCRIPTS         pgbench built-in scripts (default "select-only tpcb-like")
 #   CLIENTS         client counts to run (default "1 8"); -j is min(N, 2)
-#   MODES           pgbench protocols (default "simple prepared")
+#   MODES           pgbench protocols (default "simple prepared"); "connect" is the simple
+#                   protocol with a new connection per transaction (-C), what a new
+#                   session costs (PgBouncer keeps its server connections; the gateway
+#                   and direct open one each time)
 #   WARMUP          seconds of an untimed direct run before measuring (default 3; 0 = none)
 #   DURABILITIES    audit.durability modes to run, one gateway each (default "writes";
 #                   "async writes all" adds a table comparing them in the same run)
@@ -71,8 +74,8 @@ for s in $SCRIPTS; do
         die "SCRIPTS entries must be select-only, tpcb-like or simple-update (got '$s')"
 done
 for m in $MODES; do
-    [[ "$m" == simple || "$m" == prepared || "$m" == extended ]] ||
-        die "MODES entries must be simple, extended or prepared (got '$m')"
+    [[ "$m" == simple || "$m" == prepared || "$m" == extended || "$m" == connect ]] ||
+        die "MODES entries must be simple, extended, prepared or connect (got '$m')"
 done
 
 IS_ROOT=0
@@ -483,14 +486,17 @@ target_pid() {
 
 run_pgbench() { # target script mode clients -> sets RUN_TPS (or FAIL) and RUN_TXNS
     local t="$1" script="$2" mode="$3" c="$4" j out
+    local protocol=(-M "$mode")
+    [[ "$mode" == connect ]] && protocol=(-M simple -C)
     j=$((c < 2 ? c : 2))
     RUN_TPS=FAIL
     RUN_TXNS=""
     if out="$(PGPASSWORD="$(target_password "$t")" "$PGBENCH" -b "$script" -n -T "$DURATION" \
-        -M "$mode" -c "$c" -j "$j" -h 127.0.0.1 -p "$(target_port "$t")" -U bench bench 2>&1)"; then
+        "${protocol[@]}" -c "$c" -j "$j" -h 127.0.0.1 -p "$(target_port "$t")" -U bench bench 2>&1)"; then
         printf '%s\n' "$out" >>"$TMP/runs.log"
         local tps
-        tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")"
+        # With -C pgbench counts the connections in: "(including reconnection times)".
+        tps="$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\))$/\1/p' <<<"$out")"
         RUN_TXNS="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*$/\1/p' <<<"$out")"
         if [[ -n "$tps" ]]; then
             RUN_TPS="$tps"
@@ -619,7 +625,7 @@ ROW='%-24s %7s %9s %10s %7s %7s %7s %6s | %10s | %10s %10s %10s %11s\n'
         g="${TPS["$cfg/gateway"]}"
         b="${TPS["$cfg/pgbouncer"]:-skipped}"
         v="-"
-        [[ "$script" == select-only ]] && v="$(verdict "$g" "$d" "$b")"
+        [[ "$script" == select-only && "$mode" != connect ]] && v="$(verdict "$g" "$d" "$b")"
         read -r gw_workers gw_writer gw_other <<<"${CPU["$cfg/gateway"]:-- - -}"
         printf "$ROW" "$script $mode c=$c" "$(fmt_tps "$d")" "$(fmt_tps "$b")" "$(fmt_tps "$g")" \
             "$(ratio "$b" "$d")" "$(ratio "$g" "$d")" "$(ratio "$g" "$b")" "$v" \
@@ -658,5 +664,10 @@ echo "writer's last batch counts), divided by pgbench's 'number of transactions 
 echo "processed'; connection set-up is inside the window. Portcullis threads by name:"
 echo "workers = tokio-rt-worker, writer = audit-writer, other = the rest (the main thread)."
 echo "Prepared mode: every execution of a prepared statement is its own audit event."
+if [[ " $MODES " == *" connect "* ]]; then
+    echo "Connect mode: pgbench -C, a new connection per transaction (TPS include reconnection;"
+    echo "CPU per transaction is per connection). PgBouncer keeps its server connections, so"
+    echo "only it skips PostgreSQL's start-up; the gateway opens an upstream connection each time."
+fi
 echo "On a machine with few cores pgbench, PostgreSQL and the proxy compete for the same CPUs,"
 echo "which penalises both proxies (see benches/README.md)."
