@@ -134,9 +134,6 @@ impl Verifier {
     /// call up to 10 s. Async callers that cannot afford that use
     /// [`verify_async`](Self::verify_async).
     pub fn verify(&self, token: &str) -> Result<Identity, Error> {
-        if let Some(identity) = self.verified.get(token) {
-            return Ok(identity);
-        }
         let header = match self.first_attempt(token)? {
             Attempt::Done(result) => return result,
             Attempt::Reload(header) => header,
@@ -151,9 +148,6 @@ impl Verifier {
 
     /// Like [`verify`](Self::verify), but a URL JWKS is refetched on the caller's runtime.
     pub async fn verify_async(&self, token: &str) -> Result<Identity, Error> {
-        if let Some(identity) = self.verified.get(token) {
-            return Ok(identity);
-        }
         let header = match self.first_attempt(token)? {
             Attempt::Done(result) => return result,
             Attempt::Reload(header) => header,
@@ -166,9 +160,13 @@ impl Verifier {
         self.retry(token, &header)
     }
 
-    /// Verifies with the keys at hand; on an unknown `kid` with a reload due, says so
-    /// instead of refusing (the two `verify` flavours differ only in how they reload).
+    /// A remembered token's identity, or verifies with the keys at hand; on an unknown
+    /// `kid` with a reload due, says so instead of refusing (the two `verify` flavours
+    /// differ only in how they reload).
     fn first_attempt(&self, token: &str) -> Result<Attempt, Error> {
+        if let Some(identity) = self.verified.get(token) {
+            return Ok(Attempt::Done(Ok(identity)));
+        }
         let header = parse_header(token)?;
         Ok(match self.attempt(token, &header) {
             Ok(result) => Attempt::Done(result),

@@ -308,12 +308,17 @@ impl Analyzer {
 
     /// Takes a quick key another analyzer read into this one's maps.
     fn learn(&mut self, key: String, shape: String, facts: SqlFacts) {
+        self.make_room();
+        self.shapes.insert(shape.clone(), facts);
+        self.quick.insert(key, shape);
+    }
+
+    /// Empties both maps when the shapes reach `capacity`, before one more goes in.
+    fn make_room(&mut self) {
         if self.shapes.len() >= self.capacity {
             self.shapes.clear();
             self.quick.clear();
         }
-        self.shapes.insert(shape.clone(), facts);
-        self.quick.insert(key, shape);
     }
 
     pub fn cached_shapes(&self) -> usize {
@@ -434,10 +439,7 @@ fn analyze_reading(
             Reading::Cached(shape) => Some(shape),
             Reading::Read(Some(shape)) if facts.disagreement.is_none() => {
                 if let Some(cache) = cache.as_deref_mut() {
-                    if cache.shapes.len() >= cache.capacity {
-                        cache.shapes.clear();
-                        cache.quick.clear();
-                    }
+                    cache.make_room();
                     // Every hit puts its own text in: the cached copy keeps none, so a
                     // hit does not copy a text only to drop it.
                     let cached = SqlFacts {
