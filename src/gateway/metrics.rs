@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::record::Recorder;
 
@@ -22,21 +22,56 @@ const LABELS: [&str; 8] = [
     "refused",
 ];
 
+/// Numbers every worker adds to, in stripes: a thread adds to its own stripe (its own
+/// cache line) and the exposition sums them. One shared counter per number made each
+/// statement's additions bounce a cache line between the cores.
+struct Striped<const N: usize>([Stripe<N>; STRIPES]);
+
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+struct Stripe<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for Striped<N> {
+    fn default() -> Self {
+        Striped(std::array::from_fn(|_| {
+            Stripe(std::array::from_fn(|_| AtomicU64::new(0)))
+        }))
+    }
+}
+
+impl<const N: usize> Striped<N> {
+    fn add(&self, i: usize, n: u64) {
+        thread_local! {
+            static MINE: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+            };
+        }
+        let stripe = MINE.with(|s| *s);
+        self.0[stripe].0[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sum(&self, i: usize) -> u64 {
+        self.0.iter().map(|s| s.0[i].load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// One counter per label, lock-free: bumped once per statement on the hot path.
 #[derive(Default)]
-struct Counters([AtomicU64; LABELS.len()]);
+struct Counters(Striped<{ LABELS.len() }>);
 
 impl Counters {
     fn bump(&self, label: &str) {
         if let Some(i) = LABELS.iter().position(|l| *l == label) {
-            self.0[i].fetch_add(1, Ordering::Relaxed);
+            self.0.add(i, 1);
         }
     }
 
     fn write(&self, out: &mut String, name: &str, help: &str, label: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (l, n) in LABELS.iter().zip(&self.0) {
-            let n = n.load(Ordering::Relaxed);
+        for (i, l) in LABELS.iter().enumerate() {
+            let n = self.0.sum(i);
             if n > 0 {
                 let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {n}");
             }
@@ -56,37 +91,37 @@ pub struct Metrics {
     push: Histogram,
 }
 
+/// Each observation lands in one bucket, its own, and the exposition adds them up into
+/// Prometheus's cumulative buckets: an observation is three additions to the thread's
+/// stripe, not one per bucket it falls under.
 #[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS_US.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
+struct Histogram(Striped<{ BUCKETS_US.len() + 2 }>);
+
+const COUNT: usize = BUCKETS_US.len();
+const SUM_US: usize = BUCKETS_US.len() + 1;
 
 impl Histogram {
     fn observe(&self, us: u64) {
-        for (bound, bucket) in BUCKETS_US.iter().zip(&self.buckets) {
-            if us <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS_US.iter().position(|bound| us <= *bound) {
+            self.0.add(i, 1);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.0.add(COUNT, 1);
+        self.0.add(SUM_US, us);
     }
 
     fn write(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, bucket) in BUCKETS_US.iter().zip(&self.buckets) {
+        // Others may observe while this reads: each line is a running total, so no
+        // bucket shows less than the one before it, and `+Inf` no less than the last.
+        let mut below = 0;
+        for (i, bound) in BUCKETS_US.iter().enumerate() {
+            below += self.0.sum(i);
             let le = *bound as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{le}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {below}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = self.0.sum(COUNT).max(below);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.0.sum(SUM_US) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
 }
@@ -179,5 +214,78 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_is_exposed_with_cumulative_buckets() {
+        let h = Histogram::default();
+        for us in [1, 5, 6, 30, 2_000_000] {
+            h.observe(us);
+        }
+        let mut out = String::new();
+        h.write(&mut out, "judge_seconds", "help");
+        let buckets: Vec<&str> = out.lines().filter(|l| l.contains("_bucket")).collect();
+        assert_eq!(
+            buckets,
+            [
+                "judge_seconds_bucket{le=\"0.000005\"} 2",
+                "judge_seconds_bucket{le=\"0.00001\"} 3",
+                "judge_seconds_bucket{le=\"0.000025\"} 3",
+                "judge_seconds_bucket{le=\"0.00005\"} 4",
+                "judge_seconds_bucket{le=\"0.0001\"} 4",
+                "judge_seconds_bucket{le=\"0.00025\"} 4",
+                "judge_seconds_bucket{le=\"0.001\"} 4",
+                "judge_seconds_bucket{le=\"0.01\"} 4",
+                "judge_seconds_bucket{le=\"0.1\"} 4",
+                "judge_seconds_bucket{le=\"1\"} 4",
+                "judge_seconds_bucket{le=\"+Inf\"} 5",
+            ]
+        );
+        assert!(
+            out.contains("judge_seconds_sum 2.000042\njudge_seconds_count 5"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn what_many_threads_count_is_counted_once_each() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..12)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        m.statement("allowed", &[], 7);
+                    }
+                    m.session("started");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut out = String::new();
+        m.statements
+            .write(&mut out, "statements", "help", "decision");
+        m.sessions.write(&mut out, "sessions", "help", "state");
+        m.judge.write(&mut out, "judge", "help");
+        for line in [
+            "statements{decision=\"allowed\"} 12000",
+            "sessions{state=\"started\"} 12",
+            "judge_bucket{le=\"0.000005\"} 0",
+            "judge_bucket{le=\"0.00001\"} 12000",
+            "judge_bucket{le=\"+Inf\"} 12000",
+            "judge_sum 0.084",
+        ] {
+            assert!(
+                out.lines().any(|l| l == line),
+                "{line} missing from:\n{out}"
+            );
+        }
     }
 }

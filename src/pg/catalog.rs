@@ -152,17 +152,55 @@ fn no_estimate(e: Error) -> NoEstimate {
     }
 }
 
+/// The parts of an `EXPLAIN (FORMAT JSON)` plan the blast radius reads; the rest of
+/// each node (VERBOSE's output lists, costs) is skipped unread rather than built.
+#[derive(serde::Deserialize)]
+struct Explained {
+    #[serde(rename = "Plan")]
+    plan: PlanNode,
+}
+
+#[derive(serde::Deserialize)]
+struct PlanNode {
+    #[serde(rename = "Node Type", default)]
+    node_type: String,
+    #[serde(rename = "Schema")]
+    schema: Option<String>,
+    #[serde(rename = "Relation Name")]
+    relation: Option<String>,
+    #[serde(rename = "Plan Rows")]
+    rows: Option<f64>,
+    #[serde(rename = "Operation")]
+    operation: Option<String>,
+    #[serde(rename = "Plans", default)]
+    plans: Vec<PlanNode>,
+}
+
+/// The top node of the plan among an EXPLAIN's rows: the one row that reads as a plan
+/// (`set_config` answers first when the session has a search_path, and a single quoted
+/// name, `"Sales"`, is itself valid JSON).
+fn plan_of(rows: &[Vec<String>]) -> Option<PlanNode> {
+    rows.iter()
+        .filter_map(|r| r.first())
+        .find_map(|v| {
+            serde_json::from_str::<Vec<Explained>>(v)
+                .ok()?
+                .into_iter()
+                .next()
+        })
+        .map(|e| e.plan)
+}
+
 /// Every ModifyTable node of a plan (a CTE's too): schema, table, and the rows it is
 /// fed (the estimate of the scan or join under it).
-fn modify_tables(node: &serde_json::Value, out: &mut Vec<(String, String, i64)>) {
-    if node["Node Type"] == "ModifyTable"
-        && let (Some(schema), Some(table)) =
-            (node["Schema"].as_str(), node["Relation Name"].as_str())
+fn modify_tables(node: PlanNode, out: &mut Vec<(String, String, i64)>) {
+    if node.node_type == "ModifyTable"
+        && let (Some(schema), Some(table)) = (node.schema, node.relation)
     {
-        let rows = node["Plans"][0]["Plan Rows"].as_f64().unwrap_or(0.0) as i64;
-        out.push((schema.to_string(), table.to_string(), rows));
+        let rows = node.plans.first().and_then(|p| p.rows).unwrap_or(0.0) as i64;
+        out.push((schema, table, rows));
     }
-    for child in node["Plans"].as_array().into_iter().flatten() {
+    for child in node.plans {
         modify_tables(child, out);
     }
 }
@@ -683,24 +721,22 @@ impl Catalog {
             .query(target, &format!("BEGIN READ ONLY; {explain}; ROLLBACK"))
             .await
             .ok()?;
-        let plan: serde_json::Value = rows
-            .iter()
-            .filter_map(|r| r.first())
-            .find_map(|v| serde_json::from_str(v).ok())?;
-        let top = &plan[0]["Plan"];
+        let mut top = plan_of(&rows)?;
         // A write's top node returns nothing; what it writes comes from below.
-        let (node, rows) = match top["Node Type"].as_str() {
-            Some("ModifyTable") => (&top["Plans"][0], &top["Plans"][0]["Plan Rows"]),
-            _ => (top, &top["Plan Rows"]),
+        let operation = top.operation.take();
+        let node = if top.node_type == "ModifyTable" {
+            top.plans.into_iter().next()?
+        } else {
+            top
         };
         Some(format!(
             "about {} row(s) ({} {})",
-            rows.as_f64()? as u64,
-            top["Operation"].as_str().unwrap_or("write").to_lowercase(),
-            match (node["Node Type"].as_str(), node["Relation Name"].as_str()) {
-                (Some(n), Some(r)) => format!("via {n} on {r}"),
-                (Some(n), None) => format!("via {n}"),
-                _ => String::new(),
+            node.rows? as u64,
+            operation.as_deref().unwrap_or("write").to_lowercase(),
+            match (node.node_type.as_str(), node.relation.as_deref()) {
+                ("", _) => String::new(),
+                (n, Some(r)) => format!("via {n} on {r}"),
+                (n, None) => format!("via {n}"),
             }
         ))
     }
@@ -771,13 +807,9 @@ impl Catalog {
         target: &PostgresTarget,
         rows: &[Vec<String>],
     ) -> Result<(i64, i64), NoEstimate> {
-        let plan: serde_json::Value = rows
-            .iter()
-            .filter_map(|r| r.first())
-            .find_map(|v| serde_json::from_str(v).ok())
-            .ok_or(NoEstimate::Failed)?;
+        let plan = plan_of(rows).ok_or(NoEstimate::Failed)?;
         let mut writes = Vec::new();
-        modify_tables(&plan[0]["Plan"], &mut writes);
+        modify_tables(plan, &mut writes);
         if writes.is_empty() {
             return Err(NoEstimate::Failed);
         }

@@ -200,9 +200,11 @@ fn estimated(s: &mut crate::sql::SqlFacts, answer: Result<(i64, i64), super::cat
 }
 
 /// Whether a statement's text has `$n` parameters (its values come with a Bind, so the
-/// planner cannot be asked about it from the text alone).
+/// planner cannot be asked about it from the text alone). A text without a `$` has none
+/// and is not tokenized again: most writes sent by the simple protocol carry their
+/// values inline.
 fn has_parameters(text: &str) -> bool {
-    crate::sql::parameter_count(text) > 0
+    text.contains('$') && crate::sql::parameter_count(text) > 0
 }
 
 /// Statements a session keeps to show an approver what came before a held one.
@@ -328,15 +330,16 @@ impl State {
         let mut analysis = self.analyzer.analyze(text);
         // Writes are judged with the planner's opinion of how much they touch; reads
         // pay nothing.
-        self.needs_bound_estimate = analysis
-            .statements
-            .iter()
-            .any(|s| s.wants_estimate() && has_parameters(&s.text));
+        self.needs_bound_estimate = false;
         for s in analysis
             .statements
             .iter_mut()
-            .filter(|s| s.wants_estimate() && !has_parameters(&s.text))
+            .filter(|s| s.wants_estimate())
         {
+            if has_parameters(&s.text) {
+                self.needs_bound_estimate = true;
+                continue;
+            }
             let answer = gw
                 .catalog
                 .blast_radius(&gw.target, &s.text, self.search_path.as_deref())

@@ -92,3 +92,40 @@ async fn issue_13_prepared_writes_are_judged_with_the_values_each_run_binds() {
         .expect("count");
     assert_eq!(left, "4979");
 }
+
+#[test]
+fn issue_15_a_quoted_search_path_does_not_hide_the_plan() {
+    // The planner is asked with the session's search_path set first; `set_config`
+    // answers with the path, and a single quoted name is itself valid JSON. Read as the
+    // plan, it made every estimate fail, so every bounded write was refused.
+    let (pg, gw) = setup();
+    pg.query(
+        "CREATE SCHEMA \"Sales\"; \
+         CREATE TABLE \"Sales\".orders (id int PRIMARY KEY, note text NOT NULL); \
+         INSERT INTO \"Sales\".orders SELECT g, 'n' FROM generate_series(1, 5000) g; \
+         ANALYZE \"Sales\".orders",
+    );
+    let agent = gw.token("alice", &["dev"]);
+    let (ok, _, err) = gw.psql(
+        &agent,
+        &[
+            "-c",
+            "SET search_path TO \"Sales\"",
+            "-c",
+            "DELETE FROM orders WHERE id <= 3",
+        ],
+    );
+    assert!(ok, "a bounded write by the session's path: {err}");
+    let (ok, _, err) = gw.psql(
+        &agent,
+        &[
+            "-c",
+            "SET search_path TO \"Sales\"",
+            "-c",
+            "DELETE FROM orders WHERE id > 0",
+        ],
+    );
+    assert!(!ok, "the whole table went");
+    assert!(err.contains("sql.blast-radius"), "{err}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM \"Sales\".orders"), "4997");
+}
