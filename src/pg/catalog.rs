@@ -181,7 +181,10 @@ struct PlanNode {
 /// name, `"Sales"`, is itself valid JSON).
 fn plan_of(rows: &[Vec<String>]) -> Option<PlanNode> {
     rows.iter()
-        .filter_map(|r| r.first())
+        .filter_map(|r| match r.as_slice() {
+            [v] => Some(v),
+            _ => None,
+        })
         .find_map(|v| {
             serde_json::from_str::<Vec<Explained>>(v)
                 .ok()?
@@ -189,6 +192,49 @@ fn plan_of(rows: &[Vec<String>]) -> Option<PlanNode> {
                 .next()
         })
         .map(|e| e.plan)
+}
+
+/// `; SELECT schema, table, size` of the tables in `written` (names as the facts give
+/// them) that have statistics, for the plan's round trip: `to_regclass` resolves each
+/// by the session's search_path, and a name that does not resolve, or a table never
+/// analysed (whose size is counted), is simply not in the answer and is asked after
+/// the plan, by the plan's own names. Names of more than two parts (another
+/// database's) are left to that second question too, as `to_regclass` would raise.
+fn sizes_by_name(written: &[String]) -> String {
+    let mut names: Vec<String> = written
+        .iter()
+        .filter_map(|w| {
+            let parts: Vec<&str> = w.split('.').collect();
+            if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+                return None;
+            }
+            let name: Vec<String> = parts.iter().map(|p| quote_ident(p)).collect();
+            Some(format!(
+                "pg_catalog.to_regclass('{}')",
+                name.join(".").replace('\'', "''")
+            ))
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return String::new();
+    }
+    // No join with pg_namespace: planning it cost more than the round trip it saves.
+    // The schema comes as `regnamespace` prints it, quoted where needed.
+    format!(
+        "; SELECT c.relnamespace::pg_catalog.regnamespace, c.relname, c.reltuples::int8 \
+         FROM pg_catalog.pg_class c WHERE c.reltuples >= 0 AND c.oid IN ({})",
+        names.join(", ")
+    )
+}
+
+/// One identifier as PostgreSQL prints it (`public`, `"Sales"`, `"a""b"`), unquoted.
+fn unquoted(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\"").into(),
+        None => name.into(),
+    }
 }
 
 /// Every ModifyTable node of a plan (a CTE's too): schema, table, and the rows it is
@@ -276,14 +322,24 @@ impl lineage::Relations for Known<'_> {
     }
 }
 
-/// The catalog cache of one listener, and its connection.
+/// The catalog cache of one listener, and its connections.
 #[derive(Default)]
 pub struct Catalog {
     cache: Mutex<Cache>,
     /// Bumped whenever the cache is dropped, so plans built from it are dropped too.
     generation: std::sync::atomic::AtomicU64,
-    conn: tokio::sync::Mutex<Option<(UpstreamStream, BytesMut)>>,
+    /// The gateway's own connections to the upstream, opened when first needed: the
+    /// first serves while it is free; another opens only when every open one is busy
+    /// (sessions writing at once each ask the planner), up to [`CONNECTIONS`].
+    conns: [tokio::sync::Mutex<Option<Conn>>; CONNECTIONS],
+    /// Where a question waits when every connection is busy, in turn.
+    next: std::sync::atomic::AtomicUsize,
 }
+
+type Conn = (UpstreamStream, BytesMut);
+
+/// Catalog connections per target, at most.
+const CONNECTIONS: usize = 4;
 
 /// A described column's source (`None` for an expression), type name, and, when it
 /// comes from a view, the base columns the view references.
@@ -747,15 +803,22 @@ impl Catalog {
     /// the session's `search_path`. `Err(Unseen)` when its table is not visible here
     /// (another session's temporary or uncommitted table), `Err(Failed)` when the
     /// planner could not be asked or refused the statement.
+    ///
+    /// `written` are the tables the statement names as written: their sizes are asked in
+    /// the same round trip as the plan (see [`sizes_by_name`]).
     pub async fn blast_radius(
         &self,
         target: &PostgresTarget,
         sql: &str,
         search_path: Option<&str>,
+        written: &[String],
     ) -> Result<(i64, i64), NoEstimate> {
         let explain = with_search_path(
             search_path,
-            &format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"),
+            &format!(
+                "EXPLAIN (FORMAT JSON, VERBOSE) {sql}{}",
+                sizes_by_name(written)
+            ),
         );
         let rows = self
             .read_only(target, &explain)
@@ -775,16 +838,18 @@ impl Catalog {
         types: &[u8],
         parameters: &[u8],
         search_path: Option<&str>,
+        written: &[String],
     ) -> Result<(i64, i64), NoEstimate> {
         let prelude = format!(
-            "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'{}",
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'{}{}",
             ESTIMATE_TIMEOUT.as_millis(),
             search_path
                 .map(|p| format!(
                     "; SELECT pg_catalog.set_config('search_path', '{}', true)",
                     p.replace('\'', "''")
                 ))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            sizes_by_name(written)
         );
         let mut request = BytesMut::new();
         request.extend_from_slice(&messages::parse_typed(
@@ -816,9 +881,31 @@ impl Catalog {
         // Each written table's size: its statistics when it has been analysed or
         // vacuumed; else counted up to a bound (the planner would guess ten pages for a
         // small table it knows nothing about, which would make every table look big).
-        let sizes: Vec<String> = writes
+        // Sizes that came with the plan are the statistics of the tables the plan
+        // writes, matched by the plan's own schema and name; the rest are asked now.
+        let known: Vec<(std::borrow::Cow<'_, str>, &str, i64)> = rows
+            .iter()
+            .filter_map(|r| match r.as_slice() {
+                [schema, table, size] => {
+                    Some((unquoted(schema), table.as_str(), size.parse().ok()?))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut sizes: Vec<Option<i64>> = writes
             .iter()
             .map(|(schema, table, _)| {
+                known
+                    .iter()
+                    .find(|k| *k.0 == **schema && k.1 == table)
+                    .map(|k| k.2)
+            })
+            .collect();
+        let asked: Vec<String> = writes
+            .iter()
+            .zip(&sizes)
+            .filter(|(_, size)| size.is_none())
+            .map(|((schema, table, _), _)| {
                 let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
                 format!(
                     "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 \
@@ -828,18 +915,26 @@ impl Catalog {
                 )
             })
             .collect();
-        let rows = self
-            .read_only(target, &sizes.join("; "))
-            .await
-            .map_err(|_| NoEstimate::Failed)?;
-        let sizes: Vec<i64> = rows
-            .iter()
-            .filter_map(|r| r.first())
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        if sizes.len() != writes.len() {
-            return Err(NoEstimate::Failed);
+        if !asked.is_empty() {
+            let rows = self
+                .read_only(target, &asked.join("; "))
+                .await
+                .map_err(|_| NoEstimate::Failed)?;
+            let mut answers = rows
+                .iter()
+                .filter_map(|r| r.first())
+                .filter_map(|v| v.parse::<i64>().ok());
+            for size in sizes.iter_mut().filter(|s| s.is_none()) {
+                *size = answers.next();
+            }
+            if answers.next().is_some() {
+                return Err(NoEstimate::Failed);
+            }
         }
+        let sizes: Vec<i64> = sizes
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or(NoEstimate::Failed)?;
         // The write that reaches the largest share of its table speaks for the statement.
         writes
             .iter()
@@ -1034,8 +1129,8 @@ impl Catalog {
     }
 
     /// Runs `prelude` (simple protocol), then the extended-protocol `request` (up to its
-    /// Sync), then `epilogue`, on the catalog connection; the request's rows. A failure
-    /// drops the connection.
+    /// Sync), then `epilogue`, on the catalog connection; the request's rows, then the
+    /// prelude's. A failure drops the connection.
     async fn query_extended(
         &self,
         target: &PostgresTarget,
@@ -1046,13 +1141,17 @@ impl Catalog {
         let mut conn = self.connected(target).await?;
         let (stream, buf) = conn.as_mut().expect("connected above");
         let result = async {
-            ask(stream, buf, prelude).await?;
+            let mut before = ask(stream, buf, prelude).await?;
             let rows = exchange(stream, buf, request)
                 .await
                 .map_err(|e| Error::Upstream(format!("catalog: {e}")));
             // The transaction ends whatever the request did.
             ask(stream, buf, epilogue).await?;
-            rows.map(|a| a.rows)
+            rows.map(|a| {
+                let mut rows = a.rows;
+                rows.append(&mut before);
+                rows
+            })
         }
         .await;
         if result.is_err() {
@@ -1075,12 +1174,28 @@ impl Catalog {
         self.query(target, &sql).await
     }
 
-    /// The catalog connection, logging in first if there is none.
+    /// A catalog connection to ask on, logging in first if it has none: a free open
+    /// one, else a free slot (a new login), else the next in turn once it is free.
     async fn connected(
         &self,
         target: &PostgresTarget,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<(UpstreamStream, BytesMut)>>, Error> {
-        let mut conn = self.conn.lock().await;
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>, Error> {
+        let mut unopened = None;
+        for slot in &self.conns {
+            if let Ok(conn) = slot.try_lock() {
+                if conn.is_some() {
+                    return Ok(conn);
+                }
+                unopened.get_or_insert(conn);
+            }
+        }
+        let mut conn = match unopened {
+            Some(conn) => conn,
+            None => {
+                let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.conns[turn % CONNECTIONS].lock().await
+            }
+        };
         if conn.is_none() {
             let session = upstream::connect(
                 &target.upstream,
@@ -1173,4 +1288,38 @@ async fn ask(
         .await
         .map(|a| a.rows)
         .map_err(|e| Error::Upstream(format!("catalog: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_identifier_is_read_back_unquoted() {
+        assert_eq!(unquoted("public"), "public");
+        assert_eq!(unquoted("\"Sales\""), "Sales");
+        assert_eq!(unquoted("\"a\"\"b\""), "a\"b");
+    }
+
+    #[test]
+    fn sizes_asked_with_the_plan_name_each_table_once_and_only_plain_names() {
+        let sql = sizes_by_name(&[
+            "big".into(),
+            "Sales.orders".into(),
+            "it's".into(),
+            "big".into(),
+            "otherdb.public.t".into(),
+            ".x".into(),
+        ]);
+        assert!(sql.starts_with("; SELECT "), "{sql}");
+        assert!(
+            sql.ends_with(
+                "c.oid IN (pg_catalog.to_regclass('\"Sales\".\"orders\"'), \
+                 pg_catalog.to_regclass('\"big\"'), pg_catalog.to_regclass('\"it''s\"'))"
+            ),
+            "{sql}"
+        );
+        assert_eq!(sizes_by_name(&["a.b.c".into()]), "");
+        assert_eq!(sizes_by_name(&[]), "");
+    }
 }

@@ -342,7 +342,12 @@ impl State {
             }
             let answer = gw
                 .catalog
-                .blast_radius(&gw.target, &s.text, self.search_path.as_deref())
+                .blast_radius(
+                    &gw.target,
+                    &s.text,
+                    self.search_path.as_deref(),
+                    &s.tables_written,
+                )
                 .await;
             estimated(s, answer);
         }
@@ -565,6 +570,7 @@ impl State {
                     &types,
                     parameters,
                     self.search_path.as_deref(),
+                    &s.tables_written,
                 )
                 .await;
             estimated(s, answer);

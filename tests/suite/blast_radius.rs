@@ -129,3 +129,79 @@ fn issue_15_a_quoted_search_path_does_not_hide_the_plan() {
     assert!(err.contains("sql.blast-radius"), "{err}");
     assert_eq!(count(&pg, "SELECT count(*) FROM \"Sales\".orders"), "4997");
 }
+
+#[test]
+fn issue_15_a_write_through_a_view_is_sized_by_the_table_it_reaches() {
+    // The sizes asked with the plan are matched to the tables the plan writes, not to
+    // the names the statement used: a whole-table write through an updatable view (a
+    // relation with no rows of its own) is weighed against the table under it.
+    let (pg, gw) = setup();
+    big(&pg);
+    pg.query("CREATE VIEW big_view AS SELECT id, name FROM big");
+    let agent = gw.token("alice", &["dev"]);
+    for sql in [
+        "UPDATE big_view SET name = 'gone' WHERE id > 0",
+        "DELETE FROM big_view WHERE id > 0",
+    ] {
+        let (ok, _, err) = gw.psql(&agent, &["-c", sql]);
+        assert!(!ok, "{sql} ran");
+        assert!(err.contains("sql.blast-radius"), "{sql}: {err}");
+    }
+    let (ok, _, err) = gw.psql(&agent, &["-c", "DELETE FROM big_view WHERE id <= 2"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM big WHERE name LIKE 'n%'"),
+        "4998"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_sessions_writing_at_once_are_each_weighed_on_a_few_catalog_connections() {
+    let (pg, gw) = setup_seeded(big).await;
+    let token = gw.token("alice", &["dev"]);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(gw.client(&token).await);
+    }
+    // Every session asks the planner at once, many times: each whole-table write is
+    // refused and each bounded one goes, whichever connection weighed it.
+    let runs = clients.iter().enumerate().map(|(i, c)| async move {
+        for k in 0..10 {
+            let id = (i * 10 + k + 1) as i32;
+            let bounded = c
+                .execute(
+                    "UPDATE big SET name = 'x' || name WHERE id = $1::int",
+                    &[&id],
+                )
+                .await;
+            assert!(bounded.is_ok(), "{bounded:?}");
+            let whole = c
+                .simple_query("DELETE FROM big WHERE id > 0")
+                .await
+                .expect_err("the whole table");
+            assert!(
+                whole.to_string().contains("sql.blast-radius")
+                    || format!("{:?}", whole.as_db_error()).contains("sql.blast-radius"),
+                "{whole:?}"
+            );
+        }
+    });
+    futures_util::future::join_all(runs).await;
+    let pg = std::sync::Arc::new(pg);
+    let (rows, updated, catalog) = tokio::task::spawn_blocking(move || {
+        (
+            count(&pg, "SELECT count(*) FROM big"),
+            count(&pg, "SELECT count(*) FROM big WHERE name LIKE 'xn%'"),
+            count(
+                &pg,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'portcullis-catalog'",
+            ),
+        )
+    })
+    .await
+    .expect("counted");
+    assert_eq!(rows, "5000");
+    assert_eq!(updated, "80");
+    let catalog: usize = catalog.parse().expect("a count");
+    assert!((1..=4).contains(&catalog), "{catalog} catalog connections");
+}
