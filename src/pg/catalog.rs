@@ -122,8 +122,8 @@ fn with_search_path(search_path: Option<&str>, sql: &str) -> String {
     match search_path {
         None => sql.to_string(),
         Some(path) => format!(
-            "SELECT pg_catalog.set_config('search_path', '{}', false); {sql}; RESET search_path",
-            path.replace('\'', "''")
+            "SELECT pg_catalog.set_config('search_path', {}, false); {sql}; RESET search_path",
+            literal(path)
         ),
     }
 }
@@ -210,8 +210,8 @@ fn sizes_by_name(written: &[String]) -> String {
             }
             let name: Vec<String> = parts.iter().map(|p| quote_ident(p)).collect();
             Some(format!(
-                "pg_catalog.to_regclass('{}')",
-                name.join(".").replace('\'', "''")
+                "pg_catalog.to_regclass({})",
+                literal(&name.join("."))
             ))
         })
         .collect();
@@ -249,6 +249,13 @@ fn modify_tables(node: PlanNode, out: &mut Vec<(String, String, i64)>) {
     for child in node.plans {
         modify_tables(child, out);
     }
+}
+
+/// A text as an SQL string literal (`'it''s'`): catalog questions carry names from the
+/// agent's SQL this way (standard_conforming_strings is on, or the session would not be
+/// served).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// An identifier quoted for SQL (`"a""b"`).
@@ -675,10 +682,7 @@ impl Catalog {
             if missing.is_empty() {
                 break;
             }
-            let list: Vec<String> = missing
-                .iter()
-                .map(|n| format!("'{}'", n.replace('\'', "''")))
-                .collect();
+            let list: Vec<String> = missing.iter().map(|n| literal(n)).collect();
             let list = list.join(",");
             let sql = format!(
                 "SELECT t.name, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
@@ -845,8 +849,8 @@ impl Catalog {
             ESTIMATE_TIMEOUT.as_millis(),
             search_path
                 .map(|p| format!(
-                    "; SELECT pg_catalog.set_config('search_path', '{}', true)",
-                    p.replace('\'', "''")
+                    "; SELECT pg_catalog.set_config('search_path', {}, true)",
+                    literal(p)
                 ))
                 .unwrap_or_default(),
             sizes_by_name(written)
@@ -910,8 +914,8 @@ impl Catalog {
                 format!(
                     "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 \
                      ELSE (SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {COUNTED}) x) END \
-                     FROM pg_catalog.pg_class c WHERE c.oid = '{}'::regclass",
-                    name.replace('\'', "''")
+                     FROM pg_catalog.pg_class c WHERE c.oid = {}::regclass",
+                    literal(&name)
                 )
             })
             .collect();
@@ -958,10 +962,7 @@ impl Catalog {
         if missing.is_empty() {
             return Ok(());
         }
-        let list: Vec<String> = missing
-            .iter()
-            .map(|n| format!("'{}'", n.replace('\'', "''")))
-            .collect();
+        let list: Vec<String> = missing.iter().map(|n| literal(n)).collect();
         let sql = format!(
             "SELECT t.name, EXISTS (SELECT 1 FROM pg_catalog.pg_proc p \
                JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -1030,12 +1031,7 @@ impl Catalog {
                 .collect()
         };
         if !missing.is_empty() {
-            // Names come from the agent's SQL: passed as string literals, quotes doubled
-            // (standard_conforming_strings is on, or the session would not be served).
-            let list: Vec<String> = missing
-                .iter()
-                .map(|n| format!("'{}'", n.replace('\'', "''")))
-                .collect();
+            let list: Vec<String> = missing.iter().map(|n| literal(n)).collect();
             let sql = format!(
                 "SELECT t.name, quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' \
                  || quote_ident(a.attname) \
