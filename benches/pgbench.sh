@@ -23,13 +23,15 @@
 #   DURABILITIES    audit.durability modes to run, one gateway each (default "writes";
 #                   "async writes all" adds a table comparing them in the same run)
 #   PORTCULLIS_BIN  use this binary instead of `cargo build --release`
+#   TOKIO_WORKER_THREADS  passed on to the gateway (tokio reads it; default one worker
+#                   per core), and printed in the command line with the rest
 #   CARGO_TARGET_DIR  (default /var/tmp/portcullis-target)
 #   KEEP_TMP=1      keep the temp dir (logs, configs) instead of deleting it
 
 set -euo pipefail
 
 COMMAND_LINE="$(
-    for v in DURATION SCALE SCRIPTS CLIENTS MODES WARMUP DURABILITIES PORTCULLIS_BIN; do
+    for v in DURATION SCALE SCRIPTS CLIENTS MODES WARMUP DURABILITIES PORTCULLIS_BIN TOKIO_WORKER_THREADS; do
         [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
     done
     printf '%q' "$0"
