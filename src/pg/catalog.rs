@@ -121,11 +121,18 @@ fn keyed(search_path: Option<&str>, name: &str) -> String {
 fn with_search_path(search_path: Option<&str>, sql: &str) -> String {
     match search_path {
         None => sql.to_string(),
-        Some(path) => format!(
-            "SELECT pg_catalog.set_config('search_path', {}, false); {sql}; RESET search_path",
-            literal(path)
-        ),
+        Some(path) => format!("{}; {sql}; RESET search_path", set_search_path(path, false)),
     }
+}
+
+/// Sets `path` as the search_path (for the transaction when `local`) without echoing
+/// it: `set_config` answers with the value it set, which is the agent's text, and the
+/// questions that follow are read by the shape of their rows.
+fn set_search_path(path: &str, local: bool) -> String {
+    format!(
+        "SELECT pg_catalog.set_config('search_path', {}, {local}) IS NULL",
+        literal(path)
+    )
 }
 
 /// Rows counted, at most, to size a table that has no statistics.
@@ -176,9 +183,8 @@ struct PlanNode {
     plans: Vec<PlanNode>,
 }
 
-/// The top node of the plan among an EXPLAIN's rows: the one row that reads as a plan
-/// (`set_config` answers first when the session has a search_path, and a single quoted
-/// name, `"Sales"`, is itself valid JSON).
+/// The top node of the plan among an EXPLAIN's rows: the one-column row that reads as
+/// a plan (others come with it: the search_path's `set_config`, the tables' sizes).
 fn plan_of(rows: &[Vec<String>]) -> Option<PlanNode> {
     rows.iter()
         .filter_map(|r| match r.as_slice() {
@@ -848,10 +854,7 @@ impl Catalog {
             "BEGIN READ ONLY; SET LOCAL statement_timeout = '{}ms'{}{}",
             ESTIMATE_TIMEOUT.as_millis(),
             search_path
-                .map(|p| format!(
-                    "; SELECT pg_catalog.set_config('search_path', {}, true)",
-                    literal(p)
-                ))
+                .map(|p| format!("; {}", set_search_path(p, true)))
                 .unwrap_or_default(),
             sizes_by_name(written)
         );
