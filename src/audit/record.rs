@@ -285,13 +285,14 @@ pub struct Approval {
     pub reason: Option<String>,
 }
 
-/// Anything the writer stores.
+/// Anything the writer stores. Each variant is boxed so that a record is two words: the
+/// writer's channel holds 8,192 of them in blocks it allocates as it fills.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Event(Box<Event>),
-    SessionStart(SessionStart),
-    SessionEnd(SessionEnd),
-    Approval(Approval),
+    SessionStart(Box<SessionStart>),
+    SessionEnd(Box<SessionEnd>),
+    Approval(Box<Approval>),
 }
 
 impl Record {
@@ -314,19 +315,19 @@ impl From<Event> for Record {
 
 impl From<SessionStart> for Record {
     fn from(s: SessionStart) -> Record {
-        Record::SessionStart(s)
+        Record::SessionStart(Box::new(s))
     }
 }
 
 impl From<SessionEnd> for Record {
     fn from(s: SessionEnd) -> Record {
-        Record::SessionEnd(s)
+        Record::SessionEnd(Box::new(s))
     }
 }
 
 impl From<Approval> for Record {
     fn from(a: Approval) -> Record {
-        Record::Approval(a)
+        Record::Approval(Box::new(a))
     }
 }
 
