@@ -154,6 +154,28 @@ pub fn rules_parse(data: &[u8]) {
     let judged =
         crate::gateway::judge_analysis(&set, analysis, &agent, &target, std::time::Instant::now());
     let _ = judged.verdict.reason();
+    // What a session remembers of a shape never changes a verdict: the second text of one
+    // shape, judged with the first's memo, gets what the rules give it alone.
+    let mut memo = None;
+    for text in [
+        "SELECT * FROM users WHERE email = 'someone' AND id = 1 LIMIT 5",
+        "SELECT * FROM users WHERE email = 'canary@example.com' AND id = 22 LIMIT 5",
+    ] {
+        let stmt = crate::sql::analyze(text).statements.remove(0);
+        let roots: [(&str, &dyn crate::policy::value::Record); 3] =
+            [("stmt", &stmt), ("agent", &agent), ("target", &target)];
+        let alone = set.judge(crate::policy::Subject::Sql, &roots);
+        let (remembered, kept) = set.judge_shape(&roots, memo);
+        let ids = |v: &crate::policy::Verdict<'_>| {
+            v.matched
+                .iter()
+                .map(|m| m.rule.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(remembered.decision, alone.decision, "{text}");
+        assert_eq!(ids(&remembered), ids(&alone), "{text}");
+        memo = Some(kept);
+    }
 }
 
 /// SQL facts (`sql::analyze`, both readers), and the shape cache: a text analysed twice

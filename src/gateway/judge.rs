@@ -116,6 +116,35 @@ pub fn judge_analysis<'r>(
     started: Instant,
 ) -> QueryJudgement<'r> {
     let verdict = judge_statements(rules, &analysis, agent, target);
+    judged(analysis, verdict, started)
+}
+
+/// As [`judge_analysis`], for a query the session's `analyzer` has just read: when it
+/// read it by its quick key (one statement of a shape it has seen), the rules that read
+/// only shape facts are not judged again but taken from what the analyzer remembers of
+/// the shape, and what they made of it is remembered the first time.
+pub fn judge_session_analysis<'r>(
+    rules: &'r RuleSet,
+    analyzer: &mut Analyzer,
+    analysis: Analysis,
+    agent: &Agent,
+    target: &Target,
+    started: Instant,
+) -> QueryJudgement<'r> {
+    let (Some(memo), [stmt]) = (analyzer.quick_hit(), &analysis.statements[..]) else {
+        return judge_analysis(rules, analysis, agent, target, started);
+    };
+    let (verdict, kept) = rules.judge_shape(
+        &[("stmt", stmt), ("agent", agent), ("target", target)],
+        memo,
+    );
+    if memo != Some(kept) {
+        analyzer.remember(kept);
+    }
+    judged(analysis, verdict, started)
+}
+
+fn judged(analysis: Analysis, verdict: Verdict<'_>, started: Instant) -> QueryJudgement<'_> {
     let judge_us = started.elapsed().as_micros() as u64;
     let outcome = Outcome::of(&verdict);
     let durable = outcome.refusal.is_none() && analysis.statements.iter().any(must_be_durable);
@@ -252,4 +281,66 @@ fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+rule team.canary on sql {
+  when stmt.text contains "canary"
+  deny "no canaries"
+}
+rule team.orders on sql {
+  when "orders" in stmt.tables_read
+  deny "orders are not read here"
+}
+"#;
+
+    #[test]
+    fn a_session_takes_a_seen_shape_from_memory_and_reads_its_text_each_time() {
+        let mut rules = RuleSet::default();
+        rules.add_text("team.rules", RULES).expect("rules parse");
+        let (agent, target) = (Agent::default(), Target::default());
+        let mut analyzer = Analyzer::new(16);
+        let mut judge = |sql: &str| {
+            let analysis = analyzer.analyze(sql);
+            let judged = judge_session_analysis(
+                &rules,
+                &mut analyzer,
+                analysis,
+                &agent,
+                &target,
+                Instant::now(),
+            );
+            (judged.verdict.decision, analyzer.quick_hit())
+        };
+        // Read, then met again by its quick key: remembered from then on.
+        assert_eq!(
+            judge("SELECT * FROM notes WHERE body = 'first'"),
+            (Decision::Allow, None)
+        );
+        let (decision, hit) = judge("SELECT * FROM notes WHERE body = 'second'");
+        assert_eq!(
+            (decision, hit.map(|m| m.is_some())),
+            (Decision::Allow, Some(true))
+        );
+        let (decision, hit) = judge("SELECT * FROM notes WHERE body = 'a canary'");
+        assert_eq!(
+            (decision, hit.map(|m| m.is_some())),
+            (Decision::Deny, Some(true))
+        );
+        assert_eq!(
+            judge("SELECT * FROM notes WHERE body = 'third'").0,
+            Decision::Allow
+        );
+        for id in 1..=3 {
+            let sql = format!("SELECT * FROM orders WHERE id = {id}");
+            assert_eq!(judge(&sql).0, Decision::Deny, "{sql}");
+        }
+        // Two statements are never taken from memory.
+        let (decision, hit) = judge("SELECT 1; SELECT * FROM orders WHERE id = 1");
+        assert_eq!((decision, hit), (Decision::Deny, None));
+    }
 }

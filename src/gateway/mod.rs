@@ -39,5 +39,5 @@ pub use crate::sql::Analyzer;
 
 pub use judge::{
     Outcome, PushJudgement, QueryJudgement, judge_analysis, judge_query, judge_refs,
-    judge_statement, judge_statements, must_be_durable,
+    judge_session_analysis, judge_statement, judge_statements, must_be_durable,
 };

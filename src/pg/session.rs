@@ -23,7 +23,7 @@ use crate::gateway::record::{
     Pending, Protocol, SessionEvent, SessionState, Stamp, StatementEvent, parameters_json,
 };
 use crate::gateway::refusal;
-use crate::gateway::{judge_analysis, must_be_durable};
+use crate::gateway::{judge_session_analysis, must_be_durable};
 use crate::identity::Identity;
 use crate::policy::rule::Action;
 use crate::policy::value::{Agent, Target};
@@ -325,6 +325,24 @@ impl State {
     /// `SET portcullis.prompt` becomes the session's prompt. A request a rule sends to
     /// review is held by the caller when approvals are served (its event is recorded
     /// once decided, see [`State::decided`]); otherwise it is refused.
+    /// Judges what this session's analyzer has just read (it remembers per shape what
+    /// the rules made of it).
+    fn judge_analysis<'g>(
+        &mut self,
+        gw: &'g Gateway,
+        analysis: crate::sql::Analysis,
+        started: std::time::Instant,
+    ) -> crate::gateway::QueryJudgement<'g> {
+        judge_session_analysis(
+            &gw.rules,
+            &mut self.analyzer,
+            analysis,
+            &self.agent,
+            &self.target,
+            started,
+        )
+    }
+
     pub async fn judge(&mut self, gw: &Gateway, kind: &'static str, text: &str) -> Judged {
         let started = std::time::Instant::now();
         let mut analysis = self.analyzer.analyze(text);
@@ -351,7 +369,7 @@ impl State {
                 .await;
             estimated(s, answer);
         }
-        let judged = judge_analysis(&gw.rules, analysis, &self.agent, &self.target, started);
+        let judged = self.judge_analysis(gw, analysis, started);
         let e = self.event(kind, text, &judged);
         let review = (judged.outcome.review && gw.approvals.is_some())
             .then(|| judged.verdict.deciding().next())
@@ -575,7 +593,7 @@ impl State {
                 .await;
             estimated(s, answer);
         }
-        let judged = judge_analysis(&gw.rules, analysis, &self.agent, &self.target, started);
+        let judged = self.judge_analysis(gw, analysis, started);
         let sentence = judged.outcome.refusal.clone()?;
         // Refused runs are recorded here; the others by [`State::executed`].
         let e = self.event("bind", &text, &judged);

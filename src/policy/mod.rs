@@ -46,9 +46,38 @@ pub const BUILTIN_PACKS: &[(&str, &str)] = &[
 pub const UNPARSED_RULE: &str = "sql.unparsed";
 
 /// The rules in force.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Per rule: a `sql` rule whose conditions read only shape facts
+    /// ([`schema::SQL_SHAPE_FACTS`]), `agent` and `target`.
+    shape_only: Vec<bool>,
+    /// Changes whenever the rules do, so that a [`Memo`] of other rules is not used.
+    generation: u64,
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        RuleSet {
+            rules: Vec::new(),
+            shape_only: Vec::new(),
+            generation: next_generation(),
+        }
+    }
+}
+
+fn next_generation() -> u64 {
+    static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Which of a rule set's shape-only `sql` rules ([`RuleSet`]) matched one statement
+/// shape, for one session: what [`RuleSet::judge_shape`] needs to skip them the next time
+/// the session sends that shape. Bit `i` is the `i`th such rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memo {
+    generation: u64,
+    hits: u64,
 }
 
 impl RuleSet {
@@ -93,8 +122,13 @@ impl RuleSet {
                     },
                 });
             }
+            let shape_only = rule.subject == Subject::Sql
+                && schema::shape_only(&rule.when)
+                && rule.unless.as_ref().is_none_or(schema::shape_only);
+            self.shape_only.push(shape_only);
             self.rules.push(rule);
         }
+        self.generation = next_generation();
         Ok(())
     }
 
@@ -113,6 +147,7 @@ impl RuleSet {
         let Some(rule) = self.rules.iter_mut().find(|r| r.id == id) else {
             return false;
         };
+        self.generation = next_generation();
         let message = rule.action.message().unwrap_or_default().to_string();
         rule.action = match decision {
             Decision::Deny => Action::Deny { message },
@@ -132,17 +167,63 @@ impl RuleSet {
         let mut verdict = Verdict::default();
         let mut vars = Vec::new();
         for rule in self.rules.iter().filter(|r| r.subject == subject) {
-            let hit = eval::test(&rule.when, &env, &mut vars)
-                && !rule
-                    .unless
-                    .as_ref()
-                    .is_some_and(|u| eval::test(u, &env, &mut vars));
-            if hit {
+            if hits(rule, &env, &mut vars) {
                 verdict.add(rule);
             }
         }
         verdict
     }
+
+    /// Judges one `sql` statement read by a session's shape cache, as [`RuleSet::judge`]
+    /// does, with the results of the shape-only rules taken from `memo` when it was made
+    /// by these rules. `memo` must come from the same session (`agent` and `target`) and
+    /// the same shape; the rules that read anything else (the text, the planner's
+    /// estimate) are judged every time. Returns the memo to keep for the shape.
+    pub fn judge_shape<'r>(
+        &'r self,
+        roots: &[(&str, &dyn Record)],
+        memo: Option<Memo>,
+    ) -> (Verdict<'r>, Memo) {
+        let known = memo.filter(|m| m.generation == self.generation);
+        let env = Env { roots };
+        let mut verdict = Verdict::default();
+        let mut vars = Vec::new();
+        let mut kept = Memo {
+            generation: self.generation,
+            hits: 0,
+        };
+        let mut bit = 0u32;
+        for (rule, &shape_only) in self.rules.iter().zip(&self.shape_only) {
+            if rule.subject != Subject::Sql {
+                continue;
+            }
+            // Past 64 shape-only rules the rest are judged every time.
+            let hit = if shape_only && bit < u64::BITS {
+                let hit = match known {
+                    Some(m) => m.hits >> bit & 1 == 1,
+                    None => hits(rule, &env, &mut vars),
+                };
+                kept.hits |= u64::from(hit) << bit;
+                bit += 1;
+                hit
+            } else {
+                hits(rule, &env, &mut vars)
+            };
+            if hit {
+                verdict.add(rule);
+            }
+        }
+        (verdict, kept)
+    }
+}
+
+/// Whether a rule's `when` holds and its `unless` does not.
+fn hits<'a>(rule: &'a Rule, env: &'a Env<'_>, vars: &mut Vec<value::Value<'a>>) -> bool {
+    eval::test(&rule.when, env, vars)
+        && !rule
+            .unless
+            .as_ref()
+            .is_some_and(|u| eval::test(u, env, vars))
 }
 
 fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
@@ -238,5 +319,86 @@ impl<'r> Verdict<'r> {
             Decision::Allow => return None,
         };
         Some(format!("{verb} by {}: {message}", rule.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use value::{Agent, Target};
+
+    fn ids<'r>(v: &Verdict<'r>) -> Vec<&'r str> {
+        v.matched.iter().map(|m| m.rule.id.as_str()).collect()
+    }
+
+    #[test]
+    fn only_rules_that_read_shape_facts_are_remembered() {
+        let rules = RuleSet::builtin().expect("built-in packs");
+        let remembered: Vec<&str> = rules
+            .rules
+            .iter()
+            .zip(&rules.shape_only)
+            .filter(|(_, shape_only)| **shape_only)
+            .map(|(r, _)| r.id.as_str())
+            .collect();
+        // The planner's estimate and the second reader's disagreement vary by statement.
+        assert!(!remembered.contains(&"sql.blast-radius"), "{remembered:?}");
+        assert!(
+            !remembered.contains(&"sql.parser-differential"),
+            "{remembered:?}"
+        );
+        for id in ["sql.destructive-ddl", "sql.unbounded-write", "sql.unparsed"] {
+            assert!(remembered.contains(&id), "{id}: {remembered:?}");
+        }
+        assert!(remembered.iter().all(|id| id.starts_with("sql.")));
+    }
+
+    #[test]
+    fn a_remembered_shape_gets_the_verdict_the_rules_give() {
+        let rules = RuleSet::builtin().expect("built-in packs");
+        let (agent, target) = (Agent::default(), Target::default());
+        let inputs = rules
+            .rules
+            .iter()
+            .filter(|r| r.subject == Subject::Sql)
+            .flat_map(|r| &r.tests)
+            .map(|t| t.input.as_str());
+        let mut judged = 0;
+        for input in inputs {
+            for stmt in crate::sql::analyze(input).statements {
+                let roots: [(&str, &dyn Record); 3] =
+                    [("stmt", &stmt), ("agent", &agent), ("target", &target)];
+                let plain = rules.judge(Subject::Sql, &roots);
+                let (first, memo) = rules.judge_shape(&roots, None);
+                let (again, kept) = rules.judge_shape(&roots, Some(memo));
+                assert_eq!(kept, memo, "{input}");
+                for v in [&first, &again] {
+                    assert_eq!(v.decision, plain.decision, "{input}");
+                    assert_eq!(ids(v), ids(&plain), "{input}");
+                }
+                judged += 1;
+            }
+        }
+        assert!(judged > 100, "{judged}");
+    }
+
+    #[test]
+    fn a_memo_decides_only_for_the_rules_that_made_it() {
+        let rules = RuleSet::builtin().expect("built-in packs");
+        let (agent, target) = (Agent::default(), Target::default());
+        let drop = crate::sql::analyze("DROP TABLE users").statements.remove(0);
+        let select = crate::sql::analyze("SELECT 1").statements.remove(0);
+        let drop_roots: [(&str, &dyn Record); 3] =
+            [("stmt", &drop), ("agent", &agent), ("target", &target)];
+        let select_roots: [(&str, &dyn Record); 3] =
+            [("stmt", &select), ("agent", &agent), ("target", &target)];
+        let (_, memo) = rules.judge_shape(&drop_roots, None);
+        // The caller keeps a memo per shape: handed another shape's, the same rules take it.
+        let (v, _) = rules.judge_shape(&select_roots, Some(memo));
+        assert_eq!(v.decision, Decision::Deny);
+        // Rules loaded again (or changed) ignore it and judge.
+        let reloaded = RuleSet::builtin().expect("built-in packs");
+        let (v, _) = reloaded.judge_shape(&select_roots, Some(memo));
+        assert_eq!(v.decision, Decision::Allow);
     }
 }

@@ -1,7 +1,7 @@
 //! Which fact paths each subject offers, so a typo in a rule file is a load error with a
 //! line number instead of a condition that silently never matches.
 
-use super::rule::Subject;
+use super::rule::{Expr, Operand, PathBase, Subject};
 
 /// Facts about one SQL statement (`sql` rules): `sql::SqlFacts` as it serializes;
 /// `facts::issue_10_the_schema_lists_exactly_the_facts_provided` checks both ways.
@@ -46,6 +46,42 @@ pub const SQL_FACTS: &[&str] = &[
     "stmt.estimated_percent",
     "stmt.disagreement",
     "stmt.read_by_postgres",
+];
+
+/// The `stmt` facts that every statement of one shape has alike: the session's analyzer
+/// gives all texts with one quick key the same facts but their own text, and the
+/// planner's estimate comes later. A `sql` rule that reads only these, `agent` and
+/// `target` judges every statement of a shape in a session the same way, so its result
+/// is remembered per shape ([`super::Memo`]). An allow-list: a fact added later is judged
+/// every time until it is listed here.
+pub const SQL_SHAPE_FACTS: &[&str] = &[
+    "kind",
+    "kinds",
+    "is_ddl",
+    "is_dml",
+    "drop_kind",
+    "tables_read",
+    "tables_written",
+    "has_where",
+    "where_always_true",
+    "writes",
+    "functions",
+    "copy_program",
+    "copy_file",
+    "limit",
+    "statement_count",
+    "index",
+    "fingerprint",
+    "normalized",
+    "parsed",
+    "settings",
+    "sets",
+    "temporary",
+    "concurrently",
+    "explain_analyze",
+    "lock_mode",
+    "vacuum_full",
+    "read_by_postgres",
 ];
 
 /// Facts about one ref update of a push (`git` rules): `git::inspect::facts` as they
@@ -157,5 +193,37 @@ pub fn knows(subject: Subject, path: &str) -> bool {
         Subject::Sql => SQL_FACTS.contains(&path),
         Subject::Git => GIT_FACTS.contains(&path),
         Subject::Mask => MASK_FACTS.contains(&path),
+    }
+}
+
+/// Whether a `sql` condition reads nothing but [`SQL_SHAPE_FACTS`], `agent` and `target`
+/// (both fixed for a session).
+pub fn shape_only(expr: &Expr) -> bool {
+    match expr {
+        Expr::Or(parts) | Expr::And(parts) => parts.iter().all(shape_only),
+        Expr::Not(inner) => shape_only(inner),
+        Expr::Test(operand) => operand_shape_only(operand),
+        Expr::Compare(left, _, right) => operand_shape_only(left) && operand_shape_only(right),
+        Expr::Quantified { list, body, .. } => operand_shape_only(list) && shape_only(body),
+    }
+}
+
+fn operand_shape_only(operand: &Operand) -> bool {
+    match operand {
+        Operand::Literal(_) => true,
+        Operand::Len(inner) => operand_shape_only(inner),
+        Operand::Nested(expr) => shape_only(expr),
+        Operand::Path(path) => match &path.base {
+            // An item of the list it was bound from, whose path is checked there.
+            PathBase::Var(_) => true,
+            PathBase::Root(root) => match &**root {
+                "agent" | "target" => true,
+                "stmt" => path
+                    .fields
+                    .first()
+                    .is_some_and(|f| SQL_SHAPE_FACTS.contains(&&**f)),
+                _ => false,
+            },
+        },
     }
 }

@@ -35,6 +35,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
+use crate::policy::Memo;
 use crate::policy::value::{List, Record, Records, Value};
 
 pub use bounds::always_true;
@@ -231,11 +232,15 @@ pub fn analyze_sqlparser_only(sql: &str) -> Analysis {
 /// emptied and refilled.
 pub struct Analyzer {
     shapes: std::collections::HashMap<String, SqlFacts>,
-    /// A [`quick`] key to the shape its texts have (one statement each).
-    quick: std::collections::HashMap<String, String>,
+    /// A [`quick`] key to the shape its texts have (one statement each), and what the
+    /// session's rules made of that shape ([`Analyzer::remember`]).
+    quick: std::collections::HashMap<String, (String, Option<Memo>)>,
     capacity: usize,
-    /// The buffer [`quick`] keys are made in, kept between statements.
+    /// The buffer [`quick`] keys are made in, kept between statements; after a quick
+    /// hit it still holds that hit's key.
     key: String,
+    /// Whether the last [`Analyzer::analyze`] was a quick hit, and its memo if any.
+    last_hit: Option<Option<Memo>>,
     /// Quick keys other analyzers have read, asked when this one's own maps miss.
     shared: Option<Arc<SharedShapes>>,
 }
@@ -247,6 +252,7 @@ impl Analyzer {
             quick: std::collections::HashMap::new(),
             capacity,
             key: String::new(),
+            last_hit: None,
             shared: None,
         }
     }
@@ -273,6 +279,7 @@ impl Analyzer {
     }
 
     pub fn analyze(&mut self, sql: &str) -> Analysis {
+        self.last_hit = None;
         if !lexically_plain(sql) {
             return analyze_with(sql, 0, Some(self), true);
         }
@@ -281,14 +288,21 @@ impl Analyzer {
             self.key = key;
             return analyze_with(sql, 0, Some(self), true);
         };
-        if let Some(hit) = self.quick.get(&key).and_then(|s| self.shapes.get(s)) {
+        if let Some((hit, memo)) = self
+            .quick
+            .get(&key)
+            .and_then(|(s, memo)| Some((self.shapes.get(s)?, *memo)))
+        {
             let analysis = one_hit(hit, &sql[range]);
             self.key = key;
+            self.last_hit = Some(memo);
             return analysis;
         }
         if let Some((shape, facts)) = self.shared.as_ref().and_then(|s| s.get(&key)) {
             let analysis = one_hit(&facts, &sql[range]);
+            self.key.clone_from(&key);
             self.learn(key, shape, facts);
+            self.last_hit = Some(None);
             return analysis;
         }
         let (analysis, shapes) = analyze_reading(sql, 0, Some(self), true);
@@ -299,7 +313,7 @@ impl Analyzer {
             if let Some(shared) = &self.shared {
                 shared.insert(&key, shape, cached);
             }
-            self.quick.insert(key, shape.clone());
+            self.quick.insert(key, (shape.clone(), None));
         } else {
             self.key = key;
         }
@@ -310,7 +324,25 @@ impl Analyzer {
     fn learn(&mut self, key: String, shape: String, facts: SqlFacts) {
         self.make_room();
         self.shapes.insert(shape.clone(), facts);
-        self.quick.insert(key, shape);
+        self.quick.insert(key, (shape, None));
+    }
+
+    /// What the session's rules remembered of the shape the last [`Analyzer::analyze`]
+    /// read by its quick key: `None` when it was not such a hit (then nothing may be
+    /// remembered for it), `Some(None)` when nothing is remembered yet.
+    pub fn quick_hit(&self) -> Option<Option<Memo>> {
+        self.last_hit
+    }
+
+    /// Keeps `memo` with the quick key the last [`Analyzer::analyze`] hit; nothing when
+    /// it was not a quick hit.
+    pub fn remember(&mut self, memo: Memo) {
+        if self.last_hit.is_some()
+            && let Some((_, kept)) = self.quick.get_mut(&self.key)
+        {
+            *kept = Some(memo);
+            self.last_hit = Some(Some(memo));
+        }
     }
 
     /// Empties both maps when the shapes reach `capacity`, before one more goes in.

@@ -5,7 +5,7 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::support::gateway::setup;
+use crate::support::gateway::{Gateway, Options, setup};
 use crate::support::pg::PgCluster;
 
 const REFUSED: &str = "42501";
@@ -233,4 +233,72 @@ async fn issue_9_a_setting_changed_under_the_session_ends_it() {
         "the session's end is recorded with its reason\n{}",
         gw.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_a_shape_judged_before_is_judged_again_by_rules_that_read_its_text() {
+    // A session remembers, per statement shape, what the rules that read only the shape
+    // made of it. A rule that reads the text sees every text: the same shape with another
+    // literal, after it was allowed many times, is still refused by it.
+    let rules = r#"
+rule team.no-canary on sql {
+  when stmt.text contains "canary"
+  deny "no canaries"
+}
+rule team.no-orders on sql {
+  when "orders" in stmt.tables_read
+  deny "orders are not read here"
+}
+"#;
+    let (pg, gw) = tokio::task::spawn_blocking(move || {
+        let pg = PgCluster::start();
+        let gw = Gateway::start_with(
+            &pg,
+            Options {
+                upstream_params: "sslmode=disable".into(),
+                rules: Some(rules.into()),
+                ..Options::default()
+            },
+        );
+        pg.query("CREATE TABLE notes (body text); CREATE TABLE orders (id int)");
+        (pg, gw)
+    })
+    .await
+    .expect("setup");
+    let client = gw.client(&gw.token("mallory", &["dev"])).await;
+    for i in 0..5 {
+        client
+            .simple_query(&format!("INSERT INTO notes VALUES ('note {i}')"))
+            .await
+            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+    }
+    assert_refused(
+        client
+            .simple_query("INSERT INTO notes VALUES ('a canary')")
+            .await,
+        "team.no-canary",
+    );
+    client
+        .simple_query("INSERT INTO notes VALUES ('note 5')")
+        .await
+        .expect("allowed again");
+    assert_refused(
+        client
+            .simple_query("INSERT INTO notes VALUES ('canary 2')")
+            .await,
+        "team.no-canary",
+    );
+    // A rule on the shape alone refuses every statement of its shape, remembered or not.
+    for id in 1..=3 {
+        assert_refused(
+            client
+                .simple_query(&format!("SELECT * FROM orders WHERE id = {id}"))
+                .await,
+            "team.no-orders",
+        );
+    }
+    let bodies = tokio::task::block_in_place(|| {
+        pg.query("SELECT string_agg(body, ',' ORDER BY body) FROM notes")
+    });
+    assert_eq!(bodies.trim(), "note 0,note 1,note 2,note 3,note 4,note 5");
 }
