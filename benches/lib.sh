@@ -55,3 +55,30 @@ git_bench_cleanup() {
     [[ -n "$GATEWAY_PID" ]] && kill "$GATEWAY_PID" 2>/dev/null && wait "$GATEWAY_PID" 2>/dev/null
     if [[ "${KEEP_TMP:-}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
+
+# A throw-away PostgreSQL for the benches that need only one (mask.sh, instructions.sh):
+# initdb in $TMP/pgdata (trust, `fsync = off`), listening on 127.0.0.1 on a free port and
+# on a socket in $TMP. Needs PG_BIN, TMP and as_pg(); sets PG_PORT and PG_STARTED=1.
+start_scratch_postgres() {
+    PG_PORT="$(free_port)"
+    [[ "$(id -u)" == 0 ]] && chown postgres: "$TMP"
+    as_pg "$PG_BIN/initdb" -D "$TMP/pgdata" -U postgres --auth=trust -E UTF8 >"$TMP/initdb.log" 2>&1 ||
+        die "initdb failed"
+    printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\nfsync = off\n" \
+        "$PG_PORT" "$TMP" >>"$TMP/pgdata/postgresql.conf"
+    as_pg "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -w start >/dev/null ||
+        die "pg_ctl start failed"
+    PG_STARTED=1
+}
+
+# The EXIT trap of those benches: stops the gateway in GW_PID and the scratch PostgreSQL,
+# shows the last lines of the logs named in $@ when the script failed, removes TMP.
+stop_scratch() {
+    local rc=$?
+    set +e
+    [[ -n "$GW_PID" ]] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
+    ((PG_STARTED)) && as_pg "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1
+    if ((rc != 0)); then tail -n 20 "$@" "$TMP/postgres.log" >&2 2>/dev/null; fi
+    [[ "${KEEP_TMP:-0}" == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
+    exit "$rc"
+}

@@ -47,26 +47,9 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-mask.XXXXXX")"
 chmod 0755 "$TMP"
 GW_PID=""
 PG_STARTED=0
-cleanup() {
-    local rc=$?
-    set +e
-    [[ -n "$GW_PID" ]] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
-    ((PG_STARTED)) && as_pg "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1
-    if ((rc != 0)); then tail -n 20 "$TMP/gateway.log" "$TMP/postgres.log" >&2 2>/dev/null; fi
-    [[ "${KEEP_TMP:-0}" == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
-    exit "$rc"
-}
+cleanup() { stop_scratch "$TMP/gateway.log"; }
 trap cleanup EXIT
-
-
-PG_PORT="$(free_port)"
-[[ "$(id -u)" == 0 ]] && chown postgres: "$TMP"
-as_pg "$PG_BIN/initdb" -D "$TMP/pgdata" -U postgres --auth=trust -E UTF8 >"$TMP/initdb.log" 2>&1 ||
-    die "initdb failed"
-printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\nfsync = off\n" \
-    "$PG_PORT" "$TMP" >>"$TMP/pgdata/postgresql.conf"
-as_pg "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -w start >/dev/null || die "pg_ctl start failed"
-PG_STARTED=1
+start_scratch_postgres
 
 direct() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
 log "loading $ROWS rows into customers and notes"
