@@ -8,7 +8,6 @@
 //! Results of reads waiting for them are summarised on the way (rows, a sample, what was
 //! masked) for their events; the summary sees the masked values.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -363,7 +362,7 @@ async fn write(
 #[derive(Default)]
 struct Plans {
     generation: u64,
-    by_description: HashMap<Vec<u8>, (Arc<Plan>, Formats)>,
+    by_description: foldhash::HashMap<Vec<u8>, (Arc<Plan>, Formats)>,
     /// The buffer a description's key is made in, kept between results.
     key: Vec<u8>,
 }

@@ -231,10 +231,10 @@ pub fn analyze_sqlparser_only(sql: &str) -> Analysis {
 /// fingerprinting the text too. Memory is bounded: at `capacity` shapes both maps are
 /// emptied and refilled.
 pub struct Analyzer {
-    shapes: std::collections::HashMap<String, SqlFacts>,
+    shapes: foldhash::HashMap<String, SqlFacts>,
     /// A [`quick`] key to the shape its texts have (one statement each), and what the
     /// session's rules made of that shape ([`Analyzer::remember`]).
-    quick: std::collections::HashMap<String, (String, Option<Memo>)>,
+    quick: foldhash::HashMap<String, (String, Option<Memo>)>,
     capacity: usize,
     /// The buffer [`quick`] keys are made in, kept between statements; after a quick
     /// hit it still holds that hit's key.
@@ -248,8 +248,8 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn new(capacity: usize) -> Analyzer {
         Analyzer {
-            shapes: std::collections::HashMap::new(),
-            quick: std::collections::HashMap::new(),
+            shapes: foldhash::HashMap::default(),
+            quick: foldhash::HashMap::default(),
             capacity,
             key: String::new(),
             last_hit: None,
