@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Instructions the gateway executes per pgbench transaction, counted by callgrind.
 #
-# The same binary gives the same count run after run whatever else the machine is doing,
+# The same binary gives the same count within 0.5% whatever else the machine is doing,
 # so two builds can be compared where TPS and the CPU times pgbench.sh reads from /proc
 # move by 10-20% between runs. Only user space is counted: the kernel's share (sends,
 # receives, wake-ups) is in pgbench.sh's system-time columns, not here.
 #
 # Starts a private PostgreSQL (trust, fsync off, `pgbench -i -s 1`), then for each of two
 # transaction counts, N and 2N, a fresh gateway (default rules, audit durability
-# `writes`, PORTCULLIS_LOG=warn) under `valgrind --tool=callgrind`: a warm-up of WARMUP
-# transactions, the counters zeroed (`callgrind_control -z`), N (or 2N) transactions,
-# then a clean stop. The difference of the two runs over N is the cost per transaction,
-# so start-up, the warm-up and the fixed part of the stop cancel out.
+# `writes`, PORTCULLIS_LOG=warn) under `valgrind --tool=callgrind --separate-threads=yes`:
+# a warm-up of WARMUP transactions, the counters zeroed (`callgrind_control -z`), N (or
+# 2N) transactions, the counters dumped (`callgrind_control -d`), then the stop. The
+# difference of the two runs over N is the cost per transaction, so what does not grow
+# with the transactions cancels out.
 #
-# The figure is what the tokio workers run (inclusive of their loop): the relay, judging,
-# the masking plan and the event's hand-off. The writer's share (everything its loop
-# ran) is printed too but is not comparable between runs: it commits
-# on a clock (100 ms after a batch's first record), and under callgrind a transaction
-# takes about 50 times longer, so its batches, and what each costs per event, depend on
-# timing. `cargo bench --bench audit -- writer` measures the writer per event.
+# The figure is what the threads that ran session code (the tokio workers) executed: the
+# relay, judging, the masking plan and the event's hand-off. The audit writer's thread is
+# printed too but is not comparable between runs: it commits on a clock (100 ms after a
+# batch's first record), and under callgrind a transaction takes about 50 times longer,
+# so its batches, and what each costs per event, depend on timing; and valgrind hides the
+# CPU's SHA instructions, so the chain's SHA-256 takes its software path.
+# `cargo bench --bench audit -- writer` measures the writer per event.
 #
 # Environment:
 #   N               transactions in the shorter run (default 2000)

@@ -321,10 +321,6 @@ impl State {
         }
     }
 
-    /// Asks the gateway about one query string and records the answer. An allowed
-    /// `SET portcullis.prompt` becomes the session's prompt. A request a rule sends to
-    /// review is held by the caller when approvals are served (its event is recorded
-    /// once decided, see [`State::decided`]); otherwise it is refused.
     /// Judges what this session's analyzer has just read (it remembers per shape what
     /// the rules made of it).
     fn judge_analysis<'g>(
@@ -343,6 +339,10 @@ impl State {
         )
     }
 
+    /// Asks the gateway about one query string and records the answer. An allowed
+    /// `SET portcullis.prompt` becomes the session's prompt. A request a rule sends to
+    /// review is held by the caller when approvals are served (its event is recorded
+    /// once decided, see [`State::decided`]); otherwise it is refused.
     pub async fn judge(&mut self, gw: &Gateway, kind: &'static str, text: &str) -> Judged {
         let started = std::time::Instant::now();
         let mut analysis = self.analyzer.analyze(text);
